@@ -1,0 +1,24 @@
+"""sparkcnn: distributed Spark deep-learning pipeline for image CNNs.
+
+The pinned stack lives in requirements.txt; Horovod is built by
+scripts/bootstrap.sh after TensorFlow (it must compile against that exact TF),
+so it is not an install_requires here.
+"""
+from setuptools import setup
+
+setup(
+    name="sparkcnn",
+    version="0.1.0",
+    description="Spark + Horovod + Keras pipeline for image CNNs: ingest, train, score, report",
+    packages=["pipelines", "featurizers", "jobs"],
+    package_data={"": ["*.yaml"]},
+    python_requires=">=3.10,<3.12",
+    install_requires=[
+        "numpy>=1.26,<2",
+        "pyarrow>=10,<11",
+        "pyspark>=3.5,<4",
+        "pyyaml>=6",
+        "pillow>=10",
+    ],
+    entry_points={"console_scripts": ["sparkcnn=pipelines.cli:main"]},
+)
