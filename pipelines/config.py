@@ -17,8 +17,10 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import SparkcnnError
 
-class ConfigError(ValueError):
+
+class ConfigError(SparkcnnError, ValueError):
     """A configuration problem; the message names the file and the key."""
 
 

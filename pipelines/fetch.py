@@ -25,8 +25,10 @@ import zipfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .errors import SparkcnnError
 
-class FetchError(RuntimeError):
+
+class FetchError(SparkcnnError, RuntimeError):
     """A dataset could not be obtained from any source; the message says what each source said."""
 
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import SparkcnnError
+
 # IDX type byte -> numpy dtype (big-endian as stored)
 _DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
            0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(SparkcnnError, ValueError):
     """The file is not a well-formed IDX file; the message names the file and what was expected."""
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from . import idx, records
 from .config import Config
+from .errors import SparkcnnError
 from .fetch import MNIST_CLASS_NAMES, fetch_mnist
 from .store import atomic_dir
 
@@ -27,7 +28,7 @@ MB = 1 << 20
 ROWS_PER_BATCH = 4096
 
 
-class IngestError(ValueError):
+class IngestError(SparkcnnError, ValueError):
     """Input that cannot be ingested; the message names the file and the reason."""
 
 

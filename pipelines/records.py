@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from .errors import SparkcnnError
+
 ID = "id"            # int64: position of the image in its source (stable across reruns)
 LABEL = "label"      # int32: class index into DatasetMeta.class_names
 HEIGHT = "height"    # int32
@@ -47,7 +49,7 @@ SPARK_DDL = "id LONG, label INT, height INT, width INT, channels INT, image BINA
 META_FILE = "_sparkcnn_dataset.json"  # leading underscore: Spark and pyarrow skip it
 
 
-class RecordError(ValueError):
+class RecordError(SparkcnnError, ValueError):
     """A row or batch that does not follow the record contract."""
 
 

@@ -26,6 +26,7 @@ def build_spark(conf: SparkSection) -> SparkSession:
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's INFO banners, once per worker process
     active = SparkSession.getActiveSession()
     # spark-submit starts the JVM first and hands its port to this process; its
     # --master / --driver-memory must then win over the conf file.

@@ -12,13 +12,14 @@ from typing import Callable
 
 from . import records
 from .config import Config
+from .errors import SparkcnnError
 from .models import MODELS
 from .session import is_local_master
 from .store import RunStore, write_bytes_atomic, write_json_atomic
 from .train_remote import TrainSpec, train_worker
 
 
-class TrainError(RuntimeError):
+class TrainError(SparkcnnError, RuntimeError):
     """Training cannot start or did not produce a model; the message says why."""
 
 
@@ -30,6 +31,9 @@ def make_spec(cfg: Config) -> TrainSpec:
     meta = records.read_meta(train_dir)
     val_dir = cfg.dataset_dir("val")
     val_rows = records.read_meta(val_dir).num_rows if os.path.exists(val_dir) else 0
+    if meta.num_rows < t.batch_size * t.num_proc:
+        raise TrainError(f"{train_dir}: {meta.num_rows} rows is less than one batch of {t.batch_size} "
+                         f"for each of {t.num_proc} workers; lower train.batch_size or train.num_proc")
     return TrainSpec(
         train_path=os.path.realpath(train_dir),   # pin the version being read, whatever ingest does meanwhile
         val_path=os.path.realpath(val_dir) if val_rows else None,
@@ -50,8 +54,11 @@ def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int)
                          "its workers running at once (lower num_proc or add executor cores)")
     import horovod.spark  # deferred: pulls in heavy modules only the train stage needs
 
+    # Unbuffered so per-epoch progress streams to the driver; Petastorm's pyarrow
+    # deprecation warnings (one per row group) are noise for users.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
     results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
-                                nics=nics, start_timeout=start_timeout, verbose=1,
+                                nics=nics, start_timeout=start_timeout, verbose=1, env=env,
                                 stdout=sys.stdout, stderr=sys.stderr)
     result = results[0]
     if not result or "model_keras" not in result:

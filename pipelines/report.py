@@ -1,0 +1,194 @@
+"""The run report: runs/<run>/report/ with PNG figures and an index.html that ties them together.
+
+Only small things reach the driver here: a few dozen sample images picked by
+Spark, the metrics and history JSON.  The report directory is published
+atomically like every other output.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Callable, Optional
+
+import numpy as np
+import yaml
+
+from . import records
+from .config import Config
+from .score_remote import PREDICTION
+from .store import RunStore, atomic_dir, read_json
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def sample_rows(spark, dataset_dir: str, per_class: int, predictions_dir: Optional[str] = None,
+                only_wrong: bool = False, limit: Optional[int] = None):
+    """The first `per_class` rows of each class (by id), with predictions joined in when given."""
+    from pyspark.sql import Window, functions as F
+    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
+    if predictions_dir and os.path.exists(predictions_dir):
+        preds = spark.read.parquet(predictions_dir).select(records.ID, PREDICTION)
+        frame = frame.join(preds, records.ID)
+        if only_wrong:
+            frame = frame.where(F.col(PREDICTION) != F.col(records.LABEL))
+    rank = F.row_number().over(Window.partitionBy(records.LABEL).orderBy(records.ID))
+    picked = frame.withColumn("_rank", rank).where(F.col("_rank") <= per_class).drop("_rank")
+    if limit:
+        picked = picked.orderBy(records.ID).limit(limit)
+    return picked.orderBy(records.LABEL, records.ID).toPandas()
+
+
+def plot_samples(rows, meta: records.DatasetMeta, path: str, title: str, columns: Optional[int] = None) -> None:
+    """A labelled grid; with predictions, wrong ones are titled in red with 'true→predicted'."""
+    plt = _pyplot()
+    n = len(rows)
+    cols = columns or max(1, min(n, 10))
+    nrows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.1, nrows * 1.25 + 0.4), squeeze=False)
+    images = records.decode_images(list(rows[records.IMAGE]), meta.shape) if n else []
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i]
+        ax.imshow(img[..., 0] if meta.channels == 1 else img, cmap="gray" if meta.channels == 1 else None,
+                  vmin=0, vmax=255)
+        true = meta.class_names[int(rows[records.LABEL].iloc[i])]
+        if PREDICTION in rows:
+            pred = meta.class_names[int(rows[PREDICTION].iloc[i])]
+            wrong = pred != true
+            ax.set_title(f"{true}→{pred}" if wrong else true, fontsize=8, color="red" if wrong else "black")
+        else:
+            ax.set_title(true, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_training_curves(history: dict, path: str) -> None:
+    plt = _pyplot()
+    metrics = history["metrics"]
+    epochs = np.arange(1, len(metrics.get("loss", [])) + 1)
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
+        if key in metrics:
+            ax_err.plot(epochs, 1 - np.asarray(metrics[key]), marker="o", label=label)
+    ax_err.set(xlabel="epoch", ylabel="error (1 - accuracy)", title="Error per epoch", yscale="log")
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in metrics:
+            ax_loss.plot(epochs, metrics[key], marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss per epoch")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_xticks(epochs)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_confusion(metrics: dict, class_names: list, path: str) -> None:
+    plt = _pyplot()
+    cm = np.asarray(metrics["confusion_matrix"])
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    shown = np.log1p(cm)
+    ax.imshow(shown, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > shown.max() * 0.6 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0)
+    ax.set_yticks(range(k), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (accuracy {metrics['accuracy']:.4f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _table(headers, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Optional[dict],
+                timings: dict, figures: dict) -> str:
+    parts = [f"<h1>sparkcnn run <code>{html.escape(cfg.run.name)}</code></h1>"]
+    if metrics:
+        parts.append(f"<p class='headline'>Test accuracy <b id='test-accuracy'>{metrics['accuracy']:.4f}</b> "
+                     f"on {metrics['rows']} {html.escape(metrics.get('split', ''))} images; "
+                     f"loss {metrics['loss']:.4f}; macro F1 {metrics['macro_f1']:.4f}</p>")
+    parts.append("<h2>Datasets</h2>")
+    parts.append(_table(["split", "rows", "rejected", "shape", "classes"],
+                        [[s, m.num_rows, m.rejected, "x".join(map(str, m.shape)), m.num_classes]
+                         for s, m in metas.items()]))
+    for key, caption in (("samples", "Samples"), ("curves", "Training curves"),
+                         ("confusion", "Confusion matrix"), ("misclassified", "Misclassified examples")):
+        if key in figures:
+            parts.append(f"<h2>{caption}</h2><img src='{figures[key]}' alt='{caption}'>")
+    if history:
+        m = history["metrics"]
+        rows = [[i + 1] + [f"{m[k][i]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in m]
+                + [f"{history['epoch_seconds'][i]:.1f}"] for i in range(len(m.get("loss", [])))]
+        heads = ["epoch"] + [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in m] + ["seconds"]
+        parts.append(f"<h2>Training</h2><p>{history['model']}, {history['workers']} Horovod workers × "
+                     f"{history['threads_per_worker']} threads, batch {history['batch_size_per_worker']} per worker</p>")
+        parts.append(_table(heads, rows))
+    if metrics:
+        parts.append("<h2>Per-class metrics</h2>")
+        parts.append(_table(["class", "precision", "recall", "F1", "support"],
+                            [[c["name"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
+                             for c in metrics["per_class"]]))
+    if timings:
+        parts.append("<h2>Timings per stage</h2>")
+        parts.append(_table(["stage", "seconds"], sorted(timings.items())))
+    parts.append("<h2>Configuration</h2><pre>"
+                 + html.escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)) + "</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:1em}.headline{font-size:1.3em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>sparkcnn {html.escape(cfg.run.name)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> str:
+    metas = {s: records.read_meta(cfg.dataset_dir(s)) for s in ("train", "val", "test")
+             if os.path.exists(cfg.dataset_dir(s))}
+    history = read_json(store.history_path) if os.path.exists(store.history_path) else None
+    metrics = read_json(store.metrics_path) if os.path.exists(store.metrics_path) else None
+    timings = read_json(store.timings_path) if os.path.exists(store.timings_path) else {}
+    split = cfg.score.split
+    meta = metas.get(split) or records.read_meta(cfg.dataset_dir(split))
+    preds = store.predictions_dir if metrics else None
+    figures = {}
+    with atomic_dir(store.report_dir) as staging:
+        os.makedirs(staging)
+        rows = sample_rows(spark, cfg.dataset_dir(split), cfg.report.samples_per_class, preds)
+        plot_samples(rows, meta, os.path.join(staging, "samples.png"), f"{meta.name} {split}: samples per class")
+        figures["samples"] = "samples.png"
+        if history:
+            plot_training_curves(history, os.path.join(staging, "training_curves.png"))
+            figures["curves"] = "training_curves.png"
+        if metrics:
+            plot_confusion(metrics, meta.class_names, os.path.join(staging, "confusion_matrix.png"))
+            figures["confusion"] = "confusion_matrix.png"
+            wrong = sample_rows(spark, cfg.dataset_dir(split), 3, preds, only_wrong=True, limit=30)
+            if len(wrong):
+                plot_samples(wrong, meta, os.path.join(staging, "misclassified.png"),
+                             "misclassified (true→predicted)")
+                figures["misclassified"] = "misclassified.png"
+        with open(os.path.join(staging, "index.html"), "w") as f:
+            f.write(render_html(cfg, metas, history, metrics, timings, figures))
+        with open(os.path.join(staging, "config.json"), "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+    index = os.path.join(store.report_dir, "index.html")
+    log(f"[report] {index}")
+    return index

@@ -1,0 +1,96 @@
+"""The whole pipeline as a user runs it: the `sparkcnn` console script on a slice of real MNIST,
+2 real Horovod processes on a real local Spark, real Parquet, then the outputs checked."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import records
+
+SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tmp_path_factory, mnist_files):
+    root = tmp_path_factory.mktemp("e2e")
+    conf = root / "e2e.yaml"
+    conf.write_text(f"""
+run: {{name: e2e, runs_dir: {root}/runs}}
+spark: {{master: "local[2]", driver_memory: 2g}}
+data: {{datasets_dir: {root}/datasets}}
+ingest: {{limit_train: 8000, validation_rows: 1000, limit_test: 2000}}
+train: {{model: mnist_cnn, epochs: 2, batch_size: 64, num_proc: 2, optimizer: adam, learning_rate: 0.001}}
+""")
+    proc = subprocess.run([SPARKCNN, "run", "--conf", str(conf)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return root, proc
+
+
+def test_run_prints_accuracy_and_report_path(e2e_run):
+    root, proc = e2e_run
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].startswith("test accuracy: ")
+    assert lines[-1] == f"report: {root}/runs/e2e/report/index.html"
+    assert "Epoch 2/2" in proc.stdout  # per-epoch progress streamed from Horovod rank 0
+
+
+def test_accuracy_well_above_chance_and_metrics_consistent(e2e_run):
+    root, _ = e2e_run
+    metrics = json.loads((root / "runs/e2e/metrics.json").read_text())
+    assert metrics["rows"] == 2000
+    assert metrics["accuracy"] > 0.9, metrics["accuracy"]
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.sum() == 2000 and np.trace(cm) / 2000 == pytest.approx(metrics["accuracy"])
+    assert len(metrics["per_class"]) == 10 and 0 < metrics["loss"] < 1
+
+
+def test_history_has_train_and_validation_per_epoch(e2e_run):
+    root, _ = e2e_run
+    history = json.loads((root / "runs/e2e/history.json").read_text())
+    assert history["workers"] == 2 and len(history["epoch_seconds"]) == 2
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history["metrics"][key]) == 2
+    assert history["metrics"]["loss"][1] < history["metrics"]["loss"][0]
+
+
+def test_report_files(e2e_run):
+    root, _ = e2e_run
+    report = root / "runs/e2e/report"
+    for name in ("index.html", "samples.png", "training_curves.png", "confusion_matrix.png"):
+        assert (report / name).stat().st_size > 1000, name
+    html = (report / "index.html").read_text()
+    metrics = json.loads((root / "runs/e2e/metrics.json").read_text())
+    assert f"{metrics['accuracy']:.4f}" in html and "training_curves.png" in html
+
+
+def test_saved_model_reproduces_spark_predictions(e2e_run):
+    """The saved model, loaded in safe mode in this process, agrees with what Spark wrote."""
+    root, _ = e2e_run
+    preds = pq.read_table(root / "runs/e2e/predictions").to_pandas().set_index("id").sort_index()
+    assert len(preds) == 2000 and preds.index.is_unique
+    test = pq.read_table(os.path.realpath(root / "datasets/mnist/test")).sort_by("id").slice(0, 200)
+    images = records.decode_images(test.column("image"), (28, 28, 1))
+    from pipelines.score_remote import load_model_bytes
+    model = load_model_bytes((root / "runs/e2e/model.keras").read_bytes())
+    probs = model.predict(images, verbose=0)
+    ids = test.column("id").to_numpy()
+    np.testing.assert_array_equal(probs.argmax(1), preds.loc[ids, "prediction"].to_numpy())
+    np.testing.assert_allclose(probs, np.stack(preds.loc[ids, "probabilities"].to_numpy()), atol=1e-5)
+
+
+def test_bad_conf_is_one_clear_line(tmp_path):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("train: {epoch: 3}\n")
+    proc = subprocess.run([SPARKCNN, "train", "--conf", str(conf)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"sparkcnn train: error: {conf}: unknown key 'train.epoch' (did you mean 'epochs'?)"
+
+
+def test_help_lists_every_stage_with_an_example():
+    out = subprocess.run([SPARKCNN, "--help"], capture_output=True, text=True, timeout=60).stdout
+    for stage in ("ingest", "train", "score", "report", "run"):
+        assert f"sparkcnn {stage} --conf" in out
