@@ -16,7 +16,7 @@ test: install
 	$(PY) -m pytest -q -ra tests
 
 bench: install
-	$(PY) -m benchmarks.spine
+	$(PY) -m benchmarks.spine $(BENCH_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip

@@ -136,6 +136,12 @@ def _check_value(where: str, value: Any, hint, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
     elif hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; users mean the number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         value = float(value)
