@@ -7,9 +7,11 @@ into one clear line instead of a stack trace.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import yaml
 
@@ -17,40 +19,60 @@ from .config import load_config
 from .errors import SparkcnnError, remote_error_message
 from .store import RunStore, write_bytes_atomic
 
-EXAMPLES = {
-    "ingest": "sparkcnn ingest --conf conf/mnist.yaml --set ingest.limit_train=6000",
-    "train": "sparkcnn train --conf conf/mnist.yaml --set train.epochs=1 --set train.num_proc=2",
-    "score": "sparkcnn score --conf conf/mnist.yaml",
-    "report": "sparkcnn report --conf conf/mnist.yaml",
-    "run": "sparkcnn run --conf conf/mnist.yaml",
+
+@dataclass(frozen=True)
+class Stage:
+    """A CLI stage: `target` is "module:function", a function (spark, cfg, store, log).
+
+    Imported only when the stage runs, so `sparkcnn --help` and conf errors
+    answer without loading Spark or TensorFlow.
+    """
+    target: str
+    help: str
+    example: str
+
+    def function(self):
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES = {
+    "ingest": Stage("pipelines.ingest:ingest_stage",
+                    "fetch the dataset (verified) and write train/val/test Parquet datasets",
+                    "sparkcnn ingest --conf conf/mnist.yaml --set ingest.limit_train=6000"),
+    "train": Stage("pipelines.train:train",
+                   "train a zoo model with Horovod on Spark executors, reading Parquet through Petastorm",
+                   "sparkcnn train --conf conf/mnist.yaml --set train.epochs=1 --set train.num_proc=2"),
+    "score": Stage("pipelines.score:score",
+                   "batch-score a split with the trained model: predictions Parquet + metrics.json",
+                   "sparkcnn score --conf conf/mnist.yaml"),
+    "report": Stage("pipelines.report:report",
+                    "write runs/<run>/report/index.html with samples, curves, confusion matrix",
+                    "sparkcnn report --conf conf/mnist.yaml"),
 }
-HELP = {
-    "ingest": "fetch the dataset (verified) and write train/val/test Parquet datasets",
-    "train": "train a zoo model with Horovod on Spark executors, reading Parquet through Petastorm",
-    "score": "batch-score a split with the trained model: predictions Parquet + metrics.json",
-    "report": "write runs/<run>/report/index.html with samples, curves, confusion matrix",
-    "run": "the whole pipeline: ingest, train, score, report",
+# Composite commands: a name for a sequence of stages.
+PIPELINES = {
+    "run": (("ingest", "train", "score", "report"), "the whole pipeline: ingest, train, score, report",
+            "sparkcnn run --conf conf/mnist.yaml"),
 }
 
 
-def _stage_functions():
-    # Imported lazily so `sparkcnn --help` and conf errors answer without loading Spark modules.
-    from .ingest import ingest
-    from .report import report
-    from .score import score
-    from .train import train
-    return {"ingest": lambda spark, cfg, store, log: ingest(spark, cfg, log),  # datasets live outside the run
-            "train": train, "score": score, "report": report}
+def _commands() -> dict:
+    """name -> (help, example) for every stage and composite command."""
+    commands = {name: (st.help, st.example) for name, st in STAGES.items()}
+    commands.update({name: (text, example) for name, (_, text, example) in PIPELINES.items()})
+    return commands
 
 
 def parser() -> argparse.ArgumentParser:
+    commands = _commands()
     p = argparse.ArgumentParser(
         prog="sparkcnn", description="Distributed image-CNN pipeline on Spark, Horovod and Keras.",
-        epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()),
+        epilog="examples:\n" + "\n".join(f"  {example}" for _, example in commands.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for stage, text in HELP.items():
-        s = sub.add_parser(stage, help=text, description=text, epilog=f"example:\n  {EXAMPLES[stage]}",
+    for name, (text, example) in commands.items():
+        s = sub.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("--conf", required=True, help="job config, e.g. conf/mnist.yaml")
         s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -61,7 +83,6 @@ def parser() -> argparse.ArgumentParser:
 def run_stages(stages, cfg, log=print) -> dict:
     """Run stages in order against one SparkSession; returns each stage's result."""
     from .session import build_spark
-    functions = _stage_functions()
     store = RunStore(cfg.run_dir)
     os.makedirs(store.root, exist_ok=True)
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -69,7 +90,7 @@ def run_stages(stages, cfg, log=print) -> dict:
     results = {}
     for stage in stages:
         t0 = time.perf_counter()
-        results[stage] = functions[stage](spark, cfg, store, log)
+        results[stage] = STAGES[stage].function()(spark, cfg, store, log)
         store.record_timing(stage, time.perf_counter() - t0)
     return results
 
@@ -78,7 +99,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = load_config(args.conf, args.set)
-        stages = ["ingest", "train", "score", "report"] if args.stage == "run" else [args.stage]
+        stages = PIPELINES[args.stage][0] if args.stage in PIPELINES else [args.stage]
         t0 = time.perf_counter()
         results = run_stages(stages, cfg)
     except (SparkcnnError, FileNotFoundError) as exc:

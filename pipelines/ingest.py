@@ -112,6 +112,11 @@ def plan_idx_splits(images_path: str, labels_path: str, scratch: str, limit=None
     return plan
 
 
+def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
+    """The CLI stage; datasets live outside any one run, so the run store is not used."""
+    return ingest(spark, cfg, log)
+
+
 def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     """Fetch the configured dataset and write its train/val/test splits. Returns {split: meta}."""
     files = fetch_mnist(cfg.data.cache_dir, cfg.data.source, cfg.data.source_dir, log=log)
