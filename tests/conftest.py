@@ -24,3 +24,26 @@ def mnist_files():
     """The four real MNIST IDX files, verified (fetched once into the user cache, then reused)."""
     from pipelines.fetch import fetch_mnist
     return fetch_mnist(os.environ.get("SPARKCNN_CACHE", "~/.cache/sparkcnn/downloads"), "auto", log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def foolbox_images():
+    """kind -> [(file name, label, HxWxC uint8 array)] of the 20 real test images in the foolbox wheel."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.fetch import foolbox_samples
+
+    def load(kind):
+        return [(name, label, np.asarray(Image.open(io.BytesIO(png)))) for name, label, png in foolbox_samples(kind)]
+    return {kind: load(kind) for kind in ("mnist", "cifar10")}
+
+
+def make_conf(tmp_path, text: str):
+    """Write a conf file under tmp_path and load it (tests build small configs inline)."""
+    from pipelines.config import load_config
+    path = tmp_path / "conf.yaml"
+    path.write_text(text)
+    return load_config(str(path))

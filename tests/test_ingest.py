@@ -7,7 +7,8 @@ import pytest
 
 from pipelines import idx, records
 from pipelines.errors import remote_error_message
-from pipelines.ingest import IngestError, plan_idx_splits, write_idx_split
+from pipelines.ingest import IngestError, plan_splits, write_split
+from pipelines.sources import open_idx_pair
 
 
 @pytest.fixture
@@ -23,9 +24,10 @@ def idx_pair(tmp_path):
 
 def _ingest(spark, tmp_path, ip, lp, validation_rows=100, classes=("a", "b", "c")):
     out = {}
-    for part in plan_idx_splits(ip, lp, str(tmp_path / "scratch"), validation_rows=validation_rows):
-        out[part.split] = write_idx_split(spark, part, str(tmp_path / "ds" / part.split), "toy", list(classes),
-                                          partition_mb=64, row_group_mb=0.25, source="test")
+    source = open_idx_pair(ip, lp, str(tmp_path / "scratch"))
+    for part in plan_splits(source, None, validation_rows=validation_rows):
+        out[part.split] = write_split(spark, part, str(tmp_path / "ds" / part.split), "toy", list(classes),
+                                      partition_mb=64, row_group_mb=0.25)
     return out
 
 
@@ -79,14 +81,14 @@ def test_label_outside_class_list_fails_naming_file_and_row(spark, tmp_path, idx
     bad = labels.copy()
     bad[123] = 9
     idx.write_idx(lp, bad)
-    with pytest.raises(Exception, match=r"l-idx1-ubyte: label 9 at row 123 is outside 0..2") as err:
+    with pytest.raises(Exception, match=r"i-idx3-ubyte: label 9 at row 123 is outside 0..2") as err:
         _ingest(spark, tmp_path, ip, lp)
     # raised inside a Spark task; the CLI reduces Spark's wrapper to this one line
-    assert remote_error_message(err.value).endswith("l-idx1-ubyte: label 9 at row 123 is outside 0..2")
+    assert remote_error_message(err.value).endswith("i-idx3-ubyte: label 9 at row 123 is outside 0..2")
     assert not (tmp_path / "ds" / "train").exists()
 
 
 def test_validation_larger_than_data_is_a_clear_error(tmp_path, idx_pair):
     ip, lp, *_ = idx_pair
     with pytest.raises(IngestError, match="validation_rows=500 leaves no training rows out of 500"):
-        plan_idx_splits(ip, lp, str(tmp_path / "s"), validation_rows=500)
+        plan_splits(open_idx_pair(ip, lp, str(tmp_path / "s")), None, validation_rows=500)
