@@ -265,6 +265,8 @@ def load_config(path: Optional[str] = None, overrides=(), text: Optional[str] = 
         if not value or os.sep in value or value in (".", ".."):
             raise ConfigError(f"{source}: {key} {value!r} must be a plain name, not a path")
     data = sections["data"]
+    if data.path:
+        data = sections["data"] = dataclasses.replace(data, path=os.path.expanduser(data.path))
     if data.format in ("idx", "cifar10", "cifar100", "folder", "npz") and not data.path:
         raise ConfigError(f"{source}: data.path is required for data.format '{data.format}'")
     if data.source == "dir" and not data.path:

@@ -102,14 +102,14 @@ FOOLBOX_WHEEL = PypiArchive(
 
 
 def foolbox_samples(kind: str, cache_dir: str = "~/.cache/sparkcnn/downloads") -> list:
-    """[(file name, true label, PNG bytes)] for kind in mnist, fashionMNIST, cifar10, cifar100, imagenet."""
+    """[(file name, true label, PNG or JPEG bytes)] for kind in mnist, fashionMNIST, cifar10, cifar100, imagenet."""
     wheel = fetch_pypi_file(FOOLBOX_WHEEL, os.path.join(os.path.expanduser(cache_dir), FOOLBOX_WHEEL.filename))
     out = []
     with zipfile.ZipFile(wheel) as zf:
         for name in sorted(zf.namelist()):
             base = os.path.basename(name)
-            if name.startswith("foolbox/data/") and base.startswith(kind + "_") and base.endswith(".png"):
-                out.append((base, int(base[:-4].rsplit("_", 1)[1]), zf.read(name)))
+            if name.startswith("foolbox/data/") and base.startswith(kind + "_") and base.endswith((".png", ".jpg")):
+                out.append((base, int(os.path.splitext(base)[0].rsplit("_", 1)[1]), zf.read(name)))
     if not out:
         raise FetchError(f"{wheel}: no foolbox/data/{kind}_*.png samples")
     return out

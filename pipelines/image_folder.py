@@ -181,8 +181,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         for other in frames[1:]:
             files = files.unionByName(other)
         decoded = files.mapInArrow(decoder, DECODED_DDL).persist(StorageLevel.DISK_ONLY)
-        seen = {(r["split"], r["path"]) for r in decoded.select("split", "path").collect()}
-        metas = _write_outputs(spark, cfg, decoded, layout, listed, seen, class_names, (h, w, c), root, log)
+        metas = _write_outputs(spark, cfg, decoded, layout, listed, n_files, class_names, (h, w, c), root, log)
     finally:
         if decoded is not None:
             decoded.unpersist()
@@ -210,12 +209,14 @@ def _skipped_by_spark(layout: dict, listed: dict, seen_paths: set, test_fraction
     return rows
 
 
-def _write_outputs(spark, cfg, decoded, layout, listed, seen, class_names, shape, root, log) -> dict:
+def _write_outputs(spark, cfg, decoded, layout, listed, n_files, class_names, shape, root, log) -> dict:
     from pyspark.sql import functions as F
-    seen_paths = {p for _, p in seen}
-    skipped = _skipped_by_spark(layout, listed, seen_paths, cfg.ingest.test_fraction)
     counts = {(r["split"], r["ok"]): r["count"] for r in
               decoded.groupBy("split", F.col("reason").isNull().alias("ok")).count().collect()}
+    skipped = []
+    if sum(counts.values()) != n_files:   # Spark's scan missed files: find which (paths only)
+        seen_paths = {r["path"] for r in decoded.select("path").collect()}
+        skipped = _skipped_by_spark(layout, listed, seen_paths, cfg.ingest.test_fraction)
     good = decoded.where(F.col("reason").isNull())
     dupes = good.groupBy("id").count().where("count > 1").limit(3).collect()
     if dupes:

@@ -9,6 +9,9 @@ before Spark and Horovod fork workers.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 from typing import Callable, Dict
 
 MODELS: Dict[str, Callable] = {}
@@ -43,10 +46,129 @@ def mnist_cnn(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
+@register("simple_conv")
+def simple_conv(input_shape, num_classes):
+    """Seed: one conv layer straight into a dense layer (2,770,634 params on 28x28x1)."""
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    x = L.Conv2D(32, (3, 3), activation="relu")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(128, activation="relu")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="simple_conv")
+
+
+def _lenet(input_shape, num_classes, dropout: float, name: str):
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    x = L.Conv2D(32, (4, 4), padding="same", activation="relu")(x)
+    x = L.MaxPooling2D((2, 2))(x)
+    x = L.Conv2D(64, (4, 4), padding="same", activation="relu")(x)
+    x = L.MaxPooling2D((2, 2))(x)
+    x = L.Flatten()(x)
+    x = L.Dense(1024, activation="relu")(x)
+    if dropout:
+        x = L.Dropout(dropout)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register("lenet")
+def lenet(input_shape, num_classes):
+    """Seed: TensorFlow-tutorial LeNet (3,255,914 params on 28x28x1)."""
+    return _lenet(input_shape, num_classes, 0.0, "lenet")
+
+
+@register("lenet_cifar")
+def lenet_cifar(input_shape, num_classes):
+    """Seed: the same LeNet with dropout before the classifier, for CIFAR-10 (4,239,978 params on 32x32x3)."""
+    return _lenet(input_shape, num_classes, 0.5, "lenet_cifar")
+
+
+@register("mnist_cnn_exp2")
+def mnist_cnn_exp2(input_shape, num_classes):
+    """Seed experiment 2: first conv 5x5, the Conv/Conv/MaxPool/Dropout block repeated (reported 99.51%)."""
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    for filters, kernel in ((32, (5, 5)), (64, (3, 3))):
+        x = L.Conv2D(filters, kernel, padding="same", activation="relu")(x)
+        x = L.Conv2D(filters, kernel, padding="same", activation="relu")(x)
+        x = L.MaxPooling2D((2, 2))(x)
+        x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(256, activation="relu")(x)
+    x = L.Dropout(0.5)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn_exp2")
+
+
+@register("torres")
+def torres(input_shape, num_classes):
+    """Seed (Torres' book): two 5x5 conv/pool stages straight into softmax (62,346 params on 28x28x1)."""
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    x = L.Conv2D(32, (5, 5), activation="relu")(x)
+    x = L.MaxPooling2D((2, 2))(x)
+    x = L.Conv2D(64, (5, 5), activation="relu")(x)
+    x = L.MaxPooling2D((2, 2))(x)
+    x = L.Flatten()(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="torres")
+
+
+@register("basic")
+def basic(input_shape, num_classes):
+    """Seed: Conv 64 then Conv 32, no pooling (203,434 params on 28x28x1)."""
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    x = L.Conv2D(64, (3, 3), activation="relu")(x)
+    x = L.Conv2D(32, (3, 3), activation="relu")(x)
+    x = L.Flatten()(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="basic")
+
+
+def is_user_model(name: str) -> bool:
+    return name.endswith((".keras", ".h5")) or ":" in name
+
+
+def check_model_name(name: str) -> None:
+    """Driver-side check, without TensorFlow: a zoo name, a model file, or module:function."""
+    if name in MODELS:
+        return
+    if name.endswith((".keras", ".h5")):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"train.model: model file {name} does not exist")
+        return
+    if ":" in name:
+        module, _, func = name.partition(":")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not func.isidentifier():
+            raise KeyError(f"train.model '{name}': module '{module}' is not importable or '{func}' is not a name")
+        return
+    raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}, "
+                   "a .keras file, or module:function")
+
+
 def build_model(name: str, input_shape, num_classes: int):
-    if name not in MODELS:
-        raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
-    return MODELS[name](input_shape, num_classes)
+    """A fresh, uncompiled model: zoo name, saved Keras file (loaded in safe mode), or module:function."""
+    if name in MODELS:
+        return MODELS[name](input_shape, num_classes)
+    if name.endswith((".keras", ".h5")):
+        import tensorflow as tf
+        return tf.keras.models.load_model(name, compile=False, safe_mode=True)
+    if ":" in name:
+        module, _, func = name.partition(":")
+        return getattr(importlib.import_module(module), func)(input_shape, num_classes)
+    raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
 
 
 def make_optimizer(name: str, learning_rate: float):

@@ -13,7 +13,7 @@ from typing import Callable
 from . import records
 from .config import Config
 from .errors import SparkcnnError
-from .models import MODELS
+from .models import check_model_name
 from .session import is_local_master
 from .store import RunStore, write_bytes_atomic, write_json_atomic
 from .train_remote import TrainSpec, train_worker
@@ -25,8 +25,10 @@ class TrainError(SparkcnnError, RuntimeError):
 
 def make_spec(cfg: Config) -> TrainSpec:
     t = cfg.train
-    if t.model not in MODELS:
-        raise TrainError(f"{cfg.source}: train.model '{t.model}' is not in the zoo ({', '.join(sorted(MODELS))})")
+    try:
+        check_model_name(t.model)
+    except (KeyError, FileNotFoundError) as exc:
+        raise TrainError(f"{cfg.source}: {exc.args[0]}") from None
     train_dir = cfg.dataset_dir("train")
     meta = records.read_meta(train_dir)
     val_dir = cfg.dataset_dir("val")

@@ -1,0 +1,210 @@
+"""Ingest throughput and memory: Spark ingest vs a single-process PIL/numpy + pyarrow loop.
+
+  folder of PNGs   Spark binaryFile + PIL decode in executors -> Parquet
+                   vs one process: os.walk, PIL decode, pyarrow ParquetWriter
+                   (MNIST-sized PNGs, where fixed per-job cost dominates, and 400x300 JPEG
+                   photos centre-cropped to 128x128, where decoding does)
+  IDX              Spark range reads of the IDX file in executors -> Parquet
+                   vs one process: numpy reads of the same file, pyarrow ParquetWriter
+  memory           peak RSS of the whole process tree (driver, JVM, Python workers)
+                   ingesting 1x and 10x the images; streaming means the ratio stays near 1
+
+Both sides decode the same files and write the same record-contract columns; the
+Spark session is started before timing (a long-running cluster's cost, not a job's).
+
+    python -m benchmarks.ingest [--pngs 10000] [--repeats 3]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import records
+from pipelines.config import load_config
+from pipelines.fetch import fetch_mnist
+from pipelines.image_decode import decode_image
+from pipelines.ingest import ingest
+from pipelines.session import build_spark
+from pipelines.sources import open_idx_pair
+
+
+class PeakRss:
+    """Samples the RSS of this process and all its descendants (JVM, Python workers)."""
+
+    def __init__(self, interval=0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _total(self):
+        me = psutil.Process()
+        total = 0
+        for p in [me] + me.children(recursive=True):
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def __enter__(self):
+        self.peak = self._total()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._total())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_png_folder(root, images, labels):
+    from PIL import Image
+    for k in range(10):
+        os.makedirs(os.path.join(root, str(k)), exist_ok=True)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        Image.fromarray(img[..., 0]).save(os.path.join(root, str(label), f"{i}.png"), compress_level=6)
+
+
+def make_photo_folder(root, count, seed=0):
+    """JPEG photos of ~400x300 cut from the 20 real ImageNet images in the foolbox wheel."""
+    import io
+    from PIL import Image
+    from pipelines.fetch import foolbox_samples
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(io.BytesIO(png)).convert("RGB") for _, _, png in foolbox_samples("imagenet")]
+    for k in range(4):
+        os.makedirs(os.path.join(root, f"class{k}"), exist_ok=True)
+    for i in range(count):
+        img = sources[i % len(sources)]
+        w, h = img.size
+        x0, y0 = rng.integers(0, w // 4), rng.integers(0, h // 4)
+        crop = img.crop((x0, y0, x0 + w * 3 // 4, y0 + h * 3 // 4)).resize((400, 300))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop.save(os.path.join(root, f"class{i % 4}", f"{i}.jpg"), quality=90)
+
+
+def plain_folder(root, out, shape=(28, 28, 1), resize="reject"):
+    """The single-process baseline: walk, PIL-decode, write Parquet with pyarrow."""
+    classes = sorted(os.listdir(root))
+    writer = None
+    ids, labels, images = [], [], []
+
+    def flush():
+        nonlocal writer, ids, labels, images
+        if not ids:
+            return
+        batch = records.encode_batch(np.array(ids), np.array(labels), np.stack(images))
+        writer = writer or pq.ParquetWriter(out, records.ARROW_SCHEMA)
+        writer.write_table(pa.Table.from_batches([batch]))
+        ids, labels, images = [], [], []
+    n = 0
+    for k, cls in enumerate(classes):
+        for name in sorted(os.listdir(os.path.join(root, cls))):
+            with open(os.path.join(root, cls, name), "rb") as f:
+                images.append(decode_image(f.read(), *shape, resize, 10 ** 8))
+            ids.append(n)
+            labels.append(k)
+            n += 1
+            if len(ids) == 4096:
+                flush()
+    flush()
+    writer.close()
+    return n
+
+
+def plain_idx(src, rows, out):
+    with pq.ParquetWriter(out, records.ARROW_SCHEMA) as writer:
+        for lo in range(0, rows, 4096):
+            hi = min(rows, lo + 4096)
+            images, labels = src.read(lo, hi)
+            writer.write_table(pa.Table.from_batches([records.encode_batch(np.arange(lo, hi), labels, images)]))
+    return rows
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = fn()
+        times.append(time.perf_counter() - t0)
+    return n, statistics.median(times), times
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pngs", type=int, default=10000)
+    ap.add_argument("--photos", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    files = fetch_mnist("~/.cache/sparkcnn/downloads")
+    work = tempfile.mkdtemp(prefix="sparkcnn-bench-ingest-")
+    try:
+        src = open_idx_pair(files["train_images"], files["train_labels"], work)
+        idx_dir = os.path.join(work, "idx")
+        os.makedirs(idx_dir)
+        os.symlink(files["train_images"], os.path.join(idx_dir, "train-images-idx3-ubyte"))
+        os.symlink(files["train_labels"], os.path.join(idx_dir, "train-labels-idx1-ubyte"))
+        images, labels = src.read(0, args.pngs * 10 if args.pngs * 10 <= src.rows else src.rows)
+        png_small, png_big = os.path.join(work, "png1x"), os.path.join(work, "png10x")
+        make_png_folder(png_small, images[:args.pngs], labels[:args.pngs])
+
+        photos = os.path.join(work, "photos")
+        make_photo_folder(photos, args.photos)
+
+        def conf(fmt, path, limit=None, extra=""):
+            extra += f", limit_train: {limit}" if limit else ""
+            return load_config(text=f"data: {{dataset: b, format: {fmt}, path: '{path}', datasets_dir: '{work}/ds',"
+                                    f" cache_dir: '{work}/cache'}}\ningest: {{test_fraction: 0.0{extra}}}")
+        spark = build_spark(load_config("conf/mnist.yaml").spark)
+        quiet = lambda m: None  # noqa: E731
+        ingest(spark, conf("folder", png_small), quiet)       # warm-up: JVM classes, Python workers
+        print(f"cores: {os.cpu_count()}, Spark slots: {spark.sparkContext.defaultParallelism}")
+        print(f"\nINGEST THROUGHPUT (median of {args.repeats})")
+        rows = []
+        n, t, _ = timed(lambda: plain_folder(png_small, os.path.join(work, "plain.parquet")), args.repeats)
+        rows.append((f"PNG folder, {n} files: PIL + pyarrow, 1 process (baseline)", n / t, None))
+        n, t, _ = timed(lambda: ingest(spark, conf("folder", png_small), quiet)["train"].num_rows, args.repeats)
+        rows.append((f"PNG folder, {n} files: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
+        n, t, _ = timed(lambda: plain_folder(photos, os.path.join(work, "plain_photos.parquet"), (128, 128, 3), "crop"),
+                        args.repeats)
+        rows.append((f"JPEG 400x300 -> 128x128, {n} files: PIL + pyarrow (baseline)", n / t, None))
+        photo_conf = conf("folder", photos, extra=", image_size: [128, 128], channels: 3, resize: crop")
+        n, t, _ = timed(lambda: ingest(spark, photo_conf, quiet)["train"].num_rows, args.repeats)
+        rows.append((f"JPEG 400x300 -> 128x128, {n} files: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
+        n, t, _ = timed(lambda: plain_idx(src, src.rows, os.path.join(work, "plain_idx.parquet")), args.repeats)
+        rows.append((f"IDX, {n} images: numpy + pyarrow, 1 process (baseline)", n / t, None))
+        n, t, _ = timed(lambda: ingest(spark, conf("idx", idx_dir), quiet)["train"].num_rows, args.repeats)
+        rows.append((f"IDX, {n} images: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
+        for name, rate, base in rows:
+            ratio = f"{rate / base:5.2f}x" if base else "1.00x"
+            print(f"  {name:<62} {rate:9.0f} images/s  {ratio}")
+
+        print("\nPEAK RSS, whole process tree (driver + JVM + Python workers)")
+        make_png_folder(png_big, images, labels)
+        for name, small, big in (("PNG folder", conf("folder", png_small), conf("folder", png_big)),
+                                 ("IDX", conf("idx", idx_dir, len(images) // 10), conf("idx", idx_dir, len(images)))):
+            peaks = []
+            for c in (small, big):
+                with PeakRss() as rss:
+                    ingest(spark, c, quiet)
+                peaks.append(rss.peak)
+            print(f"  {name:<12} 1x: {peaks[0] / 2**20:7.0f} MiB   10x: {peaks[1] / 2**20:7.0f} MiB   "
+                  f"ratio {peaks[1] / peaks[0]:.2f}x (target <= 1.2x)")
+        print("\nreproduce: make bench-ingest   (or python -m benchmarks.ingest --pngs N)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
