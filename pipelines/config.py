@@ -89,6 +89,12 @@ class TrainSection:
     threads_per_worker: Optional[int] = _opt(None, min=1, doc="TF threads per worker (default: cores / local workers)")
     nics: Optional[list] = _opt(None, doc="network interfaces for Horovod (default: 'lo' under a local master)")
     start_timeout: int = _opt(600, min=10, doc="seconds to wait for all workers to start")
+    warmup_epochs: float = _opt(0.0, min=0.0, doc="ramp the (worker-scaled) learning rate up over this many epochs")
+    early_stopping_patience: Optional[int] = _opt(None, min=0, doc="stop after N epochs without val_loss improvement")
+    checkpoint: bool = _opt(True, doc="checkpoint every epoch into <run>/checkpoints (a shared filesystem on clusters)")
+    resume: bool = _opt(True, doc="continue from the last checkpoint of the same training setup")
+    deterministic: bool = _opt(False, doc="TF op determinism (slower); seeds are always fixed")
+    export_saved_model: bool = _opt(True, doc="also write <run>/saved_model (TF SavedModel)")
 
 
 @dataclass(frozen=True)

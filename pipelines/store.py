@@ -136,6 +136,14 @@ class RunStore:
         return os.path.join(self.root, "model.keras")
 
     @property
+    def saved_model_dir(self) -> str:
+        return os.path.join(self.root, "saved_model")
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.root, "checkpoints")
+
+    @property
     def history_path(self) -> str:
         return os.path.join(self.root, "history.json")
 

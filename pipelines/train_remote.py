@@ -3,12 +3,22 @@
 Everything it needs arrives in one small, picklable TrainSpec; it imports
 TensorFlow and Horovod itself (never the driver), reads its own shard of the
 Parquet datasets through Petastorm, and rank 0 returns the trained model as
-bytes so the driver, not the executor, decides where outputs live.
+bytes so the driver, not the executor, decides where the final outputs live.
+
+Checkpoints are the exception: they must be written while training runs, so
+rank 0 writes them into the run's checkpoint folder (which must therefore be
+on a filesystem the executors share with the driver).  After every epoch it
+writes the model and optimizer state, then atomically replaces
+`state.json` (epoch reached, checkpoint prefix, history so far); a run
+started again reads that file and continues from there.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +26,9 @@ from typing import Optional
 
 from .models import build_model, make_optimizer
 from .petastorm_input import open_reader, to_tf_dataset
+from .store import write_json_atomic
+
+KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,15 @@ class TrainSpec:
     reader_workers: int
     shuffle_buffer: int
     threads_per_worker: Optional[int]
+    warmup_epochs: float = 0.0
+    early_stopping_patience: Optional[int] = None
+    deterministic: bool = False
+    checkpoint_dir: Optional[str] = None     # None: no checkpoints
+    resume_prefix: Optional[str] = None      # checkpoint to start from
+    initial_epoch: int = 0
+    prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
+    fingerprint: str = ""
+    export_saved_model: bool = True
 
 
 def _configure_threads(tf, hvd, threads: Optional[int]) -> int:
@@ -46,27 +68,9 @@ def _configure_threads(tf, hvd, threads: Optional[int]) -> int:
     return threads
 
 
-def train_worker(spec: TrainSpec) -> Optional[dict]:
-    import tensorflow as tf
-    import horovod.tensorflow.keras as hvd
-
-    hvd.init()
-    rank, size = hvd.rank(), hvd.size()
-    threads = _configure_threads(tf, hvd, spec.threads_per_worker)
-    tf.keras.utils.set_random_seed(spec.seed + rank)  # dropout differs per rank; weights come from rank 0
-
-    model = build_model(spec.model, spec.input_shape, spec.num_classes)
-    lr = spec.learning_rate * (size if spec.scale_lr else 1)
-    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(spec.optimizer, lr)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-    steps = spec.train_rows // (spec.batch_size * size)
-    if steps < 1:
-        raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than one batch of "
-                         f"{spec.batch_size} for each of {size} workers")
-    val_steps = spec.val_rows // (spec.batch_size * size) if spec.val_path else 0
-
-    epoch_seconds = []
+def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
+    """Order matters: metrics are averaged over workers before anything reads them."""
+    rank = hvd.rank()
 
     class EpochClock(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -74,25 +78,98 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
 
         def on_epoch_end(self, epoch, logs=None):
             epoch_seconds.append(time.perf_counter() - self.t0)
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+
+    class EpochCheckpoint(tf.keras.callbacks.Callback):
+        """Rank 0: model + optimizer state, then state.json replaced atomically (the commit point)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            prefix = os.path.join(spec.checkpoint_dir, f"epoch-{done:04d}", "ckpt")
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(prefix)
+            write_json_atomic(os.path.join(spec.checkpoint_dir, "state.json"), {
+                "epoch": done, "prefix": prefix, "fingerprint": spec.fingerprint,
+                "history": history, "epoch_seconds": epoch_seconds})
+            for name in sorted(os.listdir(spec.checkpoint_dir)):
+                if name.startswith("epoch-") and int(name[6:]) <= done - KEEP_CHECKPOINTS:
+                    shutil.rmtree(os.path.join(spec.checkpoint_dir, name), ignore_errors=True)
 
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback(), EpochClock()]
-    if rank == 0:
-        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {spec.batch_size}, "
-              f"lr {lr:g}", flush=True)
+                 hvd.callbacks.MetricAverageCallback()]
+    if spec.warmup_epochs:
+        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=spec.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+    callbacks.append(EpochClock())
+    if spec.early_stopping_patience is not None:
+        # Every rank sees the same averaged val_loss, so all stop at the same epoch.
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss" if spec.val_path else "loss", patience=spec.early_stopping_patience,
+            restore_best_weights=True, verbose=1 if rank == 0 else 0))
+    if spec.checkpoint_dir and rank == 0:
+        callbacks.append(EpochCheckpoint())
+    return callbacks
 
-    with contextlib.ExitStack() as readers:
-        train_reader = readers.enter_context(
-            open_reader(spec.train_path, rank, size, spec.seed + rank, spec.reader_workers))
-        train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.batch_size, spec.shuffle_buffer, spec.seed + rank)
-        fit_kwargs = {}
-        if val_steps:
-            val_reader = readers.enter_context(
-                open_reader(spec.val_path, rank, size, spec.seed, spec.reader_workers, shuffle=False))
-            fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, spec.batch_size, 0, 0),
-                              validation_steps=val_steps)
-        history = model.fit(train_ds, steps_per_epoch=steps, epochs=spec.epochs, callbacks=callbacks,
-                            verbose=2 if rank == 0 else 0, **fit_kwargs)
+
+def _saved_model_tar(tf, model) -> bytes:
+    """A TF SavedModel (for TF Serving and other runtimes) as tar bytes for the driver to unpack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "saved_model")
+        tf.saved_model.save(model, path)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(path, arcname="saved_model")
+        return buf.getvalue()
+
+
+def train_worker(spec: TrainSpec) -> Optional[dict]:
+    import tensorflow as tf
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    threads = _configure_threads(tf, hvd, spec.threads_per_worker)
+    tf.keras.utils.set_random_seed(spec.seed + rank + 1000 * spec.initial_epoch)  # dropout differs per rank
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    model = build_model(spec.model, spec.input_shape, spec.num_classes)
+    lr = spec.learning_rate * (size if spec.scale_lr else 1)
+    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(spec.optimizer, lr)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if spec.resume_prefix:
+        # Every rank reads the same checkpoint; optimizer slots are restored when first created.
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(spec.resume_prefix).expect_partial()
+
+    steps = spec.train_rows // (spec.batch_size * size)
+    if steps < 1:
+        raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than one batch of "
+                         f"{spec.batch_size} for each of {size} workers")
+    val_steps = spec.val_rows // (spec.batch_size * size) if spec.val_path else 0
+
+    history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
+    epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
+    callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
+    if rank == 0:
+        resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
+        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {spec.batch_size}, "
+              f"lr {lr:g}{resumed}", flush=True)
+
+    if spec.initial_epoch < spec.epochs:
+        with contextlib.ExitStack() as readers:
+            # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
+            seed = spec.seed + rank + 1000 * spec.initial_epoch
+            train_reader = readers.enter_context(
+                open_reader(spec.train_path, rank, size, seed, spec.reader_workers))
+            train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.batch_size, spec.shuffle_buffer, seed)
+            fit_kwargs = {}
+            if val_steps:
+                val_reader = readers.enter_context(
+                    open_reader(spec.val_path, rank, size, spec.seed, spec.reader_workers, shuffle=False))
+                fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, spec.batch_size, 0, 0),
+                                  validation_steps=val_steps)
+            model.fit(train_ds, steps_per_epoch=steps, epochs=spec.epochs, initial_epoch=spec.initial_epoch,
+                      callbacks=callbacks, verbose=2 if rank == 0 else 0, **fit_kwargs)
 
     if rank != 0:
         return None
@@ -106,7 +183,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             model_bytes = f.read()
     return {
         "model_keras": model_bytes,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "saved_model_tar": _saved_model_tar(tf, clean) if spec.export_saved_model else None,
+        "history": history,
         "epoch_seconds": epoch_seconds,
         "samples_per_epoch": steps * spec.batch_size * size,
         "workers": size,

@@ -1,0 +1,95 @@
+"""Training that survives real use: SIGKILL mid-training, rerun, it resumes from the last epoch
+checkpoint and ends with the configured epoch count and a continuous history."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from conftest import make_conf
+from pipelines.store import RunStore, write_json_atomic
+from pipelines.train import make_spec, plan_resume
+
+SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
+
+
+def _kill_tree(proc, mark):
+    """Kill the job's process group, then anything else that inherited the job's marker variable
+    (Horovod starts some workers in sessions of their own)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("SPARKCNN_TEST_MARK") == mark:
+                p.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+@pytest.fixture(scope="module")
+def small_conf(tmp_path_factory, mnist_files):
+    root = tmp_path_factory.mktemp("resume")
+    conf = root / "resume.yaml"
+    conf.write_text(f"""
+run: {{name: resume, runs_dir: {root}/runs}}
+spark: {{master: "local[2]", driver_memory: 1g}}
+data: {{datasets_dir: {root}/datasets}}
+ingest: {{limit_train: 4000, validation_rows: 500, limit_test: 500}}
+train: {{model: torres, epochs: 3, batch_size: 64, num_proc: 2, warmup_epochs: 1}}
+""")
+    subprocess.run([SPARKCNN, "ingest", "--conf", str(conf)], check=True, capture_output=True, timeout=300)
+    return root, conf
+
+
+def test_killed_training_resumes_from_last_checkpoint(small_conf):
+    root, conf = small_conf
+    state = root / "runs/resume/checkpoints/state.json"
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, SPARKCNN_TEST_MARK=mark)
+    proc = subprocess.Popen([SPARKCNN, "train", "--conf", str(conf)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.5)
+        assert state.exists(), "no checkpoint within 5 minutes"
+    finally:
+        _kill_tree(proc, mark)
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 3 and not (root / "runs/resume/model.keras").exists()
+
+    rerun = subprocess.run([SPARKCNN, "train", "--conf", str(conf)], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming from the checkpoint after epoch {killed_at}" in rerun.stdout
+    history = json.loads((root / "runs/resume/history.json").read_text())
+    assert history["resumed_after_epoch"] == killed_at
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history["metrics"][key]) == 3, key               # the configured epoch count, in one history
+    assert len(history["epoch_seconds"]) == 3
+    assert history["metrics"]["val_accuracy"][-1] > 0.85
+    assert (root / "runs/resume/saved_model/saved_model.pb").exists()
+    assert len([n for n in os.listdir(root / "runs/resume/checkpoints") if n.startswith("epoch-")]) <= 2
+
+
+def test_changed_setup_starts_afresh(small_conf, tmp_path):
+    root, conf = small_conf
+    from pipelines.config import load_config
+    cfg = load_config(str(conf), ["run.runs_dir=" + str(tmp_path), "train.batch_size=32"])
+    store = RunStore(cfg.run_dir)
+    write_json_atomic(os.path.join(store.checkpoint_dir, "state.json"),
+                      {"epoch": 2, "prefix": os.path.join(store.checkpoint_dir, "epoch-0002", "ckpt"),
+                       "fingerprint": "from-another-setup", "history": {}})
+    logs = []
+    spec = plan_resume(make_spec(cfg), store, cfg, logs.append)
+    assert spec.initial_epoch == 0 and spec.resume_prefix is None
+    assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
+    assert os.listdir(store.checkpoint_dir) == []
