@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test bench pyfiles clean
+.PHONY: install demo test bench bench-spine bench-featurizer pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -15,8 +15,14 @@ demo: install
 test: install
 	$(PY) -m pytest -q -ra tests
 
-bench: install
+bench: bench-spine bench-featurizer
+
+bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
+
+# DeepImageFeaturizer through Spark vs Keras predict (needs data/datasets/mnist/test: sparkcnn ingest or transfer)
+bench-featurizer: install
+	$(PY) -m benchmarks.featurizer $(FEATURIZER_BENCH_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip
