@@ -63,11 +63,11 @@ def fake_torch_globals(monkeypatch):
 
     class FloatStorage:
         pass
-    FloatStorage.__module__ = "torch"
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
 
     def _rebuild_tensor_v2(*args):
         raise AssertionError("never called: the reader must use its own")
-    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
     torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = FloatStorage, _rebuild_tensor_v2, utils
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
@@ -157,10 +157,10 @@ def test_random_untrained_is_reproducible_and_differs_from_pretrained():
 
 def test_resize_crop_keeps_aspect_and_centres():
     img = np.zeros((1, 100, 200, 3), np.uint8)
-    img[:, :, 50:150] = 255  # a white centre band, as wide as the crop will be
+    img[:, :, 40:160] = 255  # a white centre band, a bit wider than the centre square
     out = keras_models.resize_crop(img, 50).numpy()
     assert out.shape == (1, 50, 50, 3)
-    assert out.min() > 250  # the centre crop is all band: aspect kept, crop centred
+    assert out.min() > 250  # all band: aspect kept (a squash to 50x50 would show the black sides), centred
 
 
 def test_registry_errors_name_the_setting(tmp_path):

@@ -76,16 +76,14 @@ def test_featurizer_on_dataset_records_matches_keras_in_process(spark, mnist_dat
 def test_pipeline_with_logistic_regression_round_trips_in_a_new_process(spark, mnist_dataset, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     data = spark.read.parquet(str(mnist_dataset))
     train, test = data.where("id < 500"), data.where("id >= 500")
     pipeline = Pipeline(stages=[
         DeepImageFeaturizer(inputCol="image", outputCol="features", modelName="EfficientNetLite0", batchSize=64),
         LogisticRegression(featuresCol="features", labelCol="label", maxIter=100, regParam=1e-3)])
     fitted = pipeline.fit(train)
-    predictions = fitted.transform(test).select("id", "prediction").orderBy("id").toPandas()
-    labelled = fitted.transform(test).select("label", "prediction")
-    accuracy = MulticlassClassificationEvaluator(labelCol="label", metricName="accuracy").evaluate(labelled)
+    predictions = fitted.transform(test).select("id", "label", "prediction").orderBy("id").toPandas()
+    accuracy = float((predictions["label"] == predictions["prediction"]).mean())
     assert accuracy > 0.8, accuracy  # 500 training digits, pretrained ImageNet features
     saved = tmp_path / "pipeline_model"
     fitted.write().save(str(saved))
