@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test bench bench-spine bench-ingest pyfiles clean
+.PHONY: install demo test bench bench-spine bench-ingest bench-featurizer pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -16,13 +16,17 @@ test: install
 	$(PY) -m pytest -q -ra tests
 
 # Each benchmark prints side-by-side ratios against the plain-library baseline measured in the same run.
-bench: bench-spine bench-ingest
+bench: bench-spine bench-ingest bench-featurizer
 
 bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
 
 bench-ingest: install
 	$(PY) -m benchmarks.ingest
+
+# DeepImageFeaturizer through Spark vs Keras predict (needs data/datasets/mnist/test: sparkcnn ingest or transfer)
+bench-featurizer: install
+	$(PY) -m benchmarks.featurizer $(FEATURIZER_BENCH_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip

@@ -1,0 +1,8 @@
+"""Pretrained CNNs as Spark ML stages (sparkdl's DeepImageFeaturizer / DeepImagePredictor, rebuilt).
+
+    from featurizers import DeepImageFeaturizer, DeepImagePredictor
+
+Importing this package does not start TensorFlow; executors do, when a stage runs.
+"""
+from .registry import IMAGENET, MODELS, RANDOM_UNTRAINED  # noqa: F401
+from .transformers import DeepImageFeaturizer, DeepImagePredictor  # noqa: F401

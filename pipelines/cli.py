@@ -55,6 +55,10 @@ STAGES = {
     "export": Stage("pipelines.export:export_stage",
                     "write a dataset back to lossless PNG files, one folder per class",
                     "sparkcnn export --conf conf/mnist.yaml --set export.splits=[test] --set export.out_dir=/tmp/mnist_png"),
+    "transfer": Stage("featurizers.transfer:transfer",
+                      "pretrained CNN features (DeepImageFeaturizer) + LogisticRegression: fit, save the "
+                      "PipelineModel, evaluate on test, report",
+                      "sparkcnn transfer --conf conf/transfer_mnist.yaml --set transfer.train_rows=2000"),
 }
 # Composite commands: a name for a sequence of stages.
 PIPELINES = {
@@ -117,6 +121,9 @@ def main(argv=None) -> int:
             raise
         print(f"sparkcnn {args.stage}: error: {message}", file=sys.stderr)
         return 2
+    if args.stage == "transfer":
+        print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")
+        print(f"report: {results['transfer']['report']}")
     if args.stage == "run":
         print(f"\nsparkcnn run '{cfg.run.name}' finished in {time.perf_counter() - t0:.0f}s")
         print(f"test accuracy: {results['score']['accuracy']:.4f}")

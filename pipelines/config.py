@@ -122,6 +122,19 @@ class ExportSection:
 
 
 @dataclass(frozen=True)
+class TransferSection:
+    """`sparkcnn transfer`: pretrained CNN features (featurizers/) + Spark LogisticRegression."""
+    model: str = _opt("EfficientNetLite0", doc="featurizer model name (featurizers/registry.py MODELS)")
+    weights: str = _opt("imagenet", doc="'imagenet', a weights file path, or 'random-untrained' (tests only)")
+    batch_size: int = _opt(32, min=1, doc="images per model call inside an executor")
+    train_rows: Optional[int] = _opt(None, min=1, doc="use the first N training images (default: all)")
+    test_rows: Optional[int] = _opt(None, min=1, doc="evaluate on the first N test images (default: all)")
+    max_iter: int = _opt(200, min=1, doc="LogisticRegression iterations")
+    reg_param: float = _opt(0.0, min=0.0, doc="LogisticRegression regularisation strength")
+    elastic_net: float = _opt(0.0, min=0.0, max=1.0, doc="0: L2, 1: L1")
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunSection
     spark: SparkSection
@@ -132,6 +145,7 @@ class Config:
     report: ReportSection
     visualize: VisualizeSection
     export: ExportSection
+    transfer: TransferSection
     source: str = ""  # the file it came from, for messages
 
     def to_dict(self) -> dict:

@@ -126,6 +126,12 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
         parts.append(f"<p class='headline'>Test accuracy <b id='test-accuracy'>{metrics['accuracy']:.4f}</b> "
                      f"on {metrics['rows']} {html.escape(metrics.get('split', ''))} images; "
                      f"loss {metrics['loss']:.4f}; macro F1 {metrics['macro_f1']:.4f}</p>")
+    if metrics and metrics.get("transfer"):  # `sparkcnn transfer`: pretrained features + LogisticRegression
+        t = metrics["transfer"]
+        parts.append(f"<h2>Transfer learning</h2><p>{html.escape(t['model'])} features ({t['feature_dim']}-d, "
+                     f"weights {html.escape(t['weights'])}) + Spark LogisticRegression; "
+                     f"weighted F1 <b id='weighted-f1'>{metrics['weighted_f1']:.4f}</b></p>")
+        parts.append(_table(["setting", "value"], sorted(t.items())))
     parts.append("<h2>Datasets</h2>")
     parts.append(_table(["split", "rows", "rejected", "shape", "classes"],
                         [[s, m.num_rows, m.rejected, "x".join(map(str, m.shape)), m.num_classes]

@@ -47,3 +47,12 @@ def make_conf(tmp_path, text: str):
     path = tmp_path / "conf.yaml"
     path.write_text(text)
     return load_config(str(path))
+
+
+@pytest.fixture(scope="session")
+def imagenet_samples():
+    """The 20 real ImageNet images shipped in the foolbox 3.3.4 wheel, as [(file name, true class, JPEG bytes)]."""
+    from pipelines.fetch import foolbox_samples
+    samples = foolbox_samples("imagenet")
+    assert len(samples) == 20, f"expected 20 ImageNet samples, found {len(samples)}"
+    return samples

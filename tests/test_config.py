@@ -55,3 +55,13 @@ def test_yaml_is_parsed_safely(tmp_path):
     p.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(p))
+
+
+def test_transfer_conf_is_valid_and_checked():
+    cfg = load_config("conf/transfer_mnist.yaml")
+    assert cfg.transfer.model == "EfficientNetLite0" and cfg.transfer.weights == "imagenet"
+    assert cfg.transfer.train_rows == 40000 and cfg.transfer.reg_param == 0.001 and cfg.run.name == "transfer_mnist"
+    with pytest.raises(ConfigError, match=r"unknown key 'transfer.train_row' \(did you mean 'train_rows'\?\)"):
+        load_config("conf/transfer_mnist.yaml", ["transfer.train_row=10"])
+    with pytest.raises(ConfigError, match=r"transfer.elastic_net: 2.0 is above the maximum 1.0"):
+        load_config("conf/transfer_mnist.yaml", ["transfer.elastic_net=2"])

@@ -92,5 +92,5 @@ def test_bad_conf_is_one_clear_line(tmp_path):
 
 def test_help_lists_every_stage_with_an_example():
     out = subprocess.run([SPARKCNN, "--help"], capture_output=True, text=True, timeout=60).stdout
-    for stage in ("ingest", "train", "score", "report", "run"):
+    for stage in ("ingest", "train", "score", "report", "run", "transfer"):
         assert f"sparkcnn {stage} --conf" in out
