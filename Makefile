@@ -4,13 +4,21 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test bench bench-spine bench-ingest bench-featurizer pyfiles clean
+.PHONY: install demo cluster-demo test bench bench-spine bench-ingest bench-featurizer pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
 
 demo: install
 	$(VENV)/bin/sparkcnn run --conf conf/mnist.yaml
+
+# The demo on a real Spark standalone cluster on loopback (a master and two 1-core workers from the
+# installed pyspark), submitted with spark-submit and the library shipped by --py-files.
+cluster-demo: install pyfiles
+	$(PY) scripts/local_cluster.py run -- $(abspath $(VENV))/lib/python3.11/site-packages/pyspark/bin/spark-submit \
+	  --master {MASTER} --driver-memory 2g --py-files dist/sparkcnn-libs.zip \
+	  --conf spark.pyspark.python=$(abspath $(PY)) --conf spark.executor.memory=2g \
+	  jobs/run.py --conf conf/mnist.yaml --set run.name=mnist_cluster --set train.nics=[lo]
 
 test: install
 	$(PY) -m pytest -q -ra tests

@@ -161,8 +161,12 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "img{max-width:100%}pre{background:#f6f6f6;padding:1em}.headline{font-size:1.3em}")
+    # Marks the page with how many figures really loaded, so a headless browser check can read it.
+    script = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
+              "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)ok++;}"
+              "document.body.setAttribute('data-images-loaded',ok+'/'+i.length);});</script>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>sparkcnn {html.escape(cfg.run.name)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+            f"<style>{style}</style>{script}</head><body>{''.join(parts)}</body></html>")
 
 
 def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> str:

@@ -26,6 +26,13 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
    || echo "[bootstrap] could not install dataset-fashion-mnist; its test will be skipped"
 fi
 
+# Headless Chromium renders the run report in the tests; best effort.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[bootstrap] installing Debian's chromium (report rendering test)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+   || echo "[bootstrap] could not install chromium; the report rendering test will be skipped"
+fi
+
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip="$venv/bin/python -m pip"
 $pip install -q --upgrade "pip<25" >/dev/null

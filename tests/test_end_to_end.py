@@ -94,3 +94,28 @@ def test_help_lists_every_stage_with_an_example():
     out = subprocess.run([SPARKCNN, "--help"], capture_output=True, text=True, timeout=60).stdout
     for stage in ("ingest", "train", "score", "report", "run", "transfer"):
         assert f"sparkcnn {stage} --conf" in out
+
+
+CHROMIUM = next((c for c in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(c)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
+def test_report_renders_in_headless_chromium(e2e_run, tmp_path):
+    """Every figure loads in a real browser and the key numbers are on the page."""
+    import re
+    root, _ = e2e_run
+    index = os.path.realpath(root / "runs/e2e/report/index.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path}/profile", "--virtual-time-budget=5000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", f"file://{index}"], capture_output=True, text=True,
+                         timeout=120).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, dom[:500]
+    assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 4
+    metrics = json.loads((root / "runs/e2e/metrics.json").read_text())
+    assert f"{metrics['accuracy']:.4f}" in dom and "Per-class metrics" in dom and "Timings per stage" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1200,2400", f"--screenshot={shot}", f"file://{index}"],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20000

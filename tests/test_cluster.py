@@ -1,0 +1,110 @@
+"""A real Spark standalone cluster on loopback (a master and two workers, separate JVMs), the pipeline
+submitted with spark-submit and the library shipped by --py-files; Horovod runs inside the executors.
+Then a worker is SIGKILLed while ingest and while scoring run: Spark re-runs the lost tasks and the
+outputs still hold exactly the input's rows."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from local_cluster import LocalCluster, free_port, submit_command  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def py_files(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("dist") / "sparkcnn-libs.zip")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_pyfiles.py"), out], check=True, cwd=ROOT)
+    return out
+
+
+def _conf(root, text):
+    path = root / "cluster.yaml"
+    path.write_text(f"run: {{name: c, runs_dir: {root}/runs}}\ndata: {{datasets_dir: {root}/datasets}}\n" + text)
+    return str(path)
+
+
+def _ids(path):
+    t = pq.read_table(os.path.realpath(path), columns=["id", "label"])
+    ids = t.column("id").to_pylist()
+    return len(ids), len(set(ids)), sum(t.column("label").to_pylist())
+
+
+def test_pipeline_on_a_standalone_cluster_matches_local_mode(tmp_path, py_files, mnist_files):
+    conf = _conf(tmp_path, """
+ingest: {limit_train: 3000, validation_rows: 500, limit_test: 1000}
+train: {model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], export_saved_model: false}
+""")
+    with LocalCluster(workers=2, cores_per_worker=1) as cluster:
+        proc = subprocess.run(submit_command(cluster, os.path.join(ROOT, "jobs", "run.py"), "--conf", conf,
+                                             py_files=py_files),
+                              capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
+                              env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "test accuracy:" in proc.stdout
+    metrics = json.loads((tmp_path / "runs/c/metrics.json").read_text())
+    assert metrics["rows"] == 1000 and metrics["accuracy"] > 0.8
+    history = json.loads((tmp_path / "runs/c/history.json").read_text())
+    assert history["workers"] == 2                                  # Horovod ran in the cluster's executors
+    # The same conf in local mode: same datasets, same predictions from the cluster-trained model.
+    cluster_test = _ids(tmp_path / "datasets/mnist/test")
+    cluster_preds = pq.read_table(tmp_path / "runs/c/predictions").to_pandas().set_index("id").sort_index()
+    sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
+    for stage in ("ingest", "score"):
+        local = subprocess.run([sparkcnn, stage, "--conf", conf, "--set", "spark.master=local[2]"],
+                               capture_output=True, text=True, timeout=600)
+        assert local.returncode == 0, local.stderr[-2000:]
+    assert _ids(tmp_path / "datasets/mnist/test") == cluster_test
+    local_preds = pq.read_table(tmp_path / "runs/c/predictions").to_pandas().set_index("id").sort_index()
+    assert (local_preds["prediction"] == cluster_preds["prediction"]).all()
+
+
+def _wait_for_running_tasks(ui_port, proc, timeout=300):
+    """Block until the driver reports an active stage with running tasks (or the job ended)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications", timeout=2) as r:
+                app = json.load(r)[0]["id"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications/{app}/stages?status=active",
+                                        timeout=2) as r:
+                if any(s["numActiveTasks"] > 0 for s in json.load(r)):
+                    return True
+        except (OSError, ValueError, IndexError, KeyError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("stage", ["ingest", "score"])
+def test_worker_killed_mid_job_still_completes(tmp_path, py_files, mnist_files, stage):
+    conf = _conf(tmp_path, "ingest: {validation_rows: 5000, partition_mb: 2}\n")
+    expected = {"ingest": [("datasets/mnist/train", 55000), ("datasets/mnist/val", 5000), ("datasets/mnist/test", 10000)],
+                "score": [("runs/c/predictions", 10000)]}[stage]
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    if stage == "score":   # needs test data and a model; prepared in local mode
+        sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
+        subprocess.run([sparkcnn, "ingest", "--conf", conf, "--set", "ingest.limit_train=1000"], check=True,
+                       capture_output=True, timeout=600)
+        from pipelines.models import build_model
+        os.makedirs(tmp_path / "runs/c", exist_ok=True)
+        build_model("torres", (28, 28, 1), 10).save(str(tmp_path / "runs/c/model.keras"))
+    ui_port = free_port()
+    with LocalCluster(workers=2, cores_per_worker=1) as cluster:
+        cmd = submit_command(cluster, os.path.join(ROOT, "jobs", f"{stage}.py"), "--conf", conf, py_files=py_files,
+                             extra_conf=[f"spark.ui.port={ui_port}", "spark.task.maxFailures=8"])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert _wait_for_running_tasks(ui_port, proc), "the job never had running tasks"
+        cluster.kill("worker1")
+        out, _ = proc.communicate(timeout=600)
+        assert len(cluster.alive_workers()) <= 1
+    assert proc.returncode == 0, out[-4000:]
+    for rel, rows in expected:
+        n, unique, _ = _ids(tmp_path / rel)
+        assert n == unique == rows, (rel, n, unique)
