@@ -110,6 +110,14 @@ def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int)
     return result
 
 
+def _resume_hint(store: RunStore) -> str:
+    state_path = os.path.join(store.checkpoint_dir, "state.json")
+    if os.path.exists(state_path):
+        return (f"run the same command again to resume after epoch {read_json(state_path)['epoch']} "
+                f"(checkpoint in {store.checkpoint_dir})")
+    return "no epoch had finished, so a rerun starts from the beginning"
+
+
 def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
     if not tar_bytes:
         return
@@ -126,7 +134,14 @@ def train(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = prin
     log(f"[train] {spec.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
         f"{cfg.train.num_proc} Horovod workers, {spec.epochs} epochs")
     t0 = time.perf_counter()
-    result = run_horovod(spark, spec, cfg.train.num_proc, nics, cfg.train.start_timeout)
+    try:
+        result = run_horovod(spark, spec, cfg.train.num_proc, nics, cfg.train.start_timeout)
+    except RuntimeError as exc:
+        if "Horovod detected" not in str(exc):
+            raise
+        # One worker died (killed, OOM, lost executor): the others abort within seconds.
+        raise TrainError(f"a Horovod worker process died, so training stopped ({str(exc).splitlines()[0][:200]}); "
+                         + _resume_hint(store)) from None
     wall = time.perf_counter() - t0
     write_bytes_atomic(store.model_path, result["model_keras"])
     _write_saved_model(result.get("saved_model_tar"), store.saved_model_dir)
