@@ -10,7 +10,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import records

@@ -17,7 +17,6 @@ import re
 import unicodedata
 from typing import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from . import records

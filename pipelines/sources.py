@@ -77,20 +77,25 @@ def _locate(files: tuple, start: int, stop: int):
 
 
 @dataclass(frozen=True)
-class CifarBinarySource:
-    """CIFAR's binary version: fixed-size records of label byte(s) then 3072 planar (CHW) pixels."""
-    files: tuple            # ((path, record count), ...)
-    label_bytes: int        # 1 for CIFAR-10, 2 (coarse, fine) for CIFAR-100
-    label_offset: int       # which label byte to use
+class _CifarFiles:
+    """Rows spread over several CIFAR batch files, numbered across them in file order."""
+    files: tuple            # ((path, row count), ...)
+
+    shape = CIFAR_SHAPE
 
     @property
     def rows(self) -> int:
         return sum(c for _, c in self.files)
 
-    shape = CIFAR_SHAPE
-
     def describe(self) -> str:
         return ",".join(os.path.basename(p) for p, _ in self.files)
+
+
+@dataclass(frozen=True)
+class CifarBinarySource(_CifarFiles):
+    """CIFAR's binary version: fixed-size records of label byte(s) then 3072 planar (CHW) pixels."""
+    label_bytes: int = 1    # 1 for CIFAR-10, 2 (coarse, fine) for CIFAR-100
+    label_offset: int = 0   # which label byte to use
 
     def read(self, start: int, stop: int):
         rec = self.label_bytes + CIFAR_PIXELS
@@ -143,19 +148,9 @@ def _load_cifar_batch(path: str, label_key: str):
 
 
 @dataclass(frozen=True)
-class CifarPickleSource:
+class CifarPickleSource(_CifarFiles):
     """CIFAR's python version: pickled dicts of a (N, 3072) uint8 array and a label list, per file."""
-    files: tuple
-    label_key: str
-
-    @property
-    def rows(self) -> int:
-        return sum(c for _, c in self.files)
-
-    shape = CIFAR_SHAPE
-
-    def describe(self) -> str:
-        return ",".join(os.path.basename(p) for p, _ in self.files)
+    label_key: str = "labels"
 
     def read(self, start: int, stop: int):
         images = np.empty((stop - start, *CIFAR_SHAPE), np.uint8)

@@ -56,3 +56,23 @@ def imagenet_samples():
     samples = foolbox_samples("imagenet")
     assert len(samples) == 20, f"expected 20 ImageNet samples, found {len(samples)}"
     return samples
+
+
+def kill_job(proc, mark: str) -> None:
+    """SIGKILL a job started with start_new_session=True and env SPARKCNN_TEST_MARK=mark: its process
+    group, then anything else that inherited the marker (Horovod starts some workers in sessions of
+    their own)."""
+    import signal
+
+    import psutil
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("SPARKCNN_TEST_MARK") == mark:
+                p.kill()
+        except (psutil.Error, OSError):
+            continue

@@ -3,7 +3,6 @@ accuracy on real ImageNet images against the PyTorch reference, and every regist
 import io
 import os
 import pickle
-import struct
 import sys
 import types
 import zipfile

@@ -2,32 +2,17 @@
 The previous output stays readable and unchanged; a rerun completes with exactly the expected rows."""
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 import uuid
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import kill_job
+
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
-
-
-def kill_job(proc, mark):
-    """SIGKILL the job's process group and anything else carrying its marker variable."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("SPARKCNN_TEST_MARK") == mark:
-                p.kill()
-        except (psutil.Error, OSError):
-            continue
 
 
 def run(conf, stage, *sets):

@@ -2,36 +2,18 @@
 checkpoint and ends with the configured epoch count and a continuous history."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 
-import psutil
 import pytest
 
-from conftest import make_conf
+from conftest import kill_job
 from pipelines.store import RunStore, write_json_atomic
 from pipelines.train import make_spec, plan_resume
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
-
-
-def _kill_tree(proc, mark):
-    """Kill the job's process group, then anything else that inherited the job's marker variable
-    (Horovod starts some workers in sessions of their own)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.environ().get("SPARKCNN_TEST_MARK") == mark:
-                p.kill()
-        except (psutil.Error, OSError):
-            continue
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +45,7 @@ def test_killed_training_resumes_from_last_checkpoint(small_conf):
             time.sleep(0.5)
         assert state.exists(), "no checkpoint within 5 minutes"
     finally:
-        _kill_tree(proc, mark)
+        kill_job(proc, mark)
     killed_at = json.loads(state.read_text())["epoch"]
     assert 1 <= killed_at < 3 and not (root / "runs/resume/model.keras").exists()
 
