@@ -55,6 +55,14 @@ STAGES = {
     "export": Stage("pipelines.export:export_stage",
                     "write a dataset back to lossless PNG files, one folder per class",
                     "sparkcnn export --conf conf/mnist.yaml --set export.splits=[test] --set export.out_dir=/tmp/mnist_png"),
+    "experiment": Stage("pipelines.experiments:experiment",
+                        "sweep a grid of trials (architecture, batch size, optimizer, ...) as parallel Spark tasks: "
+                        "results table + plots",
+                        "sparkcnn experiment --conf conf/experiments/architectures.yaml"),
+    "localise": Stage("pipelines.fcn:localise",
+                      "convert mnist_cnn to a fully-convolutional net, prove equivalence, localise digits in "
+                      "composite images with Spark (heatmaps + score)",
+                      "sparkcnn localise --conf conf/experiments/localise.yaml"),
 }
 # Composite commands: a name for a sequence of stages.
 PIPELINES = {
