@@ -93,7 +93,7 @@ def tiny_mnist(spark, tmp_path_factory, mnist_files):
     test = open_idx_pair(mnist_files["test_images"], mnist_files["test_labels"], str(root / "s"))
     names = [str(k) for k in range(10)]
     for plan in plan_splits(train, test, limit_train=600, limit_test=300):
-        write_split(spark, plan, str(root / "datasets" / "mnist" / plan.name), "mnist", names, 64, 1)
+        write_split(spark, plan, str(root / "datasets" / "mnist" / plan.split), "mnist", names, 64, 1)
     return root
 
 
