@@ -59,6 +59,14 @@ STAGES = {
                       "pretrained CNN features (DeepImageFeaturizer) + LogisticRegression: fit, save the "
                       "PipelineModel, evaluate on test, report",
                       "sparkcnn transfer --conf conf/transfer_mnist.yaml --set transfer.train_rows=2000"),
+    "experiment": Stage("pipelines.experiments:experiment",
+                        "sweep a grid of trials (architecture, batch size, optimizer, ...) as parallel Spark tasks: "
+                        "results table + plots",
+                        "sparkcnn experiment --conf conf/experiments/architectures.yaml"),
+    "localise": Stage("pipelines.fcn:localise",
+                      "convert mnist_cnn to a fully-convolutional net, prove equivalence, localise digits in "
+                      "composite images with Spark (heatmaps + score)",
+                      "sparkcnn localise --conf conf/experiments/localise.yaml"),
 }
 # Composite commands: a name for a sequence of stages.
 PIPELINES = {

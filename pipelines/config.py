@@ -24,8 +24,8 @@ class ConfigError(SparkcnnError, ValueError):
     """A configuration problem; the message names the file and the key."""
 
 
-def _opt(default, *, min=None, max=None, choices=None, doc=""):
-    return field(default=default, metadata={"min": min, "max": max, "choices": choices, "doc": doc})
+def _opt(default, *, min=None, max=None, choices=None, doc="", raw=False):
+    return field(default=default, metadata={"min": min, "max": max, "choices": choices, "doc": doc, "raw": raw})
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,64 @@ class ExportSection:
     out_dir: Optional[str] = _opt(None, doc="default: <run dir>/export; files go to <out_dir>/<split>/<class>/<id>.png")
 
 
+OPTIMIZERS = ("adam", "adadelta", "sgd", "rmsprop", "adagrad")
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    """One trial's settings (each may become a grid axis) plus how the sweep runs.
+
+    The fields from `architecture` to `shift` are the trial settings: their
+    values here are the defaults every grid point starts from, and `grid` maps
+    any of them to a list of values; the sweep is the cartesian product, each
+    point trained `repeats` times, one Spark task per (point, repeat).
+    """
+    architecture: str = _opt("baseline", doc="a model variant (pipelines/model_variants.py) or a zoo model name")
+    kernel_size: Optional[int] = _opt(None, min=1, doc="conv kernel size for the variant (default: the variant's)")
+    filters: Optional[list] = _opt(None, doc="conv filters per layer, e.g. [32, 64] (default: the variant's)")
+    dense_width: Optional[int] = _opt(None, min=1, doc="width of the variant's hidden dense layer(s)")
+    optimizer: str = _opt("adam", choices=OPTIMIZERS)
+    learning_rate: Optional[float] = _opt(None, min=1e-9,
+                                          doc="default: the Keras 2.0-era default of the optimizer, as the seed ran")
+    batch_size: int = _opt(128, min=1)
+    train_samples: int = _opt(1024, min=1, doc="training rows drawn per repeat (the same rows for every grid point)")
+    budget: str = _opt("epochs", choices=("epochs", "steps"),
+                       doc="epochs: train `epochs` passes; steps: train exactly `steps` mini-batches whatever their size")
+    epochs: int = _opt(4, min=1)
+    steps: int = _opt(256, min=1, doc="gradient steps when budget is steps (test accuracy is measured once, at the end)")
+    scramble: bool = _opt(False, doc="train and test on digits whose pixels are permuted by one fixed permutation")
+    shift: int = _opt(0, min=0, doc="shift each training image by up to this many pixels (random, per epoch)")
+    grid: Optional[dict] = _opt(None, raw=True, doc="trial setting -> list of values to sweep, e.g. {batch_size: [16, 128]}")
+    repeats: int = _opt(3, min=1, doc="independent trainings per grid point (new weights and training rows)")
+    test_samples: Optional[int] = _opt(None, min=1, doc="test rows used (default: the whole test split)")
+    seed: int = _opt(42, doc="all randomness of the sweep derives from it")
+    plot_x: Optional[str] = _opt(None, doc="grid axis on the x axis of the plots (default: the first grid axis)")
+
+
+# The ExperimentSection fields a grid may sweep (every trial setting).
+GRID_AXES = ("architecture", "kernel_size", "filters", "dense_width", "optimizer", "learning_rate",
+             "batch_size", "train_samples", "budget", "epochs", "steps", "scramble", "shift")
+
+
+@dataclass(frozen=True)
+class LocaliseSection:
+    compare: bool = _opt(False, doc="train two mnist_cnn models (plain, shift-augmented) and compare them; "
+                                    "otherwise localise with the run's trained model")
+    canvas: int = _opt(224, min=28, doc="composite images are canvas x canvas pixels")
+    cell: int = _opt(40, min=28, doc="grid cell size; at most one digit per cell, at a random offset inside it")
+    fill: float = _opt(0.5, min=0.0, max=1.0, doc="probability that a grid cell holds a digit")
+    images: int = _opt(32, min=1, doc="composite images to build and localise")
+    threshold: float = _opt(0.5, min=0.0, max=1.0, doc="heatmap pixels with class probability above it are hits")
+    tolerance: int = _opt(4, min=0, doc="a hit counts for a digit when its window centre is this close (pixels)")
+    heatmap_images: int = _opt(2, min=0, doc="composites that get per-class heatmap PNGs")
+    seed: int = _opt(7)
+    split: str = _opt("test", doc="digits come from this split")
+    train_samples: int = _opt(12000, min=1, doc="compare: training rows for each of the two models")
+    epochs: int = _opt(3, min=1, doc="compare: epochs for each of the two models")
+    batch_size: int = _opt(128, min=1, doc="compare: mini-batch size")
+    shift: int = _opt(7, min=1, doc="compare: the augmented model's maximum shift in pixels (a quarter of 28)")
+
+
 @dataclass(frozen=True)
 class TransferSection:
     """`sparkcnn transfer`: pretrained CNN features (featurizers/) + Spark LogisticRegression."""
@@ -146,6 +204,8 @@ class Config:
     visualize: VisualizeSection
     export: ExportSection
     transfer: TransferSection
+    experiment: ExperimentSection
+    localise: LocaliseSection
     source: str = ""  # the file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -196,6 +256,8 @@ def _check_value(where: str, value: Any, hint, meta: dict) -> Any:
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif meta.get("raw"):
+        pass  # validated by its own checker after the section is built
     elif hint is dict:
         if value is None:
             return {}
@@ -294,4 +356,45 @@ def load_config(path: Optional[str] = None, overrides=(), text: Optional[str] = 
     size = sections["ingest"].image_size
     if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise ConfigError(f"{source}: ingest.image_size must be [height, width] of positive integers, got {size!r}")
+    sections["experiment"] = _check_experiment(sections["experiment"], source)
     return Config(source=source, **sections)
+
+
+def _check_filters(where: str, value) -> None:
+    if value is not None and (not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ConfigError(f"{where}: expected a list of positive integers (filters per conv layer), got {value!r}")
+
+
+def _check_experiment(section: "ExperimentSection", source: str) -> "ExperimentSection":
+    """Each grid axis is a trial setting with a non-empty list, each value checked like the setting itself."""
+    fields = {f.name: f for f in dataclasses.fields(ExperimentSection)}
+    hints = typing.get_type_hints(ExperimentSection)
+    _check_filters(f"{source}: experiment.filters", section.filters)
+    raw = section.grid
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: experiment.grid: expected a mapping of setting -> list of values, got {raw!r}")
+    grid = {}
+    for axis, values in raw.items():
+        axis = str(axis)
+        where = f"{source}: experiment.grid.{axis}"
+        if axis not in GRID_AXES:
+            raise ConfigError(f"{where}: '{axis}' is not a trial setting" + _suggest(axis, GRID_AXES))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
+        checked = []
+        for i, value in enumerate(values):
+            if axis == "filters":
+                _check_filters(f"{where}[{i}]", value)
+            else:
+                value = _check_value(f"{where}[{i}]", value, hints[axis], fields[axis].metadata)
+            if value in checked:
+                raise ConfigError(f"{where}: {value!r} is listed twice")
+            checked.append(value)
+        grid[axis] = checked
+    if section.plot_x is not None and section.plot_x not in grid:
+        raise ConfigError(f"{source}: experiment.plot_x '{section.plot_x}' is not a grid axis "
+                          f"(grid axes: {', '.join(grid) or 'none'})")
+    return dataclasses.replace(section, grid=grid)

@@ -1,0 +1,213 @@
+"""Fully-convolutional localisation (seed 003): a trained classifier becomes a detector for large images.
+
+`to_fully_convolutional` rewrites a chain classifier (Rescaling, Conv2D,
+pooling, Dropout, Flatten, Dense) so that it accepts any image size: the
+first Dense after Flatten becomes a Conv2D whose kernel covers the whole
+flattened feature map (mnist_cnn: Dense 128 -> Conv 12x12x128, the weight
+matrix reshaped to 12x12x64x128 because Flatten is row-major HWC), every
+later Dense a 1x1 Conv2D (softmax Dense -> Conv 1x1x10, softmax over the
+channel axis), Dropout is dropped (inference only).  On a digit-sized input
+it computes exactly the classifier's function; on a larger canvas it
+evaluates the classifier at every window position (stride = product of the
+pooling strides) in one pass.
+
+`sparkcnn localise` proves the equivalence on the whole test split, builds
+seeded composite canvases of test digits, runs the FCN over them with Spark
+(mapInArrow, model bytes broadcast), writes per-class heatmap PNGs
+thresholded at localise.threshold, and scores localisation (see
+pipelines/composites.py).  With localise.compare it first trains two
+mnist_cnn models in parallel Spark tasks, one on plain digits and one on
+digits shifted by up to localise.shift pixels, and compares them.
+"""
+from __future__ import annotations
+
+import hashlib
+import functools
+import json
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from . import records
+from .composites import compose, localisation_scores, window_geometry, write_heatmap_pngs
+from .config import Config
+from .errors import SparkcnnError
+from .experiments import derive_seed, run_trials, to_markdown
+from .experiments_remote import TrialSpec, load_split
+from .fcn_remote import CANVAS_DDL, HEAT_HEIGHT, HEAT_WIDTH, HEATMAP, HEATMAPS_DDL, check_equivalence, heatmap_batches
+from .score import threads_per_task
+from .store import RunStore, atomic_dir, write_json_atomic
+
+
+class ConversionError(SparkcnnError, ValueError):
+    """The model has a layer with no fully-convolutional equivalent."""
+
+
+def to_fully_convolutional(model):
+    """The fully-convolutional equivalent of a chain classifier, weights reshaped (see the module docstring)."""
+    import tensorflow as tf
+    L = tf.keras.layers
+    channels = model.input_shape[-1]
+    inputs = tf.keras.Input(shape=(None, None, channels), dtype=model.inputs[0].dtype, name="pixels")
+    x = inputs
+    flat_shape = None      # the feature map a Flatten saw; the next Dense covers all of it
+    flattened = False
+    for layer in model.layers:
+        if isinstance(layer, (tf.keras.layers.InputLayer, L.Dropout)):
+            continue
+        if isinstance(layer, L.Flatten):
+            flat_shape = tuple(layer.input_shape[1:])
+            flattened = True
+            continue
+        if isinstance(layer, L.Dense):
+            if not flattened:
+                raise ConversionError(f"layer '{layer.name}': a Dense layer before any Flatten has no conv form")
+            weights, bias = layer.get_weights()
+            if flat_shape is not None:
+                kernel = weights.reshape(*flat_shape, weights.shape[1])
+                flat_shape = None
+            else:
+                kernel = weights.reshape(1, 1, *weights.shape)
+            conv = L.Conv2D(weights.shape[1], kernel.shape[:2], activation=layer.activation,
+                            name=f"{layer.name}_as_conv")
+            x = conv(x)
+            conv.set_weights([kernel, bias])
+            continue
+        if flattened:
+            raise ConversionError(f"layer '{layer.name}' ({type(layer).__name__}) after Flatten is not supported")
+        if isinstance(layer, (L.Conv2D, L.MaxPooling2D, L.AveragePooling2D, L.Rescaling, L.ReLU, L.Activation,
+                              L.BatchNormalization)):
+            clone = type(layer).from_config(layer.get_config())
+            x = clone(x)
+            clone.set_weights(layer.get_weights())
+            continue
+        raise ConversionError(f"layer '{layer.name}' ({type(layer).__name__}) has no fully-convolutional equivalent")
+    if not flattened:
+        raise ConversionError(f"model '{model.name}' has no Flatten + Dense classifier to convert")
+    return tf.keras.Model(inputs, x, name=f"{model.name}_fcn")
+
+
+def equivalence(model, fcn, images: np.ndarray, batch_size: int = 1000) -> dict:
+    """Classifier and FCN on the same digit-sized images: the largest probability difference and argmax agreement."""
+    max_diff, agree = 0.0, 0
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        p = model(chunk, training=False).numpy()
+        q = fcn(chunk, training=False).numpy()
+        q = q.reshape(len(chunk), -1)
+        max_diff = max(max_diff, float(np.abs(p - q).max()))
+        agree += int((p.argmax(axis=1) == q.argmax(axis=1)).sum())
+    return {"rows": int(len(images)), "max_abs_diff": max_diff, "argmax_agree": agree,
+            "identical_predictions": agree == len(images)}
+
+
+# ---- the stage ----------------------------------------------------------------------------------------------
+
+def _train_pair(spark, cfg: Config, meta, log) -> dict:
+    """Two mnist_cnn models, plain and shift-augmented, trained side by side as two Spark tasks."""
+    lo = cfg.localise
+    train_dir, test_dir = cfg.dataset_dir("train"), cfg.dataset_dir(lo.split)
+    train_rows = records.read_meta(train_dir).num_rows
+    if lo.train_samples > train_rows:
+        raise SparkcnnError(f"{cfg.source}: localise.train_samples {lo.train_samples} is more than the "
+                            f"{train_rows} rows of {train_dir}")
+    trials = []
+    for name, shift in (("plain", 0), ("shifted", lo.shift)):
+        settings = dict(architecture="mnist_cnn", kernel_size=None, filters=None, dense_width=None,
+                        optimizer="adam", learning_rate=0.001, batch_size=lo.batch_size,
+                        train_samples=lo.train_samples, budget="epochs", epochs=lo.epochs, steps=1,
+                        scramble=False, shift=shift)
+        trials.append(TrialSpec(point=len(trials), repeat=0, settings=settings,
+                                train_path=os.path.realpath(train_dir), test_path=os.path.realpath(test_dir),
+                                input_shape=meta.shape, num_classes=meta.num_classes,
+                                seed=derive_seed(lo.seed, "localise-model"),   # same init and order for both
+                                data_seed=derive_seed(lo.seed, "localise-rows"), scramble_seed=0,
+                                threads=threads_per_task(spark), return_model=True, meta={"name": name}))
+    log(f"[localise] training mnist_cnn plain and shifted (up to {lo.shift}px) on {lo.train_samples} rows, "
+        f"{lo.epochs} epochs, as 2 Spark tasks")
+    results = run_trials(spark, trials, "sparkcnn localise: train plain and shifted")
+    return {r["meta"]["name"]: r for r in results}
+
+
+def heatmaps_with_spark(spark, model_bytes: bytes, canvases: np.ndarray, threads: int, batch_size: int = 4):
+    """(N, H', W', K) class-probability maps of the canvases, computed by Spark tasks."""
+    import pandas as pd
+    n, h, w, c = canvases.shape
+    frame = pd.DataFrame({records.ID: np.arange(n, dtype=np.int64), records.HEIGHT: h, records.WIDTH: w,
+                          records.CHANNELS: c, records.IMAGE: [canvases[i].tobytes() for i in range(n)]})
+    parts = max(1, min(n, spark.sparkContext.defaultParallelism))
+    df = spark.createDataFrame(frame, CANVAS_DDL).repartition(parts)
+    model_bc = spark.sparkContext.broadcast(model_bytes)
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    mapper = functools.partial(heatmap_batches, model_bc, digest, threads, batch_size)
+    rows = sorted(df.mapInArrow(mapper, HEATMAPS_DDL).collect(), key=lambda r: r[records.ID])
+    if len(rows) != n:
+        raise RuntimeError(f"{n} canvases in but {len(rows)} heatmaps out")
+    return np.stack([np.frombuffer(r[HEATMAP], np.float32).reshape(r[HEAT_HEIGHT], r[HEAT_WIDTH], -1) for r in rows])
+
+
+def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+    lo = cfg.localise
+    test_dir = cfg.dataset_dir(lo.split)
+    meta = records.read_meta(test_dir)
+    threads = threads_per_task(spark)
+    if lo.compare:
+        trained = _train_pair(spark, cfg, meta, log)
+        models = {name: r["model_keras"] for name, r in trained.items()}
+        training = {name: {k: r[k] for k in ("test_accuracy", "epoch_test_accuracy", "train_seconds", "params")}
+                    for name, r in trained.items()}
+    else:
+        with open(store.require(store.model_path, "train"), "rb") as f:
+            models = {"run": f.read()}
+        training = {}
+    digits, labels = load_split(os.path.realpath(test_dir), meta.shape)
+    canvases, placements = compose(digits, labels, lo.images, lo.canvas, lo.cell, lo.fill, lo.seed)
+    window = meta.height
+    out_dir = os.path.join(store.root, "localise")
+    report = {"composites": {"images": lo.images, "canvas": lo.canvas, "cell": lo.cell, "fill": lo.fill,
+                             "seed": lo.seed, "digits": len(placements), "split": lo.split},
+              "models": {}}
+    with atomic_dir(out_dir) as staging:
+        os.makedirs(staging)
+        with open(os.path.join(staging, "placements.json"), "w") as f:
+            json.dump([p.__dict__ for p in placements], f)
+        for name, model_bytes in models.items():
+            t0 = time.perf_counter()
+            equiv = spark.sparkContext.parallelize([0], 1).map(
+                lambda _, b=model_bytes: check_equivalence(b, os.path.realpath(test_dir), meta.shape, threads)).first()
+            t1 = time.perf_counter()
+            heat = heatmaps_with_spark(spark, model_bytes, canvases, threads)
+            seconds = time.perf_counter() - t1
+            stride = window_geometry(lo.canvas, window, heat.shape[1])
+            scores = localisation_scores(heat, placements, window, stride, lo.threshold, lo.tolerance)
+            for k in range(min(lo.heatmap_images, len(canvases))):
+                write_heatmap_pngs(os.path.join(staging, name, "heatmaps"), f"composite{k}", canvases[k], heat[k],
+                                   window, stride, lo.threshold, meta.class_names)
+            report["models"][name] = dict(equivalence=equiv, localisation=scores, heatmap_seconds=round(seconds, 2),
+                                          equivalence_seconds=round(t1 - t0, 2), training=training.get(name))
+            log(f"[localise] {name}: FCN == classifier on {equiv['rows']} digits "
+                f"(max |dp| {equiv['max_abs_diff']:.2e}, argmax agree {equiv['argmax_agree']}); "
+                f"peak_rate {scores['peak_rate']:.3f}, recall {scores['recall']:.3f}, "
+                f"precision {scores['precision']:.3f} over {scores['digits']} digits ({seconds:.1f}s)")
+        write_json_atomic(os.path.join(staging, "localisation.json"), report)
+        with open(os.path.join(staging, "results.md"), "w") as f:
+            f.write(results_markdown(report))
+    log(f"[localise] -> {out_dir}/results.md")
+    return report
+
+
+def results_markdown(report: dict) -> str:
+    import pandas as pd
+    rows = []
+    for name, m in report["models"].items():
+        s, e, t = m["localisation"], m["equivalence"], m["training"] or {}
+        rows.append({"model": name, "peak_rate": s["peak_rate"], "recall": s["recall"], "precision": s["precision"],
+                     "false_hits_per_image": s["false_hits_per_image"], "digits": s["digits"],
+                     "test_accuracy": t.get("test_accuracy", float("nan")),
+                     "fcn_max_abs_diff": e["max_abs_diff"], "fcn_identical_predictions": e["identical_predictions"]})
+    c = report["composites"]
+    head = (f"# Fully-convolutional localisation\n\n{c['images']} composites of {c['canvas']}x{c['canvas']} pixels, "
+            f"{c['digits']} digits from the {c['split']} split (cell {c['cell']}, fill {c['fill']}, seed {c['seed']}).\n\n")
+    return head + to_markdown(pd.DataFrame(rows))
