@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 from . import records
+from .augment import augment_spec
 from .config import Config
 from .errors import SparkcnnError
 from .models import MODELS
@@ -27,7 +28,7 @@ def make_spec(cfg: Config) -> TrainSpec:
     t = cfg.train
     if t.model not in MODELS:
         raise TrainError(f"{cfg.source}: train.model '{t.model}' is not in the zoo ({', '.join(sorted(MODELS))})")
-    train_dir = cfg.dataset_dir("train")
+    train_dir = cfg.dataset_dir(t.split)
     meta = records.read_meta(train_dir)
     val_dir = cfg.dataset_dir("val")
     val_rows = records.read_meta(val_dir).num_rows if os.path.exists(val_dir) else 0
@@ -43,6 +44,7 @@ def make_spec(cfg: Config) -> TrainSpec:
         learning_rate=t.learning_rate, scale_lr=t.scale_lr, seed=t.seed,
         reader_workers=t.reader_workers, shuffle_buffer=t.shuffle_buffer,
         threads_per_worker=t.threads_per_worker,
+        augment=augment_spec(cfg) if t.augment else None,
     )
 
 

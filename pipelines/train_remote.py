@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .augment_remote import augment_tf_dataset
 from .models import build_model, make_optimizer
 from .petastorm_input import open_reader, to_tf_dataset
 
@@ -36,6 +37,7 @@ class TrainSpec:
     reader_workers: int
     shuffle_buffer: int
     threads_per_worker: Optional[int]
+    augment: Optional[dict] = None   # an augment pipeline spec: augment training batches on the fly
 
 
 def _configure_threads(tf, hvd, threads: Optional[int]) -> int:
@@ -85,6 +87,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
         train_reader = readers.enter_context(
             open_reader(spec.train_path, rank, size, spec.seed + rank, spec.reader_workers))
         train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.batch_size, spec.shuffle_buffer, spec.seed + rank)
+        if spec.augment:
+            train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank)
         fit_kwargs = {}
         if val_steps:
             val_reader = readers.enter_context(
