@@ -88,7 +88,10 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
 
     spec = pipeline.spec()
     worker = functools.partial(augment_batches, spec, meta.shape, a.keep_originals, id_stride)
-    out = _with_sample_counts(frame, plan, a.balance_classes).mapInArrow(worker, records.AUGMENTED_SPARK_DDL)
+    planned = _with_sample_counts(frame, plan, a.balance_classes)
+    if a.partitions:
+        planned = planned.repartition(a.partitions)
+    out = planned.mapInArrow(worker, records.AUGMENTED_SPARK_DDL)
     with atomic_dir(dest) as staging:
         (out.write.option("parquet.block.size", int(cfg.ingest.row_group_mb * MB))
          .option("compression", "snappy").parquet(staging))

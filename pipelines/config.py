@@ -97,6 +97,8 @@ class AugmentSection:
     balance_classes: bool = _opt(False, doc="augment smaller classes more, up to the largest class's row count")
     splits: Optional[list] = _opt(None, doc="splits to augment (default [train])")
     output_suffix: str = _opt("_aug", doc="split <s> is written as <s><suffix> next to it")
+    partitions: Optional[int] = _opt(None, min=1, doc="spread the source rows over N tasks (default: as read); "
+                                                     "the output is the same whatever N")
     report_images: int = _opt(8, min=1, max=50, doc="source images in the before/after figure")
 
     def check(self, where: str) -> None:
