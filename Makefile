@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test bench pyfiles clean
+.PHONY: install demo test bench bench-augment pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -15,8 +15,12 @@ demo: install
 test: install
 	$(PY) -m pytest -q -ra tests
 
-bench: install
+bench: install bench-augment
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
+
+# Augmentation vs the Augmentor package (installed for the benchmark only, into ~/.cache/sparkcnn).
+bench-augment: install
+	$(PY) -m benchmarks.augment $(BENCH_AUGMENT_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip

@@ -767,21 +767,30 @@ def _sampling_grid(geo, part, h, w):
         acc = (acc[:, :, :, None] * mat[:, None, :, :]).sum(axis=2)   # acc @ mat, elementwise (no BLAS)
         identity = False
     if identity and u is not None:
-        return u, v
-    return _apply(acc, h, w, u, v, projective)
+        acc = _eye(k)
+    return _apply(acc, h, w, u, v, projective, scale=_REMAP_SCALE)
 
 
-def _apply(acc, h, w, u=None, v=None, projective=False):
-    """Per-image 3x3 matrices applied to the output pixel grid (u is None) or to coordinates (k, H, W)."""
-    a = acc.astype(np.float32)
+def _apply(acc, h, w, u=None, v=None, projective=False, scale=None):
+    """Per-image 3x3 matrices applied to the output pixel grid (u is None) or to coordinates (k, H, W).
+
+    `scale` (3x3, applied after acc) folds _remap's fixed-point scaling into the matrix, saving passes.
+    """
+    a = acc if scale is None else (scale[None, :, :, None] * acc[:, None, :, :]).sum(axis=2)
+    a = a.astype(np.float32)
     k = len(a)
     if u is None:
         u, v = _grid(h, w)
+    # (k, H*W) rows: a broadcast of a per-image coefficient over 784 contiguous values is fast,
+    # over (H, W) it loops over rows of 28
+    u, v = u.reshape(len(u), -1), v.reshape(len(v), -1)
+    tmp = np.empty((k, h * w), np.float32)
 
-    def row(r):   # a0*x + a1*y + a2, as full-length passes (a broadcast over (H, W) is 3x slower)
-        out = np.multiply(a[:, r, 0].reshape(k, 1, 1), u)
-        out += np.multiply(a[:, r, 1].reshape(k, 1, 1), v)
-        out += a[:, r, 2].reshape(k, 1, 1)
+    def row(r):
+        out = np.multiply(a[:, r, 0, None], u)
+        np.multiply(a[:, r, 1, None], v, out=tmp)
+        out += tmp
+        out += a[:, r, 2, None]
         return out
     nu, nv = row(0), row(1)
     if projective:
@@ -790,8 +799,8 @@ def _apply(acc, h, w, u=None, v=None, projective=False):
             nu /= den
             nv /= den
         for arr in (nu, nv):   # beyond a skew's horizon: outside the image
-            arr[~np.isfinite(arr)] = -2.0
-    return nu, nv
+            arr[~np.isfinite(arr)] = -1e6
+    return nu.reshape(k, h, w), nv.reshape(k, h, w)
 
 
 def _grid(h, w):
@@ -799,21 +808,22 @@ def _grid(h, w):
     return xs.reshape(1, h, w), ys.reshape(1, h, w)
 
 
-def _remap(images: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear sample of (k,H,W,C) uint8 at input coordinates (k,H,W); outside the image is 0. One cv2.remap.
+# _remap's coordinates: x + 1 (its black frame), and 32 * (y + 1), quantised before the row offset
+_REMAP_SCALE = np.array([[1.0, 0.0, 1.0], [0.0, _SUB, _SUB], [0.0, 0.0, 1.0]])
 
-    The images are stacked, each in a one-pixel black frame, into one tall image, and coordinates
-    are clipped to their own image's frame, so bilinear never mixes neighbouring images.  Only y
-    needs quantising (see _SUB): x never has an offset added.
+
+def _remap(images: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """Bilinear sample of (k,H,W,C) uint8 at input coordinates (k,H,W) given as mx = x + 1, my = 32 * (y + 1).
+
+    Outside the image is 0.  The images are stacked, each in a one-pixel black frame, into one tall
+    image for one cv2.remap, and coordinates are clipped to their own image's frame, so bilinear
+    never mixes neighbouring images.  Only y needs quantising (see _SUB): x has no offset added.
     """
     cv2 = _cv2()
     k, h, w, c = images.shape
     stacked = np.zeros((k, h + 2, w + 2, c), np.uint8)
     stacked[:, 1:h + 1, 1:w + 1] = images
-    mx = u + np.float32(1)
     np.clip(mx, 0, w + 1, out=mx)
-    my = v * np.float32(_SUB)
-    my += np.float32(_SUB)
     np.clip(my, 0, _SUB * (h + 1), out=my)
     np.rint(my, out=my)
     my += (np.arange(k, dtype=np.float32) * np.float32(_SUB * (h + 2))).reshape(k, 1, 1)
