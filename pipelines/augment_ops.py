@@ -832,7 +832,3 @@ def _remap(images: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     out = cv2.remap(src if c > 1 else src[..., 0], mx.reshape(k * h, w), my.reshape(k * h, w),
                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out.reshape(k, h, w, c)
-
-
-def lineage_json(ops_json: str) -> list:
-    return json.loads(ops_json)
