@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo cluster-demo test bench bench-spine bench-ingest bench-featurizer pyfiles clean
+.PHONY: install demo cluster-demo test bench bench-spine bench-ingest bench-featurizer bench-augment pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q -ra tests
 
 # Each benchmark prints side-by-side ratios against the plain-library baseline measured in the same run.
-bench: bench-spine bench-ingest bench-featurizer
+bench: bench-spine bench-ingest bench-featurizer bench-augment
 
 bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
@@ -35,6 +35,10 @@ bench-ingest: install
 # DeepImageFeaturizer through Spark vs Keras predict (needs data/datasets/mnist/test: sparkcnn ingest or transfer)
 bench-featurizer: install
 	$(PY) -m benchmarks.featurizer $(FEATURIZER_BENCH_ARGS)
+
+# Augmentation vs the Augmentor package (installed for the benchmark only, into ~/.cache/sparkcnn).
+bench-augment: install
+	$(PY) -m benchmarks.augment $(BENCH_AUGMENT_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip

@@ -95,12 +95,41 @@ class TrainSection:
     resume: bool = _opt(True, doc="continue from the last checkpoint of the same training setup")
     deterministic: bool = _opt(False, doc="TF op determinism (slower); seeds are always fixed")
     export_saved_model: bool = _opt(True, doc="also write <run>/saved_model (TF SavedModel)")
+    # augmentation (pipelines/augment.py): train on an augmented split, or augment batches on the fly
+    split: str = _opt("train", doc="split to train on, e.g. train_aug written by `sparkcnn augment`")
+    augment: bool = _opt(False, doc="augment every training batch on the fly with the augment section's pipeline")
 
 
 @dataclass(frozen=True)
 class ScoreSection:
     split: str = _opt("test")
     batch_size: int = _opt(1024, min=1, doc="images per model call inside an executor")
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    pipeline: Optional[list] = _opt(None, doc="operations in order: [{op: rotate, p: 0.9, degrees: [-25, 25]}, ...]; "
+                                               "see pipelines/augment_ops.py OPS")
+    seed: int = _opt(0, doc="same seed, same images, whatever the partitioning")
+    n_per_image: int = _opt(1, min=0, doc="augmented samples per source image")
+    keep_originals: bool = _opt(True, doc="also write each source image unchanged (sample 0)")
+    balance_classes: bool = _opt(False, doc="augment smaller classes more, up to the largest class's row count")
+    splits: Optional[list] = _opt(None, doc="splits to augment (default [train])")
+    output_suffix: str = _opt("_aug", doc="split <s> is written as <s><suffix> next to it")
+    partitions: Optional[int] = _opt(None, min=1, doc="spread the source rows over N tasks (default: as read); "
+                                                     "the output is the same whatever N")
+    report_images: int = _opt(8, min=1, max=50, doc="source images in the before/after figure")
+
+    def check(self, where: str) -> None:
+        from .augment_ops import AugmentError, Pipeline
+        try:
+            Pipeline.parse(self.pipeline, self.seed, where=f"{where}.pipeline")
+        except AugmentError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.splits is not None and not (self.splits and all(isinstance(x, str) and x for x in self.splits)):
+            raise ConfigError(f"{where}.splits: expected a list of split names, got {self.splits!r}")
+        if not self.output_suffix or "/" in self.output_suffix:
+            raise ConfigError(f"{where}.output_suffix: {self.output_suffix!r} must be a non-empty plain suffix")
 
 
 @dataclass(frozen=True)
@@ -206,6 +235,7 @@ class Config:
     transfer: TransferSection
     experiment: ExperimentSection
     localise: LocaliseSection
+    augment: AugmentSection
     source: str = ""  # the file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -290,7 +320,10 @@ def _build_section(cls, raw: Any, name: str, source: str):
     for fname, f in fields.items():
         value = raw.get(fname, f.default)
         values[fname] = _check_value(f"{source}: {name}.{fname}", value, hints[fname], f.metadata)
-    return cls(**values)
+    section = cls(**values)
+    if hasattr(section, "check"):   # checks across keys, or of nested values (augment.pipeline)
+        section.check(f"{source}: {name}")
+    return section
 
 
 def _apply_override(raw: dict, override: str, source: str) -> None:

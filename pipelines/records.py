@@ -46,6 +46,21 @@ ARROW_SCHEMA = pa.schema([
 # need a JVM (it is imported inside executors and by plain pyarrow tools).
 SPARK_DDL = "id LONG, label INT, height INT, width INT, channels INT, image BINARY"
 
+# Optional lineage columns, written by the augment stage after the core columns.  Readers that
+# select the core columns (training, scoring, the report) read augmented datasets unchanged.
+SOURCE_ID = "source_id"  # int64: id of the source image the row was made from
+SAMPLE = "sample"        # int32: 0 = the source image itself, 1..n = augmented samples
+OPS = "ops"              # string: JSON list of the ops applied, with their drawn parameters
+
+LINEAGE_COLUMNS = (SOURCE_ID, SAMPLE, OPS)
+
+AUGMENTED_ARROW_SCHEMA = pa.schema(list(ARROW_SCHEMA) + [
+    pa.field(SOURCE_ID, pa.int64(), nullable=False),
+    pa.field(SAMPLE, pa.int32(), nullable=False),
+    pa.field(OPS, pa.string(), nullable=False),
+])
+AUGMENTED_SPARK_DDL = SPARK_DDL + ", source_id LONG, sample INT, ops STRING"
+
 META_FILE = "_sparkcnn_dataset.json"  # leading underscore: Spark and pyarrow skip it
 
 
@@ -67,6 +82,7 @@ class DatasetMeta:
     class_counts: dict = field(default_factory=dict)  # str(label) -> rows
     rejected: int = 0
     contract_version: int = 1
+    augmentation: dict = field(default_factory=dict)  # augment stage: source, seed, pipeline, scramble permutation
 
     @property
     def shape(self) -> tuple:
@@ -123,6 +139,14 @@ def encode_batch(ids: np.ndarray, labels: np.ndarray, images: np.ndarray) -> pa.
          const(h), const(w), const(c), image_arr],
         schema=ARROW_SCHEMA,
     )
+
+
+def with_lineage(batch: pa.RecordBatch, source_ids, samples, ops) -> pa.RecordBatch:
+    """A core record batch plus the lineage columns (see AUGMENTED_ARROW_SCHEMA)."""
+    return pa.RecordBatch.from_arrays(
+        list(batch.columns) + [pa.array(np.asarray(source_ids, dtype=np.int64)),
+                               pa.array(np.asarray(samples, dtype=np.int32)), pa.array(ops, pa.string())],
+        schema=AUGMENTED_ARROW_SCHEMA)
 
 
 def decode_images(column, shape: Sequence[int]) -> np.ndarray:

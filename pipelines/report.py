@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 from typing import Callable, Optional
 
 import numpy as np
@@ -136,6 +137,9 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
     parts.append(_table(["split", "rows", "rejected", "shape", "classes"],
                         [[s, m.num_rows, m.rejected, "x".join(map(str, m.shape)), m.num_classes]
                          for s, m in metas.items()]))
+    for name in sorted(figures.get("augment", [])):
+        parts.append(f"<h2>Augmentation: {html.escape(name.split('_before_after')[0])}</h2>"
+                     f"<img src='{html.escape(name)}' alt='before and after augmentation'>")
     for key, caption in (("samples", "Samples"), ("curves", "Training curves"),
                          ("confusion", "Confusion matrix"), ("misclassified", "Misclassified examples")):
         if key in figures:
@@ -169,6 +173,16 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
             f"<style>{style}</style>{script}</head><body>{''.join(parts)}</body></html>")
 
 
+def _copy_augment_figures(store: RunStore, staging: str) -> list:
+    """The augment stage's before/after PNGs (runs/<run>/augment/*.png), if it ran for this conf."""
+    from .augment import figure_dir
+    src = figure_dir(store)
+    names = sorted(n for n in os.listdir(src) if n.endswith(".png")) if os.path.isdir(src) else []
+    for name in names:
+        shutil.copyfile(os.path.join(src, name), os.path.join(staging, name))
+    return names
+
+
 def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> str:
     metas = {s: records.read_meta(cfg.dataset_dir(s)) for s in ("train", "val", "test")
              if os.path.exists(cfg.dataset_dir(s))}
@@ -195,6 +209,7 @@ def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = pri
                 plot_samples(wrong, meta, os.path.join(staging, "misclassified.png"),
                              "misclassified (true→predicted)")
                 figures["misclassified"] = "misclassified.png"
+        figures["augment"] = _copy_augment_figures(store, staging)
         with open(os.path.join(staging, "index.html"), "w") as f:
             f.write(render_html(cfg, metas, history, metrics, timings, figures))
         with open(os.path.join(staging, "config.json"), "w") as f:

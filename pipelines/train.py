@@ -21,6 +21,7 @@ import time
 from typing import Callable, Optional
 
 from . import records
+from .augment import augment_spec
 from .config import Config
 from .errors import SparkcnnError
 from .models import check_model_name
@@ -39,7 +40,7 @@ def make_spec(cfg: Config) -> TrainSpec:
         check_model_name(t.model)
     except (KeyError, FileNotFoundError) as exc:
         raise TrainError(f"{cfg.source}: {exc.args[0]}") from None
-    train_dir = cfg.dataset_dir("train")
+    train_dir = cfg.dataset_dir(t.split)
     meta = records.read_meta(train_dir)
     val_dir = cfg.dataset_dir("val")
     val_rows = records.read_meta(val_dir).num_rows if os.path.exists(val_dir) else 0
@@ -57,6 +58,7 @@ def make_spec(cfg: Config) -> TrainSpec:
         threads_per_worker=t.threads_per_worker, warmup_epochs=t.warmup_epochs,
         early_stopping_patience=t.early_stopping_patience, deterministic=t.deterministic,
         export_saved_model=t.export_saved_model,
+        augment=augment_spec(cfg) if t.augment else None,
     )
 
 
@@ -64,7 +66,8 @@ def setup_fingerprint(spec: TrainSpec, num_proc: int, meta: records.DatasetMeta)
     """What must match for a checkpoint to be continued (epochs may grow: that extends a run)."""
     key = {"model": spec.model, "shape": list(spec.input_shape), "classes": meta.class_names,
            "train_rows": spec.train_rows, "batch": spec.batch_size, "optimizer": spec.optimizer,
-           "lr": spec.learning_rate, "scale_lr": spec.scale_lr, "workers": num_proc, "seed": spec.seed}
+           "lr": spec.learning_rate, "scale_lr": spec.scale_lr, "workers": num_proc, "seed": spec.seed,
+           "augment": spec.augment}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -72,7 +75,7 @@ def plan_resume(spec: TrainSpec, store: RunStore, cfg: Config, log) -> TrainSpec
     """Point the spec at the checkpoint to continue from, or clear stale checkpoints."""
     if not cfg.train.checkpoint:
         return spec
-    fingerprint = setup_fingerprint(spec, cfg.train.num_proc, records.read_meta(cfg.dataset_dir("train")))
+    fingerprint = setup_fingerprint(spec, cfg.train.num_proc, records.read_meta(cfg.dataset_dir(cfg.train.split)))
     spec = dataclasses.replace(spec, checkpoint_dir=store.checkpoint_dir, fingerprint=fingerprint)
     state_path = os.path.join(store.checkpoint_dir, "state.json")
     state = read_json(state_path) if os.path.exists(state_path) else None

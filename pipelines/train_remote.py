@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .augment_remote import augment_tf_dataset
 from .models import build_model, make_optimizer
 from .petastorm_input import open_reader, to_tf_dataset
 from .store import write_json_atomic
@@ -58,6 +59,7 @@ class TrainSpec:
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
     export_saved_model: bool = True
+    augment: Optional[dict] = None   # an augment pipeline spec: augment training batches on the fly
 
 
 def _configure_threads(tf, hvd, threads: Optional[int]) -> int:
@@ -162,6 +164,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             train_reader = readers.enter_context(
                 open_reader(spec.train_path, rank, size, seed, spec.reader_workers))
             train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.batch_size, spec.shuffle_buffer, seed)
+            if spec.augment:
+                train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
             fit_kwargs = {}
             if val_steps:
                 val_reader = readers.enter_context(
