@@ -90,6 +90,7 @@ class TrainSection:
     nics: Optional[list] = _opt(None, doc="network interfaces for Horovod (default: 'lo' under a local master)")
     start_timeout: int = _opt(600, min=10, doc="seconds to wait for all workers to start")
     warmup_epochs: float = _opt(0.0, min=0.0, doc="ramp the (worker-scaled) learning rate up over this many epochs")
+    lr_decay: float = _opt(1.0, min=0.01, max=1.0, doc="multiply the learning rate by this every epoch after warm-up")
     early_stopping_patience: Optional[int] = _opt(None, min=0, doc="stop after N epochs without val_loss improvement")
     checkpoint: bool = _opt(True, doc="checkpoint every epoch into <run>/checkpoints (a shared filesystem on clusters)")
     resume: bool = _opt(True, doc="continue from the last checkpoint of the same training setup")

@@ -55,7 +55,7 @@ def make_spec(cfg: Config) -> TrainSpec:
         model=t.model, epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer,
         learning_rate=t.learning_rate, scale_lr=t.scale_lr, seed=t.seed,
         reader_workers=t.reader_workers, shuffle_buffer=t.shuffle_buffer,
-        threads_per_worker=t.threads_per_worker, warmup_epochs=t.warmup_epochs,
+        threads_per_worker=t.threads_per_worker, warmup_epochs=t.warmup_epochs, lr_decay=t.lr_decay,
         early_stopping_patience=t.early_stopping_patience, deterministic=t.deterministic,
         export_saved_model=t.export_saved_model,
         augment=augment_spec(cfg) if t.augment else None,
@@ -67,7 +67,7 @@ def setup_fingerprint(spec: TrainSpec, num_proc: int, meta: records.DatasetMeta)
     key = {"model": spec.model, "shape": list(spec.input_shape), "classes": meta.class_names,
            "train_rows": spec.train_rows, "batch": spec.batch_size, "optimizer": spec.optimizer,
            "lr": spec.learning_rate, "scale_lr": spec.scale_lr, "workers": num_proc, "seed": spec.seed,
-           "augment": spec.augment}
+           "augment": spec.augment, "lr_decay": spec.lr_decay}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

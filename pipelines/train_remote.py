@@ -51,6 +51,7 @@ class TrainSpec:
     shuffle_buffer: int
     threads_per_worker: Optional[int]
     warmup_epochs: float = 0.0
+    lr_decay: float = 1.0
     early_stopping_patience: Optional[int] = None
     deterministic: bool = False
     checkpoint_dir: Optional[str] = None     # None: no checkpoints
@@ -102,6 +103,11 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_sec
     if spec.warmup_epochs:
         callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
             initial_lr=lr, warmup_epochs=spec.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+    if spec.lr_decay != 1.0:
+        # Epoch numbers are absolute, so a resumed run continues the same schedule.
+        def decayed(epoch, current):
+            return current if epoch < spec.warmup_epochs else lr * spec.lr_decay ** (epoch - int(spec.warmup_epochs))
+        callbacks.append(tf.keras.callbacks.LearningRateScheduler(decayed))
     callbacks.append(EpochClock())
     if spec.early_stopping_patience is not None:
         # Every rank sees the same averaged val_loss, so all stop at the same epoch.
