@@ -24,20 +24,9 @@ _FCN: dict = {}
 
 
 def _fcn(model_bc, digest: str, threads: int):
-    if digest not in _FCN:
-        import tensorflow as tf
-
-        from .fcn import to_fully_convolutional
-        from .score_remote import load_model_bytes
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # TF already initialised in this worker
-        fcn = to_fully_convolutional(load_model_bytes(model_bc.value))
-        _FCN.clear()
-        _FCN[digest] = tf.function(lambda x: fcn(x, training=False), reduce_retracing=True)
-    return _FCN[digest]
+    from .fcn import to_fully_convolutional
+    from .score_remote import cached_model_call
+    return cached_model_call(_FCN, model_bc, digest, threads, convert=to_fully_convolutional)
 
 
 def heatmap_batches(model_bc, digest: str, threads: int, batch_size: int,

@@ -34,8 +34,13 @@ def load_model_bytes(model_bytes: bytes):
         return tf.keras.models.load_model(path, compile=False, safe_mode=True)
 
 
-def _predictor(model_bc, digest: str, threads: int):
-    if digest not in _LOADED:
+def cached_model_call(cache: dict, model_bc, digest: str, threads: int, convert=None):
+    """One traced model call per Python worker, keyed by the model bytes' digest.
+
+    `convert` turns the loaded model into the one to run (e.g. its fully-convolutional form).
+    A new digest (a new run's model) replaces the cached one.
+    """
+    if digest not in cache:
         import tensorflow as tf
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -43,14 +48,16 @@ def _predictor(model_bc, digest: str, threads: int):
         except RuntimeError:
             pass  # TF already initialised in this worker by an earlier model; keep its setting
         model = load_model_bytes(model_bc.value)
-        _LOADED.clear()  # one model per worker: a new run's model replaces the old one
-        _LOADED[digest] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return _LOADED[digest]
+        if convert is not None:
+            model = convert(model)
+        cache.clear()
+        cache[digest] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return cache[digest]
 
 
 def score_batches(model_bc, digest: str, shape: tuple, batch_size: int, threads: int,
                   batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    predict = _predictor(model_bc, digest, threads)
+    predict = cached_model_call(_LOADED, model_bc, digest, threads)
     for batch in batches:
         n = batch.num_rows
         if n == 0:

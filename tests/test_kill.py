@@ -86,3 +86,23 @@ def test_scoring_killed_mid_write_keeps_previous_predictions(conf):
     again = run(path, "score")
     assert again.returncode == 0, again.stderr[-2000:]
     assert snapshot(preds)[:2] == (10000, 10000)
+
+
+def test_augmentation_killed_mid_write_keeps_previous_output(conf):
+    root, path = conf
+    aug_conf = root / "kill_aug.yaml"
+    aug_conf.write_text(path.read_text() + """
+augment:
+  seed: 3
+  n_per_image: 2
+  pipeline:
+    - {op: rotate, p: 0.9, degrees: [-25, 25]}
+    - {op: shift, p: 0.5, x: [-0.25, 0.25], y: [-0.25, 0.25]}
+""")
+    first = run(aug_conf, "augment")
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = root / "datasets/mnist/train_aug"
+    before = kill_rounds(aug_conf, "augment", [out], rounds=3, window=(2.0, 8.0), seed=5)
+    again = run(aug_conf, "augment")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert snapshot(out) == before[out] and snapshot(out)[:2] == (165000, 165000)   # byte-identical rerun
