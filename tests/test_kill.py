@@ -99,6 +99,8 @@ augment:
     - {op: rotate, p: 0.9, degrees: [-25, 25]}
     - {op: shift, p: 0.5, x: [-0.25, 0.25], y: [-0.25, 0.25]}
 """)
+    if not (root / "datasets/mnist/train").exists():
+        assert run(path, "ingest").returncode == 0
     first = run(aug_conf, "augment")
     assert first.returncode == 0, first.stderr[-2000:]
     out = root / "datasets/mnist/train_aug"
