@@ -118,6 +118,8 @@ def run_stages(stages, cfg, log=print) -> dict:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    # Progress lines (per-epoch, per-stage) must reach log files as they happen, not at exit.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         cfg = load_config(args.conf, args.set)
         stages = PIPELINES[args.stage][0] if args.stage in PIPELINES else [args.stage]
