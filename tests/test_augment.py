@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -265,14 +266,18 @@ def test_drop_originals_and_class_balanced_counts(spark, tmp_path, digits):
     assert meta.class_counts == {"0": 400, "1": 400, "2": 400}   # every class up to the largest: 200 * (1 + 1)
     table = read_sorted(cfg.dataset_dir("train_aug"))
     assert len(np.unique(table.column("id").to_numpy())) == 1200
-    # Petastorm (what training reads) reads the augmented dataset's core columns
+    # Petastorm reads the augmented dataset the way training does: an endless reader, bounded by
+    # steps. Its first pass must deliver every row exactly once.
     from petastorm import make_batch_reader
-    seen = 0
-    with make_batch_reader("file://" + os.path.realpath(cfg.dataset_dir("train_aug")), num_epochs=1,
-                           workers_count=1, schema_fields=[records.IMAGE, records.LABEL]) as reader:
+    ids, deadline = [], time.time() + 120
+    with make_batch_reader("file://" + os.path.realpath(cfg.dataset_dir("train_aug")), num_epochs=None,
+                           workers_count=1, shuffle_row_groups=False,
+                           schema_fields=[records.ID, records.IMAGE, records.LABEL]) as reader:
         for batch in reader:
-            seen += len(batch.label)
-    assert seen == 1200
+            ids.extend(batch.id.tolist())
+            if len(ids) >= 1200 or time.time() > deadline:
+                break
+    assert len(ids) >= 1200 and len(set(ids[:1200])) == 1200
 
 
 def test_scramble_permutation_is_stored_and_shared_by_train_and_test(spark, tmp_path, digits):
