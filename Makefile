@@ -18,7 +18,7 @@ cluster-demo: install pyfiles
 	$(PY) scripts/local_cluster.py run -- $(abspath $(VENV))/lib/python3.11/site-packages/pyspark/bin/spark-submit \
 	  --master {MASTER} --driver-memory 2g --py-files dist/sparkcnn-libs.zip \
 	  --conf spark.pyspark.python=$(abspath $(PY)) --conf spark.executor.memory=2g \
-	  jobs/run.py --conf conf/mnist.yaml --set run.name=mnist_cluster --set train.nics=[lo]
+	  jobs/run.py --conf conf/mnist.yaml --set run.name=mnist_cluster --set train.nics=[lo] $(CLUSTER_DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q -ra tests
