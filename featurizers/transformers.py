@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import records
+from pipelines.score import threads_per_task
 
 from . import featurize_remote as remote
 from .registry import IMAGENET, MODELS, FeaturizerConfigError, check_weights, get_spec, imagenet_class_names
@@ -126,7 +127,7 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
             "(spark.read.format('image')) or a sparkcnn dataset's binary image column")
 
     def _udf_args(self, dataset: DataFrame):
-        threads = max(1, int(dataset.sparkSession.conf.get("spark.task.cpus", "1")))
+        threads = threads_per_task(dataset.sparkSession)
         return self.getModelName(), self.getWeights(), self.getBatchSize(), threads
 
 

@@ -146,9 +146,8 @@ def before_after_rows(spark, src: str, dest: str, count: int, samples: int = FIG
 
 def plot_before_after(ids, originals, augmented, labels, title: str) -> bytes:
     """A PNG: one row per source image, the original first, then its augmented samples."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import agg_pyplot
+    plt = agg_pyplot()
     cols = 1 + max([len(v) for v in augmented.values()] + [1])
     fig, axes = plt.subplots(len(ids), cols, figsize=(cols * 1.1, len(ids) * 1.15 + 0.5), squeeze=False)
     for r, sid in enumerate(ids):

@@ -203,9 +203,8 @@ def _numeric(values) -> bool:
 def plot_against(points: List[dict], results: List[dict], x_axis: str, metric: str, ylabel: str, path: str,
                  series_axes: List[str]) -> None:
     """Mean +- standard error of a metric against one grid axis, one line per combination of the others."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import agg_pyplot
+    plt = agg_pyplot()
 
     xs = []
     for p in points:
@@ -246,9 +245,8 @@ def plot_against(points: List[dict], results: List[dict], x_axis: str, metric: s
 
 
 def plot_epochs(points: List[dict], results: List[dict], axes: List[str], path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import agg_pyplot
+    plt = agg_pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, p in enumerate(points):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from . import records
+from .score_remote import model_to_bytes
 
 # The Keras 2.0-era default learning rates the seed's optimizer comparison ran with
 # (Keras 2.15's Adadelta default of 0.001 barely moves in a few epochs).
@@ -109,14 +109,6 @@ def _set_threads(tf, threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TF already initialised by an earlier trial in this reused worker, with the same setting
-
-
-def model_to_bytes(model) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        with open(path, "rb") as f:
-            return f.read()
 
 
 def run_trial(spec: TrialSpec) -> dict:

@@ -21,7 +21,8 @@ from .score_remote import PREDICTION
 from .store import RunStore, atomic_dir, read_json
 
 
-def _pyplot():
+def agg_pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (drivers and executors have no display)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -47,7 +48,7 @@ def sample_rows(spark, dataset_dir: str, per_class: int, predictions_dir: Option
 
 def plot_samples(rows, meta: records.DatasetMeta, path: str, title: str, columns: Optional[int] = None) -> None:
     """A labelled grid; with predictions, wrong ones are titled in red with 'true→predicted'."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     n = len(rows)
     cols = columns or max(1, min(n, 10))
     nrows = max(1, int(np.ceil(n / cols)))
@@ -74,7 +75,7 @@ def plot_samples(rows, meta: records.DatasetMeta, path: str, title: str, columns
 
 
 def plot_training_curves(history: dict, path: str) -> None:
-    plt = _pyplot()
+    plt = agg_pyplot()
     metrics = history["metrics"]
     epochs = np.arange(1, len(metrics.get("loss", [])) + 1)
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -96,7 +97,7 @@ def plot_training_curves(history: dict, path: str) -> None:
 
 
 def plot_confusion(metrics: dict, class_names: list, path: str) -> None:
-    plt = _pyplot()
+    plt = agg_pyplot()
     cm = np.asarray(metrics["confusion_matrix"])
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))

@@ -34,6 +34,15 @@ def load_model_bytes(model_bytes: bytes):
         return tf.keras.models.load_model(path, compile=False, safe_mode=True)
 
 
+def model_to_bytes(model) -> bytes:
+    """The model in Keras format as bytes (what load_model_bytes reads back)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def cached_model_call(cache: dict, model_bc, digest: str, threads: int, convert=None):
     """One traced model call per Python worker, keyed by the model bytes' digest.
 

@@ -27,6 +27,7 @@ from typing import Optional
 from .augment_remote import augment_tf_dataset
 from .models import build_model, make_optimizer
 from .petastorm_input import open_reader, to_tf_dataset
+from .score_remote import model_to_bytes
 from .store import write_json_atomic
 
 KEEP_CHECKPOINTS = 2
@@ -186,13 +187,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     # Export a clean copy: no Horovod optimizer class inside, so it loads anywhere in safe mode.
     clean = build_model(spec.model, spec.input_shape, spec.num_classes)
     clean.set_weights(model.get_weights())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        clean.save(path)
-        with open(path, "rb") as f:
-            model_bytes = f.read()
     return {
-        "model_keras": model_bytes,
+        "model_keras": model_to_bytes(clean),
         "saved_model_tar": _saved_model_tar(tf, clean) if spec.export_saved_model else None,
         "history": history,
         "epoch_seconds": epoch_seconds,

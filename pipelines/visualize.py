@@ -10,12 +10,12 @@ from typing import Callable
 
 from . import records
 from .config import Config
-from .report import _pyplot, plot_samples, sample_rows
+from .report import agg_pyplot, plot_samples, sample_rows
 from .store import atomic_dir
 
 
 def plot_class_counts(meta: records.DatasetMeta, path: str) -> None:
-    plt = _pyplot()
+    plt = agg_pyplot()
     counts = [meta.class_counts.get(str(k), 0) for k in range(meta.num_classes)]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * meta.num_classes + 2), 3.6))
     ax.bar(range(meta.num_classes), counts, color="#4a7fb5")

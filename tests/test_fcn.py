@@ -96,7 +96,7 @@ def test_scores_on_a_tiny_hand_made_heatmap():
 
 
 def test_spark_heatmaps_equal_the_in_process_fcn(spark, trained_cnn, mnist_arrays):
-    from pipelines.experiments_remote import model_to_bytes
+    from pipelines.score_remote import model_to_bytes
     from pipelines.fcn import heatmaps_with_spark, to_fully_convolutional
     images, labels = mnist_arrays["test"]
     canvases, placements = compose(images, labels, 3, 120, 40, 0.6, seed=3)
