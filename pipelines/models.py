@@ -105,6 +105,35 @@ def mnist_cnn_exp2(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="mnist_cnn_exp2")
 
 
+@register("vgg_bn")
+def vgg_bn(input_shape, num_classes):
+    """Two VGG-style 3x3 conv pairs with batch normalisation (871,978 params on 28x28x1).
+
+    Not a seed model: the zoo's answer for Fashion-MNIST, where the seed models
+    underfit in the epochs two cores afford (mnist_cnn_exp2 with augmentation was
+    still at 0.91 training accuracy after 10 epochs).  Batch normalisation lets a
+    higher learning rate converge in fewer epochs; each Horovod worker keeps its
+    own batch statistics and the model rank 0 returns carries rank 0's.
+    """
+    from tensorflow import keras
+    L = keras.layers
+    inputs, x = _inputs(keras, input_shape)
+    for filters in (32, 64):
+        for _ in range(2):
+            x = L.Conv2D(filters, (3, 3), padding="same", use_bias=False)(x)
+            x = L.BatchNormalization()(x)
+            x = L.Activation("relu")(x)
+        x = L.MaxPooling2D((2, 2))(x)
+        x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(256, use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    x = L.Dropout(0.5)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="vgg_bn")
+
+
 @register("torres")
 def torres(input_shape, num_classes):
     """Seed (Torres' book): two 5x5 conv/pool stages straight into softmax (62,346 params on 28x28x1)."""
