@@ -91,6 +91,10 @@ class TrainSection:
     start_timeout: int = _opt(600, min=10, doc="seconds to wait for all workers to start")
     warmup_epochs: float = _opt(0.0, min=0.0, doc="ramp the (worker-scaled) learning rate up over this many epochs")
     lr_decay: float = _opt(1.0, min=0.01, max=1.0, doc="multiply the learning rate by this every epoch after warm-up")
+    validation: Optional[Any] = _opt(None, raw=True,
+                                     doc="null: the dataset's 'val' split if any; a fraction such as 0.1: that share "
+                                         "of the training rows (by id hash) held out; a column name: rows where "
+                                         "that column of the training split is true or 1")
     early_stopping_patience: Optional[int] = _opt(None, min=0, doc="stop after N epochs without val_loss improvement")
     checkpoint: bool = _opt(True, doc="checkpoint every epoch into <run>/checkpoints (a shared filesystem on clusters)")
     resume: bool = _opt(True, doc="continue from the last checkpoint of the same training setup")
@@ -99,6 +103,15 @@ class TrainSection:
     # augmentation (pipelines/augment.py): train on an augmented split, or augment batches on the fly
     split: str = _opt("train", doc="split to train on, e.g. train_aug written by `sparkcnn augment`")
     augment: bool = _opt(False, doc="augment every training batch on the fly with the augment section's pipeline")
+
+    def check(self, where: str) -> None:
+        v = self.validation
+        if v is None or (isinstance(v, str) and v.isidentifier()):
+            return
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1:
+            return
+        raise ConfigError(f"{where}.validation: expected null, a fraction between 0 and 1 (e.g. 0.1) "
+                          f"or a column name, got {v!r}")
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,9 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
             seconds = time.perf_counter() - t1
             stride = window_geometry(lo.canvas, window, heat.shape[1])
             scores = localisation_scores(heat, placements, window, stride, lo.threshold, lo.tolerance)
+            # the raw detector output, for analyses beyond the scores here (float16: 6 MB for 32 canvases)
+            os.makedirs(os.path.join(staging, name), exist_ok=True)
+            np.save(os.path.join(staging, name, "heatmaps.npy"), heat.astype(np.float16))
             for k in range(min(lo.heatmap_images, len(canvases))):
                 write_heatmap_pngs(os.path.join(staging, name, "heatmaps"), f"composite{k}", canvases[k], heat[k],
                                    window, stride, lo.threshold, meta.class_names)

@@ -28,21 +28,23 @@ from .models import check_model_name
 from .session import is_local_master
 from .store import RunStore, atomic_dir, read_json, write_bytes_atomic, write_json_atomic
 from .train_remote import TrainSpec, train_worker
+from .validation_split import held_out_dirs
 
 
 class TrainError(SparkcnnError, RuntimeError):
     """Training cannot start or did not produce a model; the message says why."""
 
 
-def make_spec(cfg: Config) -> TrainSpec:
+def make_spec(cfg: Config, train_dir: Optional[str] = None, val_dir: Optional[str] = None) -> TrainSpec:
+    """The workers' spec; train_dir/val_dir default to the dataset's train.split and 'val' splits."""
     t = cfg.train
     try:
         check_model_name(t.model)
     except (KeyError, FileNotFoundError) as exc:
         raise TrainError(f"{cfg.source}: {exc.args[0]}") from None
-    train_dir = cfg.dataset_dir(t.split)
+    train_dir = train_dir or cfg.dataset_dir(t.split)
     meta = records.read_meta(train_dir)
-    val_dir = cfg.dataset_dir("val")
+    val_dir = val_dir or cfg.dataset_dir("val")
     val_rows = records.read_meta(val_dir).num_rows if os.path.exists(val_dir) else 0
     if meta.num_rows < t.batch_size * t.num_proc:
         raise TrainError(f"{train_dir}: {meta.num_rows} rows is less than one batch of {t.batch_size} "
@@ -65,7 +67,7 @@ def make_spec(cfg: Config) -> TrainSpec:
 def setup_fingerprint(spec: TrainSpec, num_proc: int, meta: records.DatasetMeta) -> str:
     """What must match for a checkpoint to be continued (epochs may grow: that extends a run)."""
     key = {"model": spec.model, "shape": list(spec.input_shape), "classes": meta.class_names,
-           "train_rows": spec.train_rows, "batch": spec.batch_size, "optimizer": spec.optimizer,
+           "train_rows": spec.train_rows, "val_rows": spec.val_rows, "batch": spec.batch_size, "optimizer": spec.optimizer,
            "lr": spec.learning_rate, "scale_lr": spec.scale_lr, "workers": num_proc, "seed": spec.seed,
            "augment": spec.augment, "lr_decay": spec.lr_decay}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -132,7 +134,8 @@ def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
 
 
 def train(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
-    spec = plan_resume(make_spec(cfg), store, cfg, log)
+    train_dir, val_dir = held_out_dirs(spark, cfg, store, log)
+    spec = plan_resume(make_spec(cfg, train_dir, val_dir), store, cfg, log)
     nics = set(cfg.train.nics) if cfg.train.nics else ({"lo"} if is_local_master(spark.sparkContext.master) else None)
     log(f"[train] {spec.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
         f"{cfg.train.num_proc} Horovod workers, {spec.epochs} epochs")

@@ -75,3 +75,53 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
     assert spec.initial_epoch == 0 and spec.resume_prefix is None
     assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
     assert os.listdir(store.checkpoint_dir) == []
+
+
+def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
+    """train.validation as Horovod's estimators take it: a fraction of the rows, or a 0/1 column."""
+    from pipelines import records
+    from pipelines.config import load_config
+    from pipelines.validation_split import ValidationSplitError, held_out_dirs
+    root, conf = small_conf
+    source = load_config(str(conf)).dataset_dir("train")
+    all_ids = {r["id"] for r in spark.read.parquet(source).select("id").collect()}
+
+    def ids(path):
+        return [r["id"] for r in spark.read.parquet(path).select("id").collect()]
+
+    logs = []
+    cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "train.validation=0.1"])
+    train_dir, val_dir = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+    train_ids, val_ids = ids(train_dir), ids(val_dir)
+    assert set(train_ids) | set(val_ids) == all_ids and not set(train_ids) & set(val_ids)
+    assert len(train_ids) == len(set(train_ids)) and 250 <= len(val_ids) <= 450      # ~10% of 3,500
+    assert records.read_meta(val_dir).num_rows == len(val_ids)
+    again = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)       # a rerun reuses the split
+    assert again == (train_dir, val_dir) and "reusing" in logs[-1] and sorted(ids(val_dir)) == sorted(val_ids)
+
+    # a dataset that carries its own 0/1 column
+    with_col = tmp_path / "datasets" / "withcol" / "train"
+    frame = spark.read.parquet(source)
+    frame.withColumn("is_val", (frame["id"] % 5 == 0).cast("int")).write.parquet(str(with_col))
+    records.write_meta(str(with_col), records.read_meta(source))
+    cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", f"data.datasets_dir={tmp_path}/datasets",
+                                  "data.dataset=withcol", "train.validation=is_val"])
+    train_dir, val_dir = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+    assert sorted(ids(val_dir)) == sorted(i for i in all_ids if i % 5 == 0)
+    assert len(ids(train_dir)) == len(all_ids) - len(ids(val_dir))
+    assert "is_val" not in spark.read.parquet(val_dir).columns
+
+    cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "run.name=nocol", "train.validation=is_holdout"])
+    with pytest.raises(ValidationSplitError, match="names column 'is_holdout'"):
+        held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+
+
+def test_training_with_a_validation_fraction(small_conf, tmp_path):
+    root, conf = small_conf
+    run = subprocess.run([SPARKCNN, "train", "--conf", str(conf), "--set", f"run.runs_dir={tmp_path}",
+                          "--set", "train.validation=0.2", "--set", "train.epochs=1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "training + " in run.stdout and " validation rows" in run.stdout
+    history = json.loads((tmp_path / "resume" / "history.json").read_text())
+    assert history["metrics"]["val_accuracy"][0] > 0.5
