@@ -18,6 +18,7 @@ import yaml
 from .config import load_config
 from .errors import SparkcnnError, remote_error_message
 from .store import RunStore, write_bytes_atomic
+from .tracking import tracked
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_stages(stages, cfg, log=print) -> dict:
-    """Run stages in order against one SparkSession; returns each stage's result."""
+    """Run stages in order against one SparkSession (one MLflow run when tracked); returns each stage's result."""
     from .session import build_spark
     store = RunStore(cfg.run_dir)
     os.makedirs(store.root, exist_ok=True)
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-    spark = build_spark(cfg.spark)
     results = {}
-    for stage in stages:
-        t0 = time.perf_counter()
-        results[stage] = STAGES[stage].function()(spark, cfg, store, log)
-        store.record_timing(stage, time.perf_counter() - t0)
+    with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
+        spark = build_spark(cfg.spark)
+        for stage in stages:
+            t0 = time.perf_counter()
+            results[stage] = STAGES[stage].function()(spark, cfg, store, log)
+            seconds = time.perf_counter() - t0
+            store.record_timing(stage, seconds)
+            tracking.stage_done(stage, seconds)
     return results
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import pathlib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -236,6 +238,25 @@ class TransferSection:
 
 
 @dataclass(frozen=True)
+class TrackingSection:
+    """Optional MLflow tracking of each sparkcnn command (pipelines/tracking.py)."""
+    mlflow: bool = _opt(False, doc="log params, per-epoch and test metrics, timings, the report and the model to MLflow")
+    uri: Optional[str] = _opt(None, doc="MLflow tracking URI (file:..., http://...) or a local folder "
+                                        "(default: <runs_dir>/mlruns, a local file store)")
+    experiment: Optional[str] = _opt(None, doc="MLflow experiment the run goes to (default: data.dataset)")
+
+    def check(self, where: str) -> None:
+        if not self.mlflow:
+            return
+        try:
+            import mlflow  # noqa: F401  (the import that tracking will need, so a broken install shows here)
+        except ImportError as exc:
+            raise ConfigError(f"{where}.mlflow is true but mlflow cannot be imported ({exc}); install it with "
+                              "`.venv/bin/pip install mlflow-skinny==2.22.5` (requirements.txt pins it) "
+                              "or set tracking.mlflow: false") from None
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunSection
     spark: SparkSection
@@ -250,6 +271,7 @@ class Config:
     experiment: ExperimentSection
     localise: LocaliseSection
     augment: AugmentSection
+    tracking: TrackingSection
     source: str = ""  # the file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -404,7 +426,20 @@ def load_config(path: Optional[str] = None, overrides=(), text: Optional[str] = 
     if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise ConfigError(f"{source}: ingest.image_size must be [height, width] of positive integers, got {size!r}")
     sections["experiment"] = _check_experiment(sections["experiment"], source)
+    sections["tracking"] = _resolve_tracking(sections["tracking"], sections["run"], data)
     return Config(source=source, **sections)
+
+
+def _resolve_tracking(section: TrackingSection, run: RunSection, data: DataSection) -> TrackingSection:
+    """Fill the defaults: a file store under the runs folder, one experiment per dataset.
+
+    A value without a URI scheme is a local folder, made absolute here so that the store does not
+    depend on the directory a later command happens to start in.
+    """
+    uri = section.uri or os.path.join(os.path.expanduser(run.runs_dir), "mlruns")
+    if not urllib.parse.urlparse(uri).scheme:
+        uri = pathlib.Path(os.path.abspath(os.path.expanduser(uri))).as_uri()
+    return dataclasses.replace(section, uri=uri, experiment=section.experiment or data.dataset)
 
 
 def _check_filters(where: str, value) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real local SparkSession for the whole run, real MNIST files."""
+"""Shared fixtures: one real local SparkSession for the whole run, real MNIST files, one end-to-end run."""
 import os
 import sys
 
@@ -39,6 +39,27 @@ def foolbox_images():
     def load(kind):
         return [(name, label, np.asarray(Image.open(io.BytesIO(png)))) for name, label, png in foolbox_samples(kind)]
     return {kind: load(kind) for kind in ("mnist", "cifar10")}
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory, mnist_files):
+    """`sparkcnn run` as a user runs it, on a slice of real MNIST with MLflow tracking on (default store:
+    <runs_dir>/mlruns); tests/test_end_to_end.py checks the outputs, tests/test_tracking.py the store."""
+    import subprocess
+    root = tmp_path_factory.mktemp("e2e")
+    conf = root / "e2e.yaml"
+    conf.write_text(f"""
+run: {{name: e2e, runs_dir: {root}/runs}}
+spark: {{master: "local[2]", driver_memory: 2g}}
+data: {{datasets_dir: {root}/datasets}}
+ingest: {{limit_train: 8000, validation_rows: 1000, limit_test: 2000}}
+train: {{model: mnist_cnn, epochs: 2, batch_size: 64, num_proc: 2, optimizer: adam, learning_rate: 0.001}}
+tracking: {{mlflow: true}}
+""")
+    sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
+    proc = subprocess.run([sparkcnn, "run", "--conf", str(conf)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return root, proc
 
 
 def make_conf(tmp_path, text: str):

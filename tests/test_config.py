@@ -34,6 +34,9 @@ def test_set_overrides_parse_yaml_values():
     ("- a\n- b", r"top level must be a mapping"),
     ("train: {epochs: [", r"not valid YAML"),
     ("run: {name: ../escape}", r"run.name '../escape' must be a plain name"),
+    ("tracking: {mlfow: true}", r"unknown key 'tracking.mlfow' \(did you mean 'mlflow'\?\)"),
+    ("tracking: {mlflow: 'yes'}", r"tracking.mlflow: expected true or false"),
+    ("tracking: {uri: [a]}", r"tracking.uri: expected a string"),
 ])
 def test_bad_conf_names_file_and_key(tmp_path, text, message):
     p = tmp_path / "x.yaml"

@@ -12,22 +12,7 @@ import pytest
 from pipelines import records
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
-
-
-@pytest.fixture(scope="module")
-def e2e_run(tmp_path_factory, mnist_files):
-    root = tmp_path_factory.mktemp("e2e")
-    conf = root / "e2e.yaml"
-    conf.write_text(f"""
-run: {{name: e2e, runs_dir: {root}/runs}}
-spark: {{master: "local[2]", driver_memory: 2g}}
-data: {{datasets_dir: {root}/datasets}}
-ingest: {{limit_train: 8000, validation_rows: 1000, limit_test: 2000}}
-train: {{model: mnist_cnn, epochs: 2, batch_size: 64, num_proc: 2, optimizer: adam, learning_rate: 0.001}}
-""")
-    proc = subprocess.run([SPARKCNN, "run", "--conf", str(conf)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return root, proc
+# e2e_run (tests/conftest.py): `sparkcnn run` on a slice of MNIST, shared with tests/test_tracking.py
 
 
 def test_run_prints_accuracy_and_report_path(e2e_run):
