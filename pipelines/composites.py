@@ -21,6 +21,15 @@ maps with the placements:
               that strongest response sits within `tolerance` of the centre
               and above the threshold: "the digit's own class peaks at its
               location"
+  area_rate   placed digits whose own class is the top class in more than
+              half of the windows centred within a quarter of a digit (7 px
+              for 28-pixel digits, the seeds' shift range) of the digit's
+              centre: the map names the digit all over its location, not only
+              where a window happens to line up with it exactly
+  area_accuracy  the same over windows: of all windows centred within a
+              quarter digit of a digit, the share whose top class is its class
+  background_hit_rate  windows that overlap no digit at all, yet some class
+              exceeds the threshold (no model here has a background class)
 """
 from __future__ import annotations
 
@@ -81,7 +90,10 @@ def localisation_scores(heatmaps: np.ndarray, placements: List[Placement], windo
     centres_y = np.arange(hh) * stride + window / 2.0
     centres_x = np.arange(hw) * stride + window / 2.0
     true_hits = np.zeros(heatmaps.shape, bool)   # windows within tolerance of a digit of that class
-    found = peaked = 0
+    top_class = heatmaps.argmax(axis=-1)
+    touches_digit = np.zeros(heatmaps.shape[:3], bool)
+    quarter = window / 4.0
+    found = peaked = area_named = area_windows = area_right = 0
     for p in placements:
         cy, cx = p.top + window / 2.0, p.left + window / 2.0
         near_y = np.abs(centres_y - cy) <= tolerance
@@ -94,13 +106,23 @@ def localisation_scores(heatmaps: np.ndarray, placements: List[Placement], windo
         found += own_near > threshold
         strongest = heat[np.ix_(over_y, over_x)].max()
         peaked += own_near > threshold and own_near >= strongest - 1e-6
+        in_quarter = np.ix_(np.abs(centres_y - cy) <= quarter, np.abs(centres_x - cx) <= quarter)
+        right = top_class[p.image][in_quarter] == p.label
+        area_windows += right.size
+        area_right += int(right.sum())
+        area_named += right.size > 0 and right.mean() > 0.5
+        touches_digit[p.image][np.ix_(np.abs(centres_y - cy) < window, np.abs(centres_x - cx) < window)] = True
     hits = heatmaps > threshold
     total_hits = int(hits.sum())
     placed = len(placements)
+    background = ~touches_digit
     return {
         "digits": placed,
         "recall": found / placed if placed else 0.0,
         "peak_rate": peaked / placed if placed else 0.0,
+        "area_rate": area_named / placed if placed else 0.0,
+        "area_accuracy": area_right / area_windows if area_windows else 0.0,
+        "background_hit_rate": float(hits.any(axis=-1)[background].mean()) if background.any() else 0.0,
         "precision": float((hits & true_hits).sum() / total_hits) if total_hits else 0.0,
         "hits": total_hits,
         "false_hits_per_image": float((hits & ~true_hits).sum() / len(heatmaps)),

@@ -192,7 +192,8 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
                                           equivalence_seconds=round(t1 - t0, 2), training=training.get(name))
             log(f"[localise] {name}: FCN == classifier on {equiv['rows']} digits "
                 f"(max |dp| {equiv['max_abs_diff']:.2e}, argmax agree {equiv['argmax_agree']}); "
-                f"peak_rate {scores['peak_rate']:.3f}, recall {scores['recall']:.3f}, "
+                f"area_rate {scores['area_rate']:.3f}, peak_rate {scores['peak_rate']:.3f}, "
+                f"background hits {scores['background_hit_rate']:.3f}, recall {scores['recall']:.3f}, "
                 f"precision {scores['precision']:.3f} over {scores['digits']} digits ({seconds:.1f}s)")
         write_json_atomic(os.path.join(staging, "localisation.json"), report)
         with open(os.path.join(staging, "results.md"), "w") as f:
@@ -206,11 +207,17 @@ def results_markdown(report: dict) -> str:
     rows = []
     for name, m in report["models"].items():
         s, e, t = m["localisation"], m["equivalence"], m["training"] or {}
-        rows.append({"model": name, "peak_rate": s["peak_rate"], "recall": s["recall"], "precision": s["precision"],
+        rows.append({"model": name, "area_rate": s["area_rate"], "area_accuracy": s["area_accuracy"],
+                     "peak_rate": s["peak_rate"], "background_hit_rate": s["background_hit_rate"],
+                     "recall": s["recall"], "precision": s["precision"],
                      "false_hits_per_image": s["false_hits_per_image"], "digits": s["digits"],
                      "test_accuracy": t.get("test_accuracy", float("nan")),
                      "fcn_max_abs_diff": e["max_abs_diff"], "fcn_identical_predictions": e["identical_predictions"]})
     c = report["composites"]
     head = (f"# Fully-convolutional localisation\n\n{c['images']} composites of {c['canvas']}x{c['canvas']} pixels, "
             f"{c['digits']} digits from the {c['split']} split (cell {c['cell']}, fill {c['fill']}, seed {c['seed']}).\n\n")
-    return head + to_markdown(pd.DataFrame(rows))
+    legend = ("\narea_rate: digits whose own class is the top class in most windows centred within a quarter "
+              "digit of them; area_accuracy: the same per window; peak_rate: digits whose own class peaks, above "
+              "the threshold, at their centre; background_hit_rate: digit-free windows with a class above the "
+              "threshold (see pipelines/composites.py).\n")
+    return head + to_markdown(pd.DataFrame(rows)) + legend

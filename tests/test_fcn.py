@@ -86,6 +86,13 @@ def test_scores_on_a_tiny_hand_made_heatmap():
     heat[0, 0, 0, 7] = 0.8     # a false hit far away: precision halves, the digit still peaks
     s = localisation_scores(heat, placements, 28, 2, 0.5, 4)
     assert (s["recall"], s["peak_rate"], s["precision"], s["false_hits_per_image"]) == (1.0, 1.0, 0.5, 1.0)
+    # one of the 49 quarter-digit windows names the digit; every window of this small canvas overlaps it
+    assert (s["area_rate"], s["area_accuracy"], s["background_hit_rate"]) == (0.0, 1 / 49, 0.0)
+    heat[0, 2:9, 7:14, 3] = 0.6    # the 7x7 windows within a quarter digit (7 px) all name the '3'
+    s = localisation_scores(heat, placements, 28, 2, 0.5, 4)
+    assert (s["area_rate"], s["area_accuracy"], s["peak_rate"]) == (1.0, 1.0, 1.0)
+    heat[0, 2:9, 7:14, 3] = 0.0
+    heat[0, 5, 10, 3] = 0.9
     heat[0, 8, 12, 5] = 0.95   # a stronger wrong class over the digit: found, but it no longer peaks
     s = localisation_scores(heat, placements, 28, 2, 0.5, 4)
     assert s["recall"] == 1.0 and s["peak_rate"] == 0.0
@@ -106,3 +113,13 @@ def test_spark_heatmaps_equal_the_in_process_fcn(spark, trained_cnn, mnist_array
     np.testing.assert_allclose(heat, expected, atol=1e-5)
     scores = localisation_scores(heat, placements, 28, 2, 0.5, 4)
     assert scores["digits"] == len(placements) and scores["recall"] > 0.5  # it finds real digits
+
+
+def test_background_hits_count_only_windows_clear_of_every_digit():
+    # 100x100 canvas -> 37x37 map at stride 2; one digit at the top-left corner, centre (14, 14) = window (0, 0).
+    heat = np.zeros((1, 37, 37, 10), np.float32)
+    placements = [Placement(0, 0, 1, 0, 0)]
+    heat[0, 20:, 20:, 1] = 0.7     # windows from (40, 40) on: clear of the digit (it spans 0..27)
+    s = localisation_scores(heat, placements, 28, 2, 0.5, 4)
+    clear = 37 * 37 - 14 * 14      # windows whose top-left is within 27 px of the digit's in both axes overlap it
+    assert s["background_hit_rate"] == pytest.approx(17 * 17 / clear)
