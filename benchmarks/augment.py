@@ -15,6 +15,7 @@ too: Parquet in, augmented Parquet out, rows/s per Spark core.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -75,6 +76,9 @@ def import_augmentor():
     print(f"installing Augmentor=={AUGMENTOR_VERSION} into {AUGMENTOR_DIR} (benchmark only)", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", AUGMENTOR_DIR,
                     f"Augmentor=={AUGMENTOR_VERSION}", "tqdm"], check=True)
+    # the failed import above cached "no such directory" for AUGMENTOR_DIR; forget it
+    sys.path_importer_cache.pop(AUGMENTOR_DIR, None)
+    importlib.invalidate_caches()
     import Augmentor
     return Augmentor
 

@@ -26,8 +26,10 @@ is the order of application.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -417,17 +419,38 @@ class Elastic(Op):
                 dy[:, r, c] = mag * (2 * uniform(keys, tag + 1) - 1)
         return {"dx": dx, "dy": dy}
 
-    def displace(self, d, u, v, h, w):
-        """Sampling coordinates plus the displacement interpolated at them.
+    def _vertices(self, h, w):
+        return self.values["grid_width"], self.values["grid_height"]
 
-        u is None: the output pixel grid (elastic is the last geometric op), where the vertex
-        lookup is the same for every image; otherwise coordinates (k, H, W).
+    def displace_grid(self, d, h, w):
+        """The output pixel grid plus the displacement (float32 (k, H, W) each): elastic is the last geometric op.
+
+        On the grid, every image looks up the same vertices with the same weights, so the field is
+        interpolated along x once per grid row (small arrays), then along y.
         """
-        gw, gh = self.values["grid_width"], self.values["grid_height"]
+        gw, gh = self._vertices(h, w)
+        xs, ys = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+        fx, fy = xs * np.float32(gw / max(w - 1, 1)), ys * np.float32(gh / max(h - 1, 1))
+        x0 = np.minimum(np.floor(fx), np.float32(gw - 1))
+        y0 = np.minimum(np.floor(fy), np.float32(gh - 1))
+        tx, ty = fx - x0, (fy - y0)[:, None]
+        x0, y0 = x0.astype(np.intp), y0.astype(np.intp)
+        moved = []
+        for field, base in ((d["dx"], xs[None, None, :]), (d["dy"], ys[None, :, None])):
+            f = field.astype(np.float32)                    # (k, gh + 1, gw + 1)
+            left = f[:, :, x0]
+            along_x = left + tx * (f[:, :, x0 + 1] - left)  # (k, gh + 1, W)
+            step = along_x[:, 1:] - along_x[:, :-1]
+            out = np.take(along_x, y0, axis=1)              # (k, H, W)
+            out += np.take(step, y0, axis=1) * ty
+            out += base
+            moved.append(out)
+        return moved[0], moved[1]
+
+    def displace(self, d, u, v, h, w):
+        """Coordinates (k, H, W) plus the displacement interpolated at them (bilinear between vertices)."""
+        gw, gh = self._vertices(h, w)
         k = len(d["dx"])
-        grid = u is None
-        if grid:
-            u, v = _grid(h, w)
         fx = np.clip(u, 0, w - 1) * np.float32(gw / max(w - 1, 1))
         fy = np.clip(v, 0, h - 1) * np.float32(gh / max(h - 1, 1))
         x0 = np.minimum(np.floor(fx), np.float32(gw - 1))
@@ -435,18 +458,11 @@ class Elastic(Op):
         tx, ty = fx - x0, fy - y0
         stride, cells = gw + 1, (gh + 1) * (gw + 1)
         cell = (y0 * stride + x0).astype(np.intp)
-        if not grid:
-            cell += (np.arange(k, dtype=np.intp) * cells).reshape(k, 1, 1)
+        cell += (np.arange(k, dtype=np.intp) * cells).reshape(k, 1, 1)
         moved = []
         for field, base in ((d["dx"], u), (d["dy"], v)):
-            flat = field.reshape(k, cells).astype(np.float32)
-            if grid:
-                def at(off):
-                    return flat[:, (cell + off).reshape(-1)].reshape(k, h, w)
-            else:
-                def at(off):
-                    return flat.reshape(-1).take(cell + off)
-            g00, g01, g10, g11 = at(0), at(1), at(stride), at(stride + 1)
+            flat = field.reshape(-1).astype(np.float32)
+            g00, g01, g10, g11 = (flat.take(cell + off) for off in (0, 1, stride, stride + 1))
             g01 -= g00
             g01 *= tx
             g00 += g01
@@ -666,22 +682,30 @@ class Pipeline:
         return out, self._lineage(draws, n)
 
     def _warp(self, images, draws) -> Optional[np.ndarray]:
-        """One resample for all geometric ops, or None when no image has any applied."""
+        """One resample for all geometric ops, or None when no image has any applied.
+
+        Images are grouped by their path through the chain (`_paths`) and each group is resampled
+        in chunks; an image's coordinates are computed the same way whatever else is in its chunk.
+        """
         n, h, w, c = images.shape
         geo = [(op, mask, d) for op, (mask, d) in zip(self.ops, draws) if op.kind != "pixel"]
         if not geo:
             return None
-        touched = np.zeros(n, bool)
-        for _, mask, _ in geo:
-            touched |= mask
-        if not touched.any():
+        paths = _paths(geo)
+        todo = np.flatnonzero(paths)
+        if not len(todo):
             return None
+        # per matrix op, every image's matrix, the identity where the op is not applied
+        steps = [(op, mask, d if op.kind == "elastic" else np.where(mask[:, None, None], op.matrix(d, h, w), _EYE))
+                 for op, mask, d in geo]
         out = images.copy()
-        idx = np.flatnonzero(touched)
-        for start in range(0, len(idx), _chunk_rows(h)):
-            part = idx[start:start + _chunk_rows(h)]
-            u, v = _sampling_grid(geo, part, h, w)
-            out[part] = _remap(images[part], u, v)
+        chunk = _chunk_images(h, w)
+        for path in np.unique(paths[todo]).tolist():
+            group = todo[paths[todo] == path]
+            for start in range(0, len(group), chunk):
+                part = group[start:start + chunk]
+                u, v, exact = _coordinates(steps, part, h, w, projective=bool(path & 2))
+                out[part] = _resample(images[part], u, v, exact)
         return out
 
     def _lineage(self, draws, n) -> list:
@@ -716,18 +740,45 @@ def _num(v) -> str:
 
 
 # ---------------------------------------------------------------- resampling
+#
+# Coordinates are output->input, per image: float64 for the 3x3 matrices, float32 for the
+# per-pixel arrays, elementwise numpy only (no BLAS, whose blocking may depend on the batch
+# size).  A chunk of images is resampled by ONE cv2.remap: the images are stacked, each in a
+# one-pixel black frame, into one tall image, y is clipped to the image's own frame and gets its
+# row offset in the stack.  The offset must not change OpenCV's rounding of y to 1/32 pixel
+# (INTER_LINEAR's precision), so before it is added y is a multiple of 1/256 that float32 holds
+# exactly, and the sum is exact too; the offset is an integer, and 32 x offset an even one, so
+# rounding half to even lands on the same sub-pixel at every offset.
 
-# Output->input coordinates are quantised to 1/32 pixel (OpenCV's INTER_LINEAR precision) *before*
-# each image's row offset in the stacked batch is added, so the value OpenCV sees for a pixel is
-# exact in float32 and identical wherever the image sits in the batch.
-_SUB = 32.0
-_MAX_STACK_ROWS = 32000   # cv2.remap addresses source rows with int16
+_EYE = np.eye(3)
+_FRAME = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])   # x + 1, y + 1: the black frame
+_Q = 256.0                 # y's quantum before the offset is added
+_EXACT = 2.0 ** 14         # row and column parts both below this: their sum is exact in float32
+_MAX_STACK_ROWS = 32000    # cv2.remap addresses rows and columns with int16
+_CHUNK_PIXELS = 1 << 20    # output pixels per remap: the coordinate arrays stay in cache
 
 
-def _chunk_rows(h: int) -> int:
-    if h + 2 > _MAX_STACK_ROWS:
-        raise AugmentError(f"images of height {h} are too tall to resample (at most {_MAX_STACK_ROWS - 2})")
-    return max(1, min(128, _MAX_STACK_ROWS // (h + 2)))
+_scratch = threading.local()
+
+
+def _buffer(name: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
+    """A per-thread working array, reused from call to call (fresh arrays of a few MB cost page faults
+    that add up to as much as the arithmetic).  `zeros`: allocated zeroed; callers keep a zero frame."""
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    size = int(np.prod(shape))
+    key = (name, np.dtype(dtype).str, shape[1:] if zeros else ())
+    buf = pool.get(key)
+    if buf is None or buf.size < size:
+        buf = pool[key] = (np.zeros if zeros else np.empty)(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+def _chunk_images(h: int, w: int) -> int:
+    if h + 2 > _MAX_STACK_ROWS or w + 2 > _MAX_STACK_ROWS:
+        raise AugmentError(f"images of {h}x{w} are too large to resample (at most {_MAX_STACK_ROWS - 2} a side)")
+    return max(1, min(_MAX_STACK_ROWS // (h + 2), _CHUNK_PIXELS // (h * w)))
 
 
 def _cv2():
@@ -736,99 +787,173 @@ def _cv2():
     return cv2
 
 
-def _sampling_grid(geo, part, h, w):
-    """Input coordinates (k, H, W) float32 of every output pixel of images `part`, walking the ops last to first.
+def _paths(geo) -> np.ndarray:
+    """Per image, a number naming its path through the geometric chain; 0: no op applied to it.
 
-    Consecutive matrix ops are multiplied into one matrix; an elastic op adds its displacement field
-    to the coordinates reached so far.
+    Walking the chain last op first (output towards input), matrices are multiplied together until
+    an elastic op, which needs the coordinates reached so far as float32 arrays.  Two images share a
+    path when the same elastic ops apply to both, each with matrices pending before it for both or
+    neither, and the remaining matrices are projective (a skew applies) for both or neither.  Images
+    are resampled path by path, so no image's arithmetic depends on the others in its chunk: an
+    elastic op applied to a neighbour must not split this image's matrix product into float32 steps.
     """
-    k = len(part)
-    acc = _eye(k)
-    u = v = None
-    projective, identity = False, True
-    for op, mask, d in reversed(geo):
-        sel = mask[part]
-        if not sel.any():
-            continue
-        sub = {key: (val[part] if isinstance(val, np.ndarray) else val) for key, val in d.items()}
-        sub["_n"] = k
+    n = len(geo[0][1])
+    pending, projective = np.zeros(n, bool), np.zeros(n, bool)
+    columns = []
+    for op, mask, _ in reversed(geo):
         if op.kind == "elastic":
-            if u is not None or not identity:
-                u, v = _apply(acc, h, w, u, v, projective)
-            du, dv = op.displace(sub, u, v, h, w)
-            if u is None:
-                u, v = _grid(h, w)
-            u = np.where(sel[:, None, None], du, u)
-            v = np.where(sel[:, None, None], dv, v)
-            acc, projective, identity = _eye(k), False, True
-            continue
-        mat = np.where(sel[:, None, None], op.matrix(sub, h, w), np.eye(3))
-        projective |= isinstance(op, Skew)
-        acc = (acc[:, :, :, None] * mat[:, None, :, :]).sum(axis=2)   # acc @ mat, elementwise (no BLAS)
-        identity = False
-    if identity and u is not None:
-        acc = _eye(k)
-    return _apply(acc, h, w, u, v, projective, scale=_REMAP_SCALE)
+            columns += [mask, mask & pending]
+            pending &= ~mask
+            projective &= ~mask
+        else:
+            pending |= mask
+            if isinstance(op, Skew):
+                projective |= mask
+    bits = [pending, projective] + columns
+    if len(bits) > 62:
+        raise AugmentError(f"at most 30 elastic ops in one pipeline, got {len(columns) // 2}")
+    path = np.zeros(n, np.int64)
+    for i, bit in enumerate(bits):
+        path |= bit.astype(np.int64) << i
+    return path   # bit 1 is the projective flag, as _warp reads it; 0 when no op applies
 
 
-def _apply(acc, h, w, u=None, v=None, projective=False, scale=None):
-    """Per-image 3x3 matrices applied to the output pixel grid (u is None) or to coordinates (k, H, W).
+def _coordinates(steps, part, h, w, projective: bool):
+    """Input coordinates of every output pixel of images `part`, in the resampler's frame (x + 1, y + 1).
 
-    `scale` (3x3, applied after acc) folds _remap's fixed-point scaling into the matrix, saving passes.
+    Returns (u, v, exact): float32 (k, H, W) arrays; exact when v is already a multiple of 1/_Q.
+    All images of `part` share a path (_paths), so each test below has one answer for all of them.
     """
-    a = acc if scale is None else (scale[None, :, :, None] * acc[:, None, :, :]).sum(axis=2)
-    a = a.astype(np.float32)
-    k = len(a)
+    acc = None
+    u = v = None
+    for op, mask, x in reversed(steps):
+        if op.kind == "elastic":
+            if not mask[part[0]]:
+                continue
+            d = {key: val[part] for key, val in x.items() if key != "_n"}
+            if u is None and acc is None:
+                u, v = op.displace_grid(d, h, w)
+            else:
+                if acc is not None:
+                    u, v = _transform(acc, u, v, h, w)
+                u, v = op.displace(d, u, v, h, w)
+            acc = None
+            continue
+        sel = mask[part]
+        if sel.any():
+            acc = x[part] if acc is None else _matmul(acc, x[part])
     if u is None:
-        u, v = _grid(h, w)
-    # (k, H*W) rows: a broadcast of a per-image coefficient over 784 contiguous values is fast,
-    # over (H, W) it loops over rows of 28
-    u, v = u.reshape(len(u), -1), v.reshape(len(v), -1)
-    tmp = np.empty((k, h * w), np.float32)
-
-    def row(r):
-        out = np.multiply(a[:, r, 0, None], u)
-        np.multiply(a[:, r, 1, None], v, out=tmp)
-        out += tmp
-        out += a[:, r, 2, None]
-        return out
-    nu, nv = row(0), row(1)
-    if projective:
-        den = row(2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            nu /= den
-            nv /= den
-        for arr in (nu, nv):   # beyond a skew's horizon: outside the image
-            arr[~np.isfinite(arr)] = -1e6
-    return nu.reshape(k, h, w), nv.reshape(k, h, w)
+        acc = _matmul(np.broadcast_to(_FRAME, acc.shape), acc)
+        if projective:
+            u, v = _transform(acc, None, None, h, w)
+            return u, v, False
+        return _affine_grid(acc, h, w)
+    if acc is not None:
+        u, v = _transform(_matmul(np.broadcast_to(_FRAME, acc.shape), acc), u, v, h, w)
+    else:
+        u += np.float32(1)
+        v += np.float32(1)
+    return u, v, False
 
 
-def _grid(h, w):
-    ys, xs = np.divmod(np.arange(h * w, dtype=np.float32), np.float32(w))
-    return xs.reshape(1, h, w), ys.reshape(1, h, w)
+def _matmul(a, b):
+    """Per-image a @ b of (k, 3, 3) float64, summed in a fixed order (an identity factor is exact)."""
+    return (a[:, :, 0, None] * b[:, None, 0, :] + a[:, :, 1, None] * b[:, None, 1, :]
+            + a[:, :, 2, None] * b[:, None, 2, :])
 
 
-# _remap's coordinates: x + 1 (its black frame), and 32 * (y + 1), quantised before the row offset
-_REMAP_SCALE = np.array([[1.0, 0.0, 1.0], [0.0, _SUB, _SUB], [0.0, 0.0, 1.0]])
+def _outer_sums(parts):
+    """[(cols (k, H), rows (k, W)), ...] -> float32 (len(parts), k, H, W): each pixel's column part plus its row part.
+
+    As one batched matrix product [cols, 1] @ [1; rows]: both products are by exactly 1, so
+    every summation order (BLAS or not) gives the same single rounding of cols + rows.
+    """
+    m = len(parts)
+    k, h, w = len(parts[0][0]), parts[0][0].shape[1], parts[0][1].shape[1]
+    a = _buffer("outer_cols", (m, k, h, 2), np.float32)
+    b = _buffer("outer_rows", (m, k, 2, w), np.float32)
+    for i, (cols, rows) in enumerate(parts):
+        a[i, :, :, 0] = cols
+        b[i, :, 1, :] = rows
+    a[..., 1] = 1
+    b[..., 0, :] = 1
+    return np.matmul(a, b, out=_buffer("outer", (m, k, h, w), np.float32))
 
 
-def _remap(images: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
-    """Bilinear sample of (k,H,W,C) uint8 at input coordinates (k,H,W) given as mx = x + 1, my = 32 * (y + 1).
+def _affine_grid(acc, h, w):
+    """Affine acc on the output grid: a x + b y + c is (a x) + (b y + c), one vector per column and one per row.
 
-    Outside the image is 0.  The images are stacked, each in a one-pixel black frame, into one tall
-    image for one cv2.remap, and coordinates are clipped to their own image's frame, so bilinear
-    never mixes neighbouring images.  Only y needs quantising (see _SUB): x has no offset added.
+    y's two parts are rounded to multiples of 1/_Q, so their float32 sum is exact (see above) unless
+    a zoom-out far beyond the image makes them large, when `exact` is False and _resample rounds.
+    """
+    xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    vy = np.rint((acc[:, 1, 1, None] * ys + acc[:, 1, 2, None]) * _Q) / _Q
+    vx = np.rint(acc[:, 1, 0, None] * xs * _Q) / _Q
+    exact = bool(np.abs(vy).max() < _EXACT and np.abs(vx).max() < _EXACT)
+    u, v = _outer_sums([(acc[:, 0, 1, None] * ys + acc[:, 0, 2, None], acc[:, 0, 0, None] * xs), (vy, vx)])
+    return u, v, exact
+
+
+def _transform(acc, u, v, h, w):
+    """Per-image 3x3 matrices applied to coordinates (k, H, W), or to the output grid (u is None).
+
+    Always divides by the third row: for an affine matrix that is 1 exactly, so affine and
+    projective images in one chunk get the same values they would alone.
+    """
+    k = len(acc)
+    if u is None:
+        xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+        nu, nv, den = _outer_sums([(acc[:, r, 1, None] * ys + acc[:, r, 2, None], acc[:, r, 0, None] * xs)
+                                   for r in range(3)])
+    else:
+        a = acc.astype(np.float32)
+        u, v = u.reshape(k, -1), v.reshape(k, -1)
+        tmp = np.empty_like(u)
+
+        def row(r):
+            out = np.multiply(a[:, r, 0, None], u)
+            np.multiply(a[:, r, 1, None], v, out=tmp)
+            out += tmp
+            out += a[:, r, 2, None]
+            return out.reshape(k, h, w)
+        nu, nv, den = row(0), row(1), row(2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu /= den
+        nv /= den
+    for arr in (nu, nv):   # beyond a skew's horizon: outside the image
+        arr[~np.isfinite(arr)] = -1e6
+    return nu, nv
+
+
+@functools.lru_cache(maxsize=8)
+def _row_offsets(k: int, h: int, w: int) -> np.ndarray:
+    """Float32 (k, H*W): image i's first row in the stack, for every one of its pixels."""
+    out = np.repeat((np.arange(k, dtype=np.float32) * np.float32(h + 2))[:, None], h * w, axis=1)
+    out.flags.writeable = False
+    return out
+
+
+def _resample(images: np.ndarray, u: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
+    """Bilinear sample of (k,H,W,C) uint8 at frame coordinates u = x + 1, v = y + 1 (float32 (k,H,W)); outside is 0.
+
+    The maps are handed to OpenCV as (k, H*W) rather than (k*H, W): its per-row overhead is paid
+    once per image instead of once per image row.
     """
     cv2 = _cv2()
     k, h, w, c = images.shape
-    stacked = np.zeros((k, h + 2, w + 2, c), np.uint8)
+    rows, cols = (k, h * w) if h * w < _MAX_STACK_ROWS else (k * h, w)
+    u, v = np.ascontiguousarray(u).reshape(rows, cols), np.ascontiguousarray(v).reshape(rows, cols)
+    cv2.threshold(v, 0, 0, cv2.THRESH_TOZERO, dst=v)        # y < -1: the frame row above (NaN too)
+    cv2.threshold(v, h + 1, 0, cv2.THRESH_TRUNC, dst=v)     # y > h: the frame row below
+    if not exact:
+        v *= np.float32(_Q)
+        np.rint(v, out=v)
+        v *= np.float32(1 / _Q)
+    cv2.add(v, _row_offsets(k, h, w).reshape(rows, cols), dst=v)
+    stacked = _buffer("stacked", (k, h + 2, w + 2, c), np.uint8, zeros=True)   # the frame is never written
     stacked[:, 1:h + 1, 1:w + 1] = images
-    np.clip(mx, 0, w + 1, out=mx)
-    np.clip(my, 0, _SUB * (h + 1), out=my)
-    np.rint(my, out=my)
-    my += (np.arange(k, dtype=np.float32) * np.float32(_SUB * (h + 2))).reshape(k, 1, 1)
-    my *= np.float32(1 / _SUB)
     src = stacked.reshape(k * (h + 2), w + 2, c)
-    out = cv2.remap(src if c > 1 else src[..., 0], mx.reshape(k * h, w), my.reshape(k * h, w),
-                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.reshape(k, h, w, c)
+    dst = _buffer("resampled", (rows, cols, c) if c > 1 else (rows, cols), np.uint8)
+    cv2.remap(src if c > 1 else src[..., 0], u, v, cv2.INTER_LINEAR, dst=dst,
+              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return dst.reshape(k, h, w, c)

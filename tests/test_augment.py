@@ -130,6 +130,43 @@ def test_draws_depend_on_seed_source_and_sample_only(digits):
     assert not np.array_equal(Pipeline.parse(p.spec()["pipeline"], seed=4).apply(images, ids, samples), whole)
 
 
+def test_elastic_at_p_below_1_between_matrix_ops_gives_the_same_bytes_however_the_batch_is_split(digits):
+    """An elastic op applied to some images of a batch must not change how the others are resampled.
+
+    Images are split into batches of 1, uneven batches and a shuffled whole batch; every image must
+    come out byte-identical to the whole-batch run.  Large enough (300 digits, a dozen p < 1 ops) that
+    images on every path through the chain (which elastic ops apply, skew or not) share batches.
+    """
+    images, _ = digits
+    p = Pipeline.parse([{"op": "rotate", "p": 0.7}, {"op": "skew", "p": 0.5}, {"op": "elastic", "p": 0.4},
+                        {"op": "zoom", "p": 0.6, "factor": [0.7, 1.3]}, {"op": "shift", "p": 0.5},
+                        {"op": "elastic", "p": 0.5, "magnitude": 3}, {"op": "shear", "p": 0.5},
+                        {"op": "flip_lr", "p": 0.5}, {"op": "noise", "p": 0.5}], seed=11)
+    n = len(images)
+    ids, samples = np.arange(n) + 500, np.full(n, 3)
+    whole = p.apply(images, ids, samples)
+    alone = np.concatenate([p.apply(images[i:i + 1], ids[i:i + 1], samples[i:i + 1]) for i in range(n)])
+    np.testing.assert_array_equal(alone, whole)
+    for parts in (np.array_split(np.arange(n), 7), np.split(np.arange(n), [1, 3, 40, 41, 200])):
+        split = np.concatenate([p.apply(images[r], ids[r], samples[r]) for r in parts])
+        np.testing.assert_array_equal(split, whole)
+    order = np.random.default_rng(5).permutation(n)
+    np.testing.assert_array_equal(p.apply(images[order], ids[order], samples[order]), whole[order])
+    assert not np.array_equal(whole, images)
+
+
+def test_resampling_is_split_independent_for_large_coordinates(digits):
+    """A far zoom-out and strong skews put coordinates far outside the image, where the sub-pixel
+    rounding takes another route; still the same bytes alone as in a batch."""
+    images, _ = digits
+    p = Pipeline.parse([{"op": "zoom", "p": 0.5, "factor": [0.05, 0.06]}, {"op": "skew", "p": 0.5, "magnitude": 1.0},
+                        {"op": "rotate", "degrees": [-180, 180]}], seed=2)
+    ids, samples = np.arange(60), np.ones(60)
+    whole = p.apply(images[:60], ids, samples)
+    alone = np.concatenate([p.apply(images[i:i + 1], ids[i:i + 1], samples[i:i + 1]) for i in range(60)])
+    np.testing.assert_array_equal(alone, whole)
+
+
 def test_lineage_lists_applied_ops_and_drawn_parameters(digits):
     images, _ = digits
     p = Pipeline.parse([{"op": "rotate", "degrees": [10, 20]}, {"op": "flip_lr", "p": 0.0}, {"op": "noise"}], 1)
