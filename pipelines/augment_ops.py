@@ -101,6 +101,13 @@ def pixel_uniform255(keys: np.ndarray, tag: int, count: int) -> np.ndarray:
     return (_pixel_bits(keys, tag, count) >> np.uint64(56)).astype(np.float32)
 
 
+def pixel_uniform255_at(keys: np.ndarray, tag: int, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """pixel_uniform255(keys, tag, ...)[image, pixel], hashing only the pixels asked for."""
+    with np.errstate(over="ignore"):
+        ctr = _bits(keys, tag)[image] + pixel.astype(np.uint64) * _GOLDEN
+    return (_mix(ctr) >> np.uint64(56)).astype(np.float32)
+
+
 # ---------------------------------------------------------------- parameter declarations
 
 @dataclass(frozen=True)
@@ -531,18 +538,39 @@ class Erase(Op):
         return {"y0": y0, "x0": x0, "height": eh, "width": ew}
 
     def apply(self, x, d, keys):
-        n, h, w, _ = x.shape
-        ys = np.arange(h)[None, :, None]
-        xs = np.arange(w)[None, None, :]
-        box = ((ys >= d["y0"][:, None, None]) & (ys < (d["y0"] + d["height"])[:, None, None])
-               & (xs >= d["x0"][:, None, None]) & (xs < (d["x0"] + d["width"])[:, None, None]))
-        box = np.broadcast_to(box[..., None], x.shape)
-        fill = self.values["fill"]
-        if fill == "noise":
-            values = pixel_uniform255(keys, self.index * _TAG_STRIDE + 63, x[0].size).reshape(x.shape)
-            x[box] = values[box]
+        n, h, w, c = x.shape
+        image, pixel = _box_pixels(d["y0"], d["x0"], d["height"], d["width"], h, w, c)
+        flat = x.reshape(n, h * w * c)
+        if self.values["fill"] == "noise":
+            # only the erased pixels are hashed; the values are those of the whole image's stream
+            flat[image, pixel] = pixel_uniform255_at(keys, self.index * _TAG_STRIDE + 63, image, pixel)
         else:
-            x[box] = float(fill)
+            flat[image, pixel] = float(self.values["fill"])
+
+
+def _box_pixels(y0, x0, height, width, h, w, c):
+    """(image, index in H*W*C) of every pixel of every image's box, without scanning a mask.
+
+    Each box is `height` runs of width*c consecutive values in the flat batch; the indices are the
+    cumulative sum of an array of ones with each run's jump from the previous run's end written
+    at the run's first position (as is the image number's)."""
+    n = len(y0)
+    rows = np.flatnonzero(((np.arange(h)[None, :] >= y0[:, None])
+                           & (np.arange(h)[None, :] < (y0 + height)[:, None])).reshape(-1))
+    image_of_run = rows // h
+    run_start = ((rows * w) + x0[image_of_run]) * c          # rows = image * h + y
+    run_length = width[image_of_run] * c
+    total = int(run_length.sum())
+    first = np.cumsum(run_length) - run_length               # where each run begins in the output
+    index = np.ones(total, np.int64)
+    if total:
+        index[first] = run_start - np.concatenate([[1], (run_start + run_length - 1)[:-1]])
+        index[0] = run_start[0]
+    np.cumsum(index, out=index)
+    image = np.zeros(total, np.int64)
+    image[first] = np.diff(image_of_run, prepend=0)
+    np.cumsum(image, out=image)
+    return image, index - image * (h * w * c)
 
 
 class Scramble(Op):
@@ -666,15 +694,18 @@ class Pipeline:
             if op.kind != "pixel" or not mask.any():
                 continue
             if x is None:
-                x = base.astype(np.float32)
+                x = _buffer("pixels", base.shape, np.float32)
+                x[...] = base
+            values = {k: v for k, v in d.items() if k != "_n"}
+            if mask.all():
+                op.apply(x, values, keys)
+                continue
             idx = np.flatnonzero(mask)
             sub = x[idx]
-            op.apply(sub, {k: v[idx] for k, v in d.items() if k != "_n"}, keys[idx])
+            op.apply(sub, {k: v[idx] for k, v in values.items()}, keys[idx])
             x[idx] = sub
         if x is not None:
-            np.rint(x, out=x)
-            np.clip(x, 0, 255, out=x)
-            out = x.astype(np.uint8)
+            out = _to_uint8(x)
         else:
             out = base.copy() if warped is None else warped
         if not lineage:
@@ -729,6 +760,15 @@ class Pipeline:
             return None
         return {"seed": op.values["seed"], "height": h, "width": w,
                 "permutation": op.permutation(h, w).tolist()}
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float pixels rounded half to even and clipped to 0..255, as np.clip(np.rint(x), 0, 255) would
+    (negatives are zeroed first; OpenCV's saturating conversion rounds and caps at 255)."""
+    cv2 = _cv2()
+    flat = x.reshape(len(x), -1)
+    cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO, dst=flat)
+    return cv2.convertScaleAbs(flat).reshape(x.shape)
 
 
 def _num(v) -> str:
