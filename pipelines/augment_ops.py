@@ -51,12 +51,15 @@ _TAG_STRIDE = 64  # draws per op
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x + _GOLDEN
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    """splitmix64's finaliser on a uint64 array (wrapping arithmetic: numpy arrays wrap silently;
+    only numpy scalars would warn, hence at least 1-d)."""
+    x = np.add(np.atleast_1d(x), _GOLDEN)
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def _u64(values) -> np.ndarray:
@@ -429,30 +432,33 @@ class Elastic(Op):
     def _vertices(self, h, w):
         return self.values["grid_width"], self.values["grid_height"]
 
-    def displace_grid(self, d, h, w):
-        """The output pixel grid plus the displacement (float32 (k, H, W) each): elastic is the last geometric op.
+    def displace_grid(self, d, h, w, shift: float = 0.0):
+        """The output pixel grid plus the displacement, plus `shift`: float32 (k, H, W) each (scratch arrays).
 
-        On the grid, every image looks up the same vertices with the same weights, so the field is
-        interpolated along x once per grid row (small arrays), then along y.
+        For elastic as the last geometric op.  On the grid every image looks up the same vertices
+        with the same weights, so the field is interpolated along x once per grid row (small
+        arrays), then along y by gathering whole rows: field = row y0 + ty * (row y0+1 - row y0).
+        The grid itself is folded into the rows: x is added to every row; y = (y0 + ty) * (h-1)/gh
+        adds y0 * (h-1)/gh to row y0 and (h-1)/gh to the row differences.
         """
         gw, gh = self._vertices(h, w)
-        xs, ys = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
-        fx, fy = xs * np.float32(gw / max(w - 1, 1)), ys * np.float32(gh / max(h - 1, 1))
-        x0 = np.minimum(np.floor(fx), np.float32(gw - 1))
-        y0 = np.minimum(np.floor(fy), np.float32(gh - 1))
-        tx, ty = fx - x0, (fy - y0)[:, None]
-        x0, y0 = x0.astype(np.intp), y0.astype(np.intp)
-        moved = []
-        for field, base in ((d["dx"], xs[None, None, :]), (d["dy"], ys[None, :, None])):
-            f = field.astype(np.float32)                    # (k, gh + 1, gw + 1)
-            left = f[:, :, x0]
-            along_x = left + tx * (f[:, :, x0 + 1] - left)  # (k, gh + 1, W)
-            step = along_x[:, 1:] - along_x[:, :-1]
-            out = np.take(along_x, y0, axis=1)              # (k, H, W)
-            out += np.take(step, y0, axis=1) * ty
-            out += base
-            moved.append(out)
-        return moved[0], moved[1]
+        k = len(d["dx"])
+        x0, tx, y0, _ = _grid_cells(h, w, gw, gh)
+        fields = np.stack([d["dx"], d["dy"]]).astype(np.float32)    # (2, k, gh + 1, gw + 1)
+        left = fields[..., x0]
+        rows = left + tx * (fields[..., x0 + 1] - left)               # (2, k, gh + 1, W)
+        steps = rows[:, :, 1:] - rows[:, :, :-1]
+        y_per_row = np.float32((h - 1) / max(gh, 1))
+        rows[0] += np.arange(w, dtype=np.float32) + np.float32(shift)
+        rows[1] += (np.arange(gh + 1, dtype=np.float32) * y_per_row + np.float32(shift))[:, None]
+        steps[1] += y_per_row
+        out = np.take(rows, y0, axis=2, out=_buffer("grid", (2, k, h, w), np.float32), mode="clip")
+        between = np.take(steps, y0, axis=2, out=_buffer("between", (2, k, h, w), np.float32), mode="clip")
+        cv2 = _cv2()
+        flat_between = between.reshape(2 * k, h * w)
+        cv2.multiply(flat_between, _row_weights(2 * k, h, w, gh), dst=flat_between)
+        cv2.add(out.reshape(2 * k, h * w), flat_between, dst=out.reshape(2 * k, h * w))
+        return out[0], out[1]
 
     def displace(self, d, u, v, h, w):
         """Coordinates (k, H, W) plus the displacement interpolated at them (bilinear between vertices)."""
@@ -795,7 +801,7 @@ _FRAME = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])   # x + 1
 _Q = 256.0                 # y's quantum before the offset is added
 _EXACT = 2.0 ** 14         # row and column parts both below this: their sum is exact in float32
 _MAX_STACK_ROWS = 32000    # cv2.remap addresses rows and columns with int16
-_CHUNK_PIXELS = 1 << 20    # output pixels per remap: the coordinate arrays stay in cache
+_CHUNK_PIXELS = 1 << 18    # output pixels per remap: the coordinate arrays stay in cache
 
 
 _scratch = threading.local()
@@ -866,13 +872,16 @@ def _coordinates(steps, part, h, w, projective: bool):
     """
     acc = None
     u = v = None
-    for op, mask, x in reversed(steps):
+    framed = False
+    walk = steps[::-1]
+    for i, (op, mask, x) in enumerate(walk):
         if op.kind == "elastic":
             if not mask[part[0]]:
                 continue
             d = {key: val[part] for key, val in x.items() if key != "_n"}
             if u is None and acc is None:
-                u, v = op.displace_grid(d, h, w)
+                framed = not any(m[part[0]] if o.kind == "elastic" else m[part].any() for o, m, _ in walk[i + 1:])
+                u, v = op.displace_grid(d, h, w, shift=1.0 if framed else 0.0)
             else:
                 if acc is not None:
                     u, v = _transform(acc, u, v, h, w)
@@ -890,7 +899,7 @@ def _coordinates(steps, part, h, w, projective: bool):
         return _affine_grid(acc, h, w)
     if acc is not None:
         u, v = _transform(_matmul(np.broadcast_to(_FRAME, acc.shape), acc), u, v, h, w)
-    else:
+    elif not framed:
         u += np.float32(1)
         v += np.float32(1)
     return u, v, False
@@ -963,6 +972,25 @@ def _transform(acc, u, v, h, w):
     for arr in (nu, nv):   # beyond a skew's horizon: outside the image
         arr[~np.isfinite(arr)] = -1e6
     return nu, nv
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_cells(h: int, w: int, gw: int, gh: int):
+    """Per output column its grid cell x0 and weight tx, per output row y0 and ty (corner-aligned grid)."""
+    fx = np.arange(w, dtype=np.float32) * np.float32(gw / max(w - 1, 1))
+    fy = np.arange(h, dtype=np.float32) * np.float32(gh / max(h - 1, 1))
+    x0 = np.minimum(np.floor(fx), np.float32(gw - 1))
+    y0 = np.minimum(np.floor(fy), np.float32(gh - 1))
+    return x0.astype(np.intp), fx - x0, y0.astype(np.intp), fy - y0
+
+
+@functools.lru_cache(maxsize=16)
+def _row_weights(k: int, h: int, w: int, gh: int) -> np.ndarray:
+    """Float32 (k, H*W): every pixel's ty, the weight of grid row y0 + 1 (see Elastic.displace_grid)."""
+    ty = _grid_cells(h, w, 1, gh)[3]
+    out = np.ascontiguousarray(np.broadcast_to(np.repeat(ty, w), (k, h * w)))
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=8)
