@@ -186,6 +186,8 @@ class Op:
         return lo + (hi - lo) * self.u(keys, j)
 
     def applied(self, keys) -> np.ndarray:
+        if self.p >= 1.0:   # u < 1 always: no need to draw it
+            return np.ones(len(keys), bool)
         return self.u(keys, 0) < self.p
 
     def draw(self, keys, h, w) -> dict:
@@ -210,9 +212,21 @@ def _centred(m2: np.ndarray, h: int, w: int) -> np.ndarray:
     return m
 
 
+def _libm(fn, values: np.ndarray) -> np.ndarray:
+    """fn (a math function) of every value, through libm one value at a time (see the module docstring)."""
+    return np.fromiter(map(fn, values.tolist()), np.float64, len(values))
+
+
+def _radians(angles_deg: np.ndarray) -> np.ndarray:
+    return angles_deg * _DEG   # one IEEE multiply each, exactly what math.radians does
+
+
+_DEG = math.pi / 180.0
+
+
 def _cos_sin(angles_deg: np.ndarray):
-    rad = [math.radians(a) for a in angles_deg.tolist()]
-    return np.array([math.cos(r) for r in rad]), np.array([math.sin(r) for r in rad])
+    rad = _radians(angles_deg)
+    return _libm(math.cos, rad), _libm(math.sin, rad)
 
 
 class Rotate(Op):
@@ -266,8 +280,8 @@ class Shear(Op):
                 "y_degrees": self.between(keys, 2, self.values["y_degrees"])}
 
     def matrix(self, d, h, w):
-        tx = np.array([math.tan(math.radians(a)) for a in d["x_degrees"].tolist()])
-        ty = np.array([math.tan(math.radians(a)) for a in d["y_degrees"].tolist()])
+        tx = _libm(math.tan, _radians(d["x_degrees"]))
+        ty = _libm(math.tan, _radians(d["y_degrees"]))
         one = np.ones_like(tx)
         # forward (x + tx*y, ty*x + y); the sampler needs its inverse
         det = one - tx * ty
@@ -432,8 +446,10 @@ class Elastic(Op):
     def _vertices(self, h, w):
         return self.values["grid_width"], self.values["grid_height"]
 
-    def displace_grid(self, d, h, w, shift: float = 0.0):
-        """The output pixel grid plus the displacement, plus `shift`: float32 (k, H, W) each (scratch arrays).
+    def displace_grid(self, d, h, w, framed: bool = False):
+        """The output pixel grid plus the displacement: float32 (k, H, W) each (scratch arrays).
+
+        framed: shifted into the resampler's frame (x + _PAD, y + 1), saving a pass when nothing follows.
 
         For elastic as the last geometric op.  On the grid every image looks up the same vertices
         with the same weights, so the field is interpolated along x once per grid row (small
@@ -449,8 +465,8 @@ class Elastic(Op):
         rows = left + tx * (fields[..., x0 + 1] - left)               # (2, k, gh + 1, W)
         steps = rows[:, :, 1:] - rows[:, :, :-1]
         y_per_row = np.float32((h - 1) / max(gh, 1))
-        rows[0] += np.arange(w, dtype=np.float32) + np.float32(shift)
-        rows[1] += (np.arange(gh + 1, dtype=np.float32) * y_per_row + np.float32(shift))[:, None]
+        rows[0] += np.arange(w, dtype=np.float32) + np.float32(_PAD if framed else 0)
+        rows[1] += (np.arange(gh + 1, dtype=np.float32) * y_per_row + np.float32(1 if framed else 0))[:, None]
         steps[1] += y_per_row
         out = np.take(rows, y0, axis=2, out=_buffer("grid", (2, k, h, w), np.float32), mode="clip")
         between = np.take(steps, y0, axis=2, out=_buffer("between", (2, k, h, w), np.float32), mode="clip")
@@ -733,7 +749,8 @@ class Pipeline:
         if not len(todo):
             return None
         # per matrix op, every image's matrix, the identity where the op is not applied
-        steps = [(op, mask, d if op.kind == "elastic" else np.where(mask[:, None, None], op.matrix(d, h, w), _EYE))
+        steps = [(op, mask, d if op.kind == "elastic" else
+                  op.matrix(d, h, w) if mask.all() else np.where(mask[:, None, None], op.matrix(d, h, w), _EYE))
                  for op, mask, d in geo]
         out = images.copy()
         chunk = _chunk_images(h, w)
@@ -797,7 +814,7 @@ def _num(v) -> str:
 # rounding half to even lands on the same sub-pixel at every offset.
 
 _EYE = np.eye(3)
-_FRAME = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])   # x + 1, y + 1: the black frame
+_PAD = 8                   # black columns each side: OpenCV's fast path covers samples up to 8 pixels out
 _Q = 256.0                 # y's quantum before the offset is added
 _EXACT = 2.0 ** 14         # row and column parts both below this: their sum is exact in float32
 _MAX_STACK_ROWS = 32000    # cv2.remap addresses rows and columns with int16
@@ -822,9 +839,9 @@ def _buffer(name: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
 
 
 def _chunk_images(h: int, w: int) -> int:
-    if h + 2 > _MAX_STACK_ROWS or w + 2 > _MAX_STACK_ROWS:
-        raise AugmentError(f"images of {h}x{w} are too large to resample (at most {_MAX_STACK_ROWS - 2} a side)")
-    return max(1, min(_MAX_STACK_ROWS // (h + 2), _CHUNK_PIXELS // (h * w)))
+    if h + 1 > _MAX_STACK_ROWS or w + 2 * _PAD > _MAX_STACK_ROWS:
+        raise AugmentError(f"images of {h}x{w} are too large to resample (at most {_MAX_STACK_ROWS - 1} a side)")
+    return max(1, min(_MAX_STACK_ROWS // (h + 1), _CHUNK_PIXELS // (h * w)))
 
 
 def _cv2():
@@ -881,7 +898,7 @@ def _coordinates(steps, part, h, w, projective: bool):
             d = {key: val[part] for key, val in x.items() if key != "_n"}
             if u is None and acc is None:
                 framed = not any(m[part[0]] if o.kind == "elastic" else m[part].any() for o, m, _ in walk[i + 1:])
-                u, v = op.displace_grid(d, h, w, shift=1.0 if framed else 0.0)
+                u, v = op.displace_grid(d, h, w, framed)
             else:
                 if acc is not None:
                     u, v = _transform(acc, u, v, h, w)
@@ -892,17 +909,25 @@ def _coordinates(steps, part, h, w, projective: bool):
         if sel.any():
             acc = x[part] if acc is None else _matmul(acc, x[part])
     if u is None:
-        acc = _matmul(np.broadcast_to(_FRAME, acc.shape), acc)
+        acc = _framed(acc)
         if projective:
             u, v = _transform(acc, None, None, h, w)
             return u, v, False
         return _affine_grid(acc, h, w)
     if acc is not None:
-        u, v = _transform(_matmul(np.broadcast_to(_FRAME, acc.shape), acc), u, v, h, w)
+        u, v = _transform(_framed(acc), u, v, h, w)
     elif not framed:
-        u += np.float32(1)
+        u += np.float32(_PAD)
         v += np.float32(1)
     return u, v, False
+
+
+def _framed(acc):
+    """acc followed by the shift into the stack's frame: x + _PAD, y + 1 (see _resample)."""
+    out = acc.copy()
+    out[:, 0] += _PAD * acc[:, 2]
+    out[:, 1] += acc[:, 2]
+    return out
 
 
 def _matmul(a, b):
@@ -995,8 +1020,8 @@ def _row_weights(k: int, h: int, w: int, gh: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _row_offsets(k: int, h: int, w: int) -> np.ndarray:
-    """Float32 (k, H*W): image i's first row in the stack, for every one of its pixels."""
-    out = np.repeat((np.arange(k, dtype=np.float32) * np.float32(h + 2))[:, None], h * w, axis=1)
+    """Float32 (k, H*W): where image i's row -1 is in the stack (v = y + 1 is added), for every one of its pixels."""
+    out = np.repeat((np.arange(k, dtype=np.float32) * np.float32(h + 1) - np.float32(1))[:, None], h * w, axis=1)
     out.flags.writeable = False
     return out
 
@@ -1018,9 +1043,9 @@ def _resample(images: np.ndarray, u: np.ndarray, v: np.ndarray, exact: bool) -> 
         np.rint(v, out=v)
         v *= np.float32(1 / _Q)
     cv2.add(v, _row_offsets(k, h, w).reshape(rows, cols), dst=v)
-    stacked = _buffer("stacked", (k, h + 2, w + 2, c), np.uint8, zeros=True)   # the frame is never written
-    stacked[:, 1:h + 1, 1:w + 1] = images
-    src = stacked.reshape(k * (h + 2), w + 2, c)
+    stacked = _buffer("stacked", (k, h + 1, w + 2 * _PAD, c), np.uint8, zeros=True)   # the margins stay black
+    stacked[:, :h, _PAD:_PAD + w] = images
+    src = stacked.reshape(k * (h + 1), w + 2 * _PAD, c)
     dst = _buffer("resampled", (rows, cols, c) if c > 1 else (rows, cols), np.uint8)
     cv2.remap(src if c > 1 else src[..., 0], u, v, cv2.INTER_LINEAR, dst=dst,
               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
