@@ -5,12 +5,12 @@ on-the-fly training input and the benchmark all call `Pipeline.apply`.
 
 Speed: every geometric operation (rotate, rotate90, shift, shear, zoom, crop,
 flips, skew) is a 3x3 output->input matrix; a pipeline composes them into ONE
-projective transform per image and resamples once (bilinear, one gather of the
-four neighbours for the whole batch).  Elastic distortion is a displacement
-field added to that same sampling grid, so a chain of any length costs one
-resample.  Pixel operations (brightness, contrast, noise, erasing, scramble)
-are array arithmetic on the batch.  Augmentor instead calls PIL once per
-operation per image.
+projective transform per image and resamples once (bilinear: one cv2.remap for
+a few hundred images stacked into one tall image).  Elastic distortion is a
+displacement field added to that same sampling grid, so a chain of any length
+costs one resample.  Pixel operations (brightness, contrast, noise, erasing,
+scramble) are array arithmetic on the batch.  Augmentor instead calls PIL once
+per operation per image.
 
 Reproducibility: every random number of output image (source_id, sample) is a
 counter-based hash of (seed, source_id, sample, op index, draw index): nothing
@@ -805,13 +805,15 @@ def _num(v) -> str:
 # ---------------------------------------------------------------- resampling
 #
 # Coordinates are output->input, per image: float64 for the 3x3 matrices, float32 for the
-# per-pixel arrays, elementwise numpy only (no BLAS, whose blocking may depend on the batch
-# size).  A chunk of images is resampled by ONE cv2.remap: the images are stacked, each in a
-# one-pixel black frame, into one tall image, y is clipped to the image's own frame and gets its
-# row offset in the stack.  The offset must not change OpenCV's rounding of y to 1/32 pixel
-# (INTER_LINEAR's precision), so before it is added y is a multiple of 1/256 that float32 holds
-# exactly, and the sum is exact too; the offset is an integer, and 32 x offset an even one, so
-# rounding half to even lands on the same sub-pixel at every offset.
+# per-pixel arrays, elementwise arithmetic whose result cannot depend on how many images are
+# computed together (no BLAS sums whose order could change with the batch; the one matrix
+# product used multiplies by exactly 1).  A chunk of images is resampled by ONE cv2.remap: the
+# images are stacked into one tall image, each followed by a black row and with _PAD black
+# columns each side; y is clipped to [-1, h] (the black rows) and gets the image's row offset in
+# the stack.  The offset must not change OpenCV's rounding of y to 1/32 pixel (INTER_LINEAR's
+# precision), so before it is added y is a multiple of 1/256 that float32 holds exactly, and the
+# sum is exact too; 32 x the integer offset is even, so rounding half to even lands on the same
+# sub-pixel at every offset.  x needs neither: no other image lies left or right of it.
 
 _EYE = np.eye(3)
 _PAD = 8                   # black columns each side: OpenCV's fast path covers samples up to 8 pixels out
@@ -819,6 +821,7 @@ _Q = 256.0                 # y's quantum before the offset is added
 _EXACT = 2.0 ** 14         # row and column parts both below this: their sum is exact in float32
 _MAX_STACK_ROWS = 32000    # cv2.remap addresses rows and columns with int16
 _CHUNK_PIXELS = 1 << 18    # output pixels per remap: the coordinate arrays stay in cache
+_POOL_BYTES = 64 << 20     # larger working arrays are not kept between calls
 
 
 _scratch = threading.local()
@@ -826,11 +829,14 @@ _scratch = threading.local()
 
 def _buffer(name: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
     """A per-thread working array, reused from call to call (fresh arrays of a few MB cost page faults
-    that add up to as much as the arithmetic).  `zeros`: allocated zeroed; callers keep a zero frame."""
+    that add up to as much as the arithmetic).  zeros: allocated zeroed, for callers that keep parts
+    of it black (never written) and overwrite the rest."""
+    size = int(np.prod(shape))
+    if size * np.dtype(dtype).itemsize > _POOL_BYTES:
+        return (np.zeros if zeros else np.empty)(shape, dtype)
     pool = getattr(_scratch, "pool", None)
     if pool is None:
         pool = _scratch.pool = {}
-    size = int(np.prod(shape))
     key = (name, np.dtype(dtype).str, shape[1:] if zeros else ())
     buf = pool.get(key)
     if buf is None or buf.size < size:
@@ -882,7 +888,7 @@ def _paths(geo) -> np.ndarray:
 
 
 def _coordinates(steps, part, h, w, projective: bool):
-    """Input coordinates of every output pixel of images `part`, in the resampler's frame (x + 1, y + 1).
+    """Input coordinates of every output pixel of images `part`, in the resampler's frame (x + _PAD, y + 1).
 
     Returns (u, v, exact): float32 (k, H, W) arrays; exact when v is already a multiple of 1/_Q.
     All images of `part` share a path (_paths), so each test below has one answer for all of them.
@@ -1027,7 +1033,7 @@ def _row_offsets(k: int, h: int, w: int) -> np.ndarray:
 
 
 def _resample(images: np.ndarray, u: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
-    """Bilinear sample of (k,H,W,C) uint8 at frame coordinates u = x + 1, v = y + 1 (float32 (k,H,W)); outside is 0.
+    """Bilinear sample of (k,H,W,C) uint8 at frame coordinates u = x + _PAD, v = y + 1 (float32 (k,H,W)); outside is 0.
 
     The maps are handed to OpenCV as (k, H*W) rather than (k*H, W): its per-row overhead is paid
     once per image instead of once per image row.
@@ -1036,8 +1042,8 @@ def _resample(images: np.ndarray, u: np.ndarray, v: np.ndarray, exact: bool) -> 
     k, h, w, c = images.shape
     rows, cols = (k, h * w) if h * w < _MAX_STACK_ROWS else (k * h, w)
     u, v = np.ascontiguousarray(u).reshape(rows, cols), np.ascontiguousarray(v).reshape(rows, cols)
-    cv2.threshold(v, 0, 0, cv2.THRESH_TOZERO, dst=v)        # y < -1: the frame row above (NaN too)
-    cv2.threshold(v, h + 1, 0, cv2.THRESH_TRUNC, dst=v)     # y > h: the frame row below
+    cv2.threshold(v, 0, 0, cv2.THRESH_TOZERO, dst=v)        # y < -1: the black row above (NaN too)
+    cv2.threshold(v, h + 1, 0, cv2.THRESH_TRUNC, dst=v)     # y > h: the black row below
     if not exact:
         v *= np.float32(_Q)
         np.rint(v, out=v)

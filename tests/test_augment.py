@@ -69,6 +69,64 @@ def test_identity_parameters_give_identical_images(digits, step):
     np.testing.assert_array_equal(run([step], images), images)
 
 
+def bilinear64(image, x, y):
+    """The exact bilinear sample of a (H, W) image at float64 input coordinates, black outside."""
+    padded = np.pad(image.astype(np.float64), 1)
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+
+    def at(yy, xx):
+        yy, xx = yy.astype(int) + 1, xx.astype(int) + 1
+        inside = (yy >= 0) & (yy < padded.shape[0]) & (xx >= 0) & (xx < padded.shape[1])
+        return np.where(inside, padded[np.clip(yy, 0, padded.shape[0] - 1), np.clip(xx, 0, padded.shape[1] - 1)], 0)
+    return ((at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx) * (1 - fy)
+            + (at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx) * fy)
+
+
+def assert_close_to_exact(out, exact):
+    """Against exact float64 bilinear: OpenCV samples at 1/32 pixel, which on a digit's 0-255 edge
+    is worth a few grey levels, so a few pixels differ by some levels and the mean by a fraction of one."""
+    diff = np.abs(np.rint(exact) - out)
+    assert diff.max() <= 10 and diff.mean() < 0.3, (diff.max(), diff.mean())
+
+
+def test_rotate_matches_exact_bilinear(digits):
+    """The batched resample against float64 bilinear of each image alone, at the angles in the lineage."""
+    images, _ = digits
+    out, lineage = Pipeline.parse([{"op": "rotate", "degrees": [-40, 40]}], seed=4).apply(
+        images, np.arange(300), np.ones(300), lineage=True)
+    ys, xs = np.mgrid[0:28, 0:28].astype(np.float64) - 13.5
+    exact = []
+    for img, text in zip(images, lineage):
+        a = np.radians(json.loads(text)[0]["degrees"])
+        # output -> input: rotate back by the angle (positive: counter-clockwise on screen, y down)
+        exact.append(bilinear64(img[..., 0], np.cos(a) * xs - np.sin(a) * ys + 13.5, np.sin(a) * xs + np.cos(a) * ys + 13.5))
+    assert_close_to_exact(out[..., 0], np.stack(exact))
+
+
+def test_elastic_matches_exact_bilinear(digits):
+    """Elastic as the only op: the displacement interpolated in float64 from the drawn grid, each image
+    sampled alone; the batched, folded float32 field must give the same pixels up to rounding."""
+    from pipelines.augment_ops import image_keys
+    images, _ = digits
+    p = Pipeline.parse([{"op": "elastic", "grid_width": 4, "grid_height": 3, "magnitude": 4}], seed=9)
+    n = 100
+    ids, samples = np.arange(n), np.ones(n)
+    out = p.apply(images[:n], ids, samples)
+    d = p.ops[0].draw(image_keys(9, ids, samples), 28, 28)
+    ys, xs = np.mgrid[0:28, 0:28].astype(np.float64)
+    fx, fy = xs * 4 / 27, ys * 3 / 27
+    x0, y0 = np.minimum(np.floor(fx), 3).astype(int), np.minimum(np.floor(fy), 2).astype(int)
+    tx, ty = fx - x0, fy - y0
+
+    def field(g):
+        return ((g[y0, x0] * (1 - tx) + g[y0, x0 + 1] * tx) * (1 - ty)
+                + (g[y0 + 1, x0] * (1 - tx) + g[y0 + 1, x0 + 1] * tx) * ty)
+    exact = np.stack([bilinear64(images[i, ..., 0], xs + field(d["dx"][i]), ys + field(d["dy"][i])) for i in range(n)])
+    assert_close_to_exact(out[..., 0], exact)
+    assert np.abs(exact - images[:n, ..., 0]).mean() > 5    # the field moves pixels at all
+
+
 def test_shift_moves_the_centre_of_mass(digits):
     images, _ = digits
     x0, y0 = centre_of_mass(images)
