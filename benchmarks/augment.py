@@ -4,7 +4,8 @@ Both sides run single-threaded in this one process (OpenCV pinned to one thread)
 same real MNIST digits, so images/s is images/s per core.  Augmentor runs its in-memory path
 (`Pipeline._execute_with_array`, what its Keras generator uses: one PIL call per op per image);
 sparkcnn runs `augment_ops.Pipeline.apply` over batches of 1024 (all geometric ops fused into
-one resample).  Augmentor is not a project dependency: it is installed on first use into
+one resample).  The cpu/wall columns (Augmentor, sparkcnn) are the process's CPU seconds per wall
+second while each side ran: about 1.0 confirms one core.  Augmentor is not a project dependency: it is installed on first use into
 ~/.cache/sparkcnn/bench-augmentor (pip --target, no deps besides tqdm) and imported from there.
 
 With --spark (and the MNIST datasets from `sparkcnn ingest`), the whole augment stage is timed
@@ -92,13 +93,16 @@ def mnist_digits(count: int) -> np.ndarray:
         return idx.read_rows(header, 0, min(count, header.count)).copy()
 
 
-def rate(fn, n: int, repeats: int) -> float:
-    times = []
+def rate(fn, n: int, repeats: int):
+    """Images per wall-clock second (median of repeats) and this process's CPU seconds per wall second:
+    about 1.0 means one core did the work, so images/s is images/s per core."""
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return n / statistics.median(times), sum(cpu) / sum(times)
 
 
 def bench_ops(images: np.ndarray, repeats: int) -> list:
@@ -120,11 +124,12 @@ def bench_ops(images: np.ndarray, repeats: int) -> list:
         def ours_run():
             for lo in range(0, n, 1024):
                 ours.apply(batch[lo:lo + 1024], ids[lo:lo + 1024], samples[lo:lo + 1024])
-        ours_run()   # warm (imports, OpenCV set-up)
-        a = rate(augmentor_run, n, repeats)
-        s = rate(ours_run, n, repeats)
-        rows.append({"case": name, "augmentor_images_per_s": a, "sparkcnn_images_per_s": s, "ratio": s / a})
-        print(f"  {name:<66} {a:9.0f} {s:11.0f} {s / a:7.1f}x", flush=True)
+        ours_run()   # warm (imports, OpenCV set-up, working arrays)
+        a, a_cpu = rate(augmentor_run, n, repeats)
+        s, s_cpu = rate(ours_run, n, repeats)
+        rows.append({"case": name, "augmentor_images_per_s": a, "sparkcnn_images_per_s": s, "ratio": s / a,
+                     "augmentor_cpu_per_wall": a_cpu, "sparkcnn_cpu_per_wall": s_cpu})
+        print(f"  {name:<66} {a:9.0f} {s:11.0f} {s / a:7.1f}x {a_cpu:6.2f} {s_cpu:6.2f}", flush=True)
     return rows
 
 
@@ -163,7 +168,7 @@ def main(argv=None):
     images = mnist_digits(args.images)
     print(f"AUGMENTATION {len(images)} MNIST digits 28x28, single thread each, median of {args.repeats} "
           f"(images/s = images/s per core)")
-    print(f"  {'case':<66} {'Augmentor':>9} {'sparkcnn':>11} {'ratio':>8}")
+    print(f"  {'case':<66} {'Augmentor':>9} {'sparkcnn':>11} {'ratio':>8} {'cpu/wall':>13}")
     report = {"images": len(images), "repeats": args.repeats, "ops": bench_ops(images, args.repeats)}
     ratios = [r["ratio"] for r in report["ops"]]
     print(f"  median ratio {statistics.median(ratios):.1f}x, min {min(ratios):.1f}x")
