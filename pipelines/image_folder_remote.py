@@ -17,6 +17,7 @@ import numpy as np
 from . import records
 from .image_decode import Reject, decode_image
 from .ingest_remote import TaskOutput, rows_per_row_group
+from .worker_remote import tune_worker
 
 SKIPPED_BY_SPARK = "skipped by Spark's file listing: a name in the path starts with '.' or '_'"
 EMPTY = "empty file (0 bytes)"
@@ -46,6 +47,7 @@ def is_hidden(rel: str) -> bool:
 def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_pixels: int, test_fraction: float,
                 folders: dict, row_group_mb: float, tasks: Iterable[tuple]) -> Iterator[dict]:
     """Each task (index, [(split folder or None, path relative to it), ...]) -> part files + rejects."""
+    tune_worker()
     h, w, c = shape
     group = rows_per_row_group(h * w * c, row_group_mb)
     for task, files in tasks:

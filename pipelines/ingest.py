@@ -206,13 +206,13 @@ def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
 
 
 def _max_label(*srcs) -> int:
-    """Class count for sources that carry no names: the largest label seen (read in chunks)."""
+    """Class count for sources that carry no names: the largest label seen (labels only, in chunks)."""
     top = 0
     for src in srcs:
         if src is None:
             continue
-        for lo in range(0, src.rows, 65536):
-            _, labels = src.read(lo, min(src.rows, lo + 65536))
+        for lo in range(0, src.rows, 1 << 20):
+            labels = src.read_labels(lo, min(src.rows, lo + (1 << 20)))
             if labels.size:
                 top = max(top, int(labels.max()))
     return top

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import records
 from .errors import SparkcnnError
+from .worker_remote import tune_worker
 
 MB = 1 << 20
 
@@ -64,7 +65,8 @@ class PartWriter:
         if batch.num_rows == 0:
             return
         self.rows += batch.num_rows
-        self.class_counts.update(batch.column(records.LABEL).to_numpy().tolist())
+        counts = np.bincount(batch.column(records.LABEL).to_numpy())
+        self.class_counts.update({int(k): int(counts[k]) for k in np.flatnonzero(counts)})
         ids = batch.column(records.ID).to_numpy()
         self.id_sum += int(ids.sum())      # a checksum the driver compares with the rows it planned
         if self.keep_ids:
@@ -138,6 +140,7 @@ def check_labels(source, lo: int, labels: np.ndarray, num_classes: int) -> None:
 def write_ranges(folders: dict, num_classes: int, row_group_mb: float,
                  tasks: Iterable[tuple]) -> Iterator[dict]:
     """Array sources: each task (index, split, source, start, stop) -> one part file of its split."""
+    tune_worker()
     for task, split, source, start, stop in tasks:
         h, w, c = source.shape
         group = rows_per_row_group(h * w * c, row_group_mb)
