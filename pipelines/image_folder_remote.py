@@ -36,7 +36,7 @@ def split_of(split_folder, rel: str, test_fraction: float) -> str:
     """The split of a file: its split folder, or, in a folder without them, a hash of its path."""
     if split_folder is not None:
         return split_folder
-    return "test" if hash_fraction(rel) < test_fraction else "train"
+    return "test" if test_fraction > 0 and hash_fraction(rel) < test_fraction else "train"
 
 
 def is_hidden(rel: str) -> bool:
@@ -75,6 +75,8 @@ def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_p
                             image = decode_image(f.read(), h, w, c, resize, max_pixels)
                     except Reject as exc:
                         reason = str(exc)
+                    except OSError as exc:         # gone or unreadable since the driver listed it
+                        reason = f"unreadable file: {exc.strerror or exc}"
                 if reason is not None:
                     out.rejects.append(("file:" + local, split, reason))
                     continue
