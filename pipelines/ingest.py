@@ -141,8 +141,8 @@ def write_splits(spark, plans: list, dests: dict, name: str, class_names: list,
                                                                        row_group_mb))
         for plan in plans:
             dest, got = dests[plan.split], written.get(plan.split, SplitWritten())
-            expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2
-            if got.rows != plan.rows or got.id_sum != expected_id_sum:
+            expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2 % 2 ** 64
+            if got.rows != plan.rows or got.id_sum % 2 ** 64 != expected_id_sum:
                 raise IngestError(f"{dest}: tasks wrote {got.rows} rows (id sum {got.id_sum}) but "
                                   f"{plan.rows} were planned (id sum {expected_id_sum})")
             check_part_files(folders[plan.split], dest, got)

@@ -68,7 +68,7 @@ class PartWriter:
         counts = np.bincount(batch.column(records.LABEL).to_numpy())
         self.class_counts.update({int(k): int(counts[k]) for k in np.flatnonzero(counts)})
         ids = batch.column(records.ID).to_numpy()
-        self.id_sum += int(ids.sum())      # a checksum the driver compares with the rows it planned
+        self.id_sum += int(ids.sum(dtype=np.uint64))   # a checksum (mod 2**64) of the ids written
         if self.keep_ids:
             self.ids.append(ids)
         self._pending.append(batch)
