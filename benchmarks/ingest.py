@@ -15,7 +15,8 @@
                    ingesting 1x and 10x the images; streaming means the ratio stays near 1
 
 Both sides decode the same files and write the same record-contract columns; the
-Spark session is started before timing (a long-running cluster's cost, not a job's).
+Spark session is started and warmed up by three small ingests before timing (a long-running
+cluster's cost, not a job's: the first jobs of a fresh JVM run 30-50% slower).
 
     python -m benchmarks.ingest [--pngs 10000] [--big-pngs 60000] [--idx-copies 10] [--repeats 5]
 """
@@ -197,7 +198,8 @@ def main(argv=None):
                                     f" cache_dir: '{work}/cache'}}\ningest: {{test_fraction: 0.0{extra}}}")
         spark = build_spark(load_config("conf/mnist.yaml").spark)
         quiet = lambda m: None  # noqa: E731
-        ingest(spark, conf("folder", png_small), quiet)       # warm-up: JVM classes, Python workers
+        for _ in range(3):     # warm-up, as in a long-running session: JVM classes and JIT, Python workers
+            ingest(spark, conf("folder", png_small), quiet)
         print(f"cores: {os.cpu_count()}, Spark slots: {spark.sparkContext.defaultParallelism}")
         print(f"\nINGEST THROUGHPUT (median of {args.repeats}; spread = min-max of the repeats)")
         photo_conf = conf("folder", photos, extra=", image_size: [128, 128], channels: 3, resize: crop")
@@ -238,7 +240,7 @@ def main(argv=None):
                 peaks.append(rss.peak)
             print(f"  {name:<12} 1x: {peaks[0] / 2**20:7.0f} MiB   10x: {peaks[1] / 2**20:7.0f} MiB   "
                   f"ratio {peaks[1] / peaks[0]:.2f}x (target <= 1.2x)")
-        print("\nreproduce: make bench-ingest   (or python -m benchmarks.ingest --pngs N)")
+        print("\nreproduce: make bench-ingest   (python -m benchmarks.ingest --help for the sizes)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
