@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from . import records
 from .config import Config
 from .image_decode import probe_shape
-from .image_folder_remote import hash_fraction, split_of, stable_id, write_files  # noqa: F401 (re-exported)
+from .image_folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
 from .ingest import SplitWritten, check_part_files, partition_count, run_ingest_tasks
 from .ingest_remote import IngestError
 from .store import atomic_dirs

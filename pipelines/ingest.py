@@ -25,13 +25,11 @@ import pyarrow.parquet as pq
 
 from . import records
 from .config import Config
-from .ingest_remote import IngestError, write_ranges
+from .ingest_remote import MB, IngestError, write_ranges
 from .store import atomic_dir, atomic_dirs
 
 __all__ = ["IngestError", "SplitPlan", "partition_count", "publish_dataset", "write_split", "write_splits",
            "plan_splits", "open_sources", "ingest", "ingest_stage"]
-
-MB = 1 << 20
 
 
 @dataclass(frozen=True)
