@@ -6,16 +6,23 @@
                    photos centre-cropped to 128x128, where decoding does)
   IDX              Spark range reads of the IDX file in executors -> Parquet
                    vs one process: numpy reads of the same file, pyarrow ParquetWriter
+  two scales       10k PNGs and 60k IDX rows (MNIST as it comes), then 60k PNGs and the IDX
+                   file replicated to 600k rows (--idx-copies): an ingest is one Spark job,
+                   whose fixed cost (~0.1-0.3 s: scheduling, Python workers) is about the whole
+                   single-process loop at the small scale, so only the large one can show the
+                   2-core speed-up
   memory           peak RSS of the whole process tree (driver, JVM, Python workers)
                    ingesting 1x and 10x the images; streaming means the ratio stays near 1
 
 Both sides decode the same files and write the same record-contract columns; the
-Spark session is started before timing (a long-running cluster's cost, not a job's).
+Spark session is started and warmed up by three small ingests before timing (a long-running
+cluster's cost, not a job's: the first jobs of a fresh JVM run 30-50% slower).
 
-    python -m benchmarks.ingest [--pngs 10000] [--repeats 3]
+    python -m benchmarks.ingest [--pngs 10000] [--big-pngs 60000] [--idx-copies 10] [--repeats 5]
 """
 import argparse
 import os
+import struct
 import shutil
 import statistics
 import tempfile
@@ -27,7 +34,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import records
+from pipelines import idx, records
 from pipelines.config import load_config
 from pipelines.fetch import fetch_mnist
 from pipelines.image_decode import decode_image
@@ -132,6 +139,17 @@ def plain_idx(src, rows, out):
     return rows
 
 
+def replicate_idx(src_path, copies, out_path):
+    """An IDX file holding `copies` copies of src's items, copied in chunks (never whole in memory)."""
+    header = idx.read_header(src_path)
+    dims = (header.count * copies,) + header.row_shape
+    with open(src_path, "rb") as src, open(out_path, "wb") as out:
+        out.write(src.read(3) + bytes([len(dims)]) + struct.pack(f">{len(dims)}I", *dims))
+        for _ in range(copies):
+            src.seek(header.data_offset)
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
 def timed(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -145,7 +163,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pngs", type=int, default=10000)
     ap.add_argument("--photos", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--big-pngs", type=int, default=60000, help="the second, larger PNG folder (<= 60000)")
+    ap.add_argument("--idx-copies", type=int, default=10, help="MNIST's 60k training rows replicated N times")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     files = fetch_mnist("~/.cache/sparkcnn/downloads")
     work = tempfile.mkdtemp(prefix="sparkcnn-bench-ingest-")
@@ -155,9 +175,19 @@ def main(argv=None):
         os.makedirs(idx_dir)
         os.symlink(files["train_images"], os.path.join(idx_dir, "train-images-idx3-ubyte"))
         os.symlink(files["train_labels"], os.path.join(idx_dir, "train-labels-idx1-ubyte"))
-        images, labels = src.read(0, args.pngs * 10 if args.pngs * 10 <= src.rows else src.rows)
+        images, labels = src.read(0, min(src.rows, max(args.pngs * 10, args.big_pngs)))
         png_small, png_big = os.path.join(work, "png1x"), os.path.join(work, "png10x")
         make_png_folder(png_small, images[:args.pngs], labels[:args.pngs])
+        make_png_folder(png_big, images[:args.pngs * 10], labels[:args.pngs * 10])
+        png_large = png_big if args.big_pngs == min(len(images), args.pngs * 10) else os.path.join(work, "png_large")
+        if png_large != png_big:
+            make_png_folder(png_large, images[:args.big_pngs], labels[:args.big_pngs])
+        big_idx_dir = os.path.join(work, "idx_big")
+        os.makedirs(big_idx_dir)
+        replicate_idx(src.images.path, args.idx_copies, os.path.join(big_idx_dir, "train-images-idx3-ubyte"))
+        replicate_idx(src.labels.path, args.idx_copies, os.path.join(big_idx_dir, "train-labels-idx1-ubyte"))
+        big_src = open_idx_pair(os.path.join(big_idx_dir, "train-images-idx3-ubyte"),
+                                os.path.join(big_idx_dir, "train-labels-idx1-ubyte"), work)
 
         photos = os.path.join(work, "photos")
         make_photo_folder(photos, args.photos)
@@ -168,30 +198,39 @@ def main(argv=None):
                                     f" cache_dir: '{work}/cache'}}\ningest: {{test_fraction: 0.0{extra}}}")
         spark = build_spark(load_config("conf/mnist.yaml").spark)
         quiet = lambda m: None  # noqa: E731
-        ingest(spark, conf("folder", png_small), quiet)       # warm-up: JVM classes, Python workers
+        for _ in range(3):     # warm-up, as in a long-running session: JVM classes and JIT, Python workers
+            ingest(spark, conf("folder", png_small), quiet)
         print(f"cores: {os.cpu_count()}, Spark slots: {spark.sparkContext.defaultParallelism}")
-        print(f"\nINGEST THROUGHPUT (median of {args.repeats})")
-        rows = []
-        n, t, _ = timed(lambda: plain_folder(png_small, os.path.join(work, "plain.parquet")), args.repeats)
-        rows.append((f"PNG folder, {n} files: PIL + pyarrow, 1 process (baseline)", n / t, None))
-        n, t, _ = timed(lambda: ingest(spark, conf("folder", png_small), quiet)["train"].num_rows, args.repeats)
-        rows.append((f"PNG folder, {n} files: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
-        n, t, _ = timed(lambda: plain_folder(photos, os.path.join(work, "plain_photos.parquet"), (128, 128, 3), "crop"),
-                        args.repeats)
-        rows.append((f"JPEG 400x300 -> 128x128, {n} files: PIL + pyarrow (baseline)", n / t, None))
+        print(f"\nINGEST THROUGHPUT (median of {args.repeats}; spread = min-max of the repeats)")
         photo_conf = conf("folder", photos, extra=", image_size: [128, 128], channels: 3, resize: crop")
-        n, t, _ = timed(lambda: ingest(spark, photo_conf, quiet)["train"].num_rows, args.repeats)
-        rows.append((f"JPEG 400x300 -> 128x128, {n} files: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
-        n, t, _ = timed(lambda: plain_idx(src, src.rows, os.path.join(work, "plain_idx.parquet")), args.repeats)
-        rows.append((f"IDX, {n} images: numpy + pyarrow, 1 process (baseline)", n / t, None))
-        n, t, _ = timed(lambda: ingest(spark, conf("idx", idx_dir), quiet)["train"].num_rows, args.repeats)
-        rows.append((f"IDX, {n} images: sparkcnn ingest (Spark)", n / t, rows[-1][1]))
-        for name, rate, base in rows:
-            ratio = f"{rate / base:5.2f}x" if base else "1.00x"
-            print(f"  {name:<62} {rate:9.0f} images/s  {ratio}")
+        cases = [
+            ("PNG folder", "PIL + pyarrow, 1 process",
+             lambda: plain_folder(png_small, os.path.join(work, "plain.parquet")),
+             lambda: ingest(spark, conf("folder", png_small), quiet)["train"].num_rows),
+            ("JPEG 400x300 -> 128x128", "PIL + pyarrow, 1 process",
+             lambda: plain_folder(photos, os.path.join(work, "plain_photos.parquet"), (128, 128, 3), "crop"),
+             lambda: ingest(spark, photo_conf, quiet)["train"].num_rows),
+            ("IDX", "numpy + pyarrow, 1 process",
+             lambda: plain_idx(src, src.rows, os.path.join(work, "plain_idx.parquet")),
+             lambda: ingest(spark, conf("idx", idx_dir), quiet)["train"].num_rows),
+            ("PNG folder", "PIL + pyarrow, 1 process",
+             lambda: plain_folder(png_large, os.path.join(work, "plain.parquet")),
+             lambda: ingest(spark, conf("folder", png_large), quiet)["train"].num_rows),
+            ("IDX", "numpy + pyarrow, 1 process",
+             lambda: plain_idx(big_src, big_src.rows, os.path.join(work, "plain_idx.parquet")),
+             lambda: ingest(spark, conf("idx", big_idx_dir), quiet)["train"].num_rows),
+        ]
+        for what, baseline_name, baseline, sparkcnn in cases:
+            n, t_base, times_base = timed(baseline, args.repeats)
+            n_spark, t_spark, times_spark = timed(sparkcnn, args.repeats)
+            assert n_spark == n, (what, n, n_spark)
+            print(f"  {what}, {n} images")
+            print(f"    {baseline_name + ' (baseline)':<44} {n / t_base:9.0f} images/s  "
+                  f"({n / max(times_base):.0f}-{n / min(times_base):.0f})")
+            print(f"    {'sparkcnn ingest (Spark, one job)':<44} {n / t_spark:9.0f} images/s  "
+                  f"({n / max(times_spark):.0f}-{n / min(times_spark):.0f})  {t_base / t_spark:5.2f}x")
 
         print("\nPEAK RSS, whole process tree (driver + JVM + Python workers)")
-        make_png_folder(png_big, images, labels)
         for name, small, big in (("PNG folder", conf("folder", png_small), conf("folder", png_big)),
                                  ("IDX", conf("idx", idx_dir, len(images) // 10), conf("idx", idx_dir, len(images)))):
             peaks = []
@@ -201,7 +240,7 @@ def main(argv=None):
                 peaks.append(rss.peak)
             print(f"  {name:<12} 1x: {peaks[0] / 2**20:7.0f} MiB   10x: {peaks[1] / 2**20:7.0f} MiB   "
                   f"ratio {peaks[1] / peaks[0]:.2f}x (target <= 1.2x)")
-        print("\nreproduce: make bench-ingest   (or python -m benchmarks.ingest --pngs N)")
+        print("\nreproduce: make bench-ingest   (python -m benchmarks.ingest --help for the sizes)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -64,7 +64,7 @@ class IngestSection:
     validation_rows: int = _opt(0, min=0, doc="last N training images become the 'val' split")
     limit_train: Optional[int] = _opt(None, min=1, doc="ingest only the first N training images")
     limit_test: Optional[int] = _opt(None, min=1, doc="ingest only the first N test images")
-    partition_mb: int = _opt(64, min=1, doc="target uncompressed MB per Parquet file")
+    partition_mb: int = _opt(128, min=1, doc="target uncompressed MB per Parquet file")
     row_group_mb: float = _opt(4.0, min=0.25, doc="target uncompressed MB per row group (the unit Petastorm shards and shuffles)")
     image_size: Optional[list] = _opt(None, doc="[height, width] for image folders (default: the first image's size)")
     channels: Optional[int] = _opt(None, choices=(1, 3), doc="1 = grayscale, 3 = RGB (default: the first image's)")

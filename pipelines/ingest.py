@@ -1,35 +1,35 @@
 """Ingest: raw dataset files -> Parquet datasets that follow the record contract.
 
-Array-like sources (IDX, CIFAR, .npz) are read in parallel by Spark tasks,
-each reading its own row range of the files (whole-file checks happen once,
-on the driver, first), so no process ever holds the whole dataset and the
-job scales with executors.  Image folders go through pipelines.image_folder.
+An ingest is one Spark job.  Its tasks read their own rows (array-like sources
+such as IDX, CIFAR and .npz by row range; image folders by file list, see
+pipelines.image_folder) and write Parquet part files themselves
+(pipelines.ingest_remote), so no process ever holds the whole dataset and the
+job scales with executors.  The driver gets a small summary per task, checks
+`read = written + rejected` and each file's row count, writes the metadata
+sidecars and publishes every output of the job together, or none of them.
 Partition count comes from the data size, with at least one partition per
-core; row groups are kept small (a few MB) because a row group is the unit
-that Petastorm shards across Horovod workers and shuffles.
+core and split; row groups are kept small (a few MB) because a row group is
+the unit that Petastorm shards across Horovod workers and shuffles.
 """
 from __future__ import annotations
 
 import functools
 import math
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import records
 from .config import Config
-from .errors import SparkcnnError
-from .store import atomic_dir
+from .ingest_remote import MB, IngestError, write_ranges
+from .store import atomic_dir, atomic_dirs
 
-MB = 1 << 20
-ROWS_PER_BATCH = 4096
-
-
-class IngestError(SparkcnnError, ValueError):
-    """Input that cannot be ingested; the message names the file and the reason."""
+__all__ = ["IngestError", "SplitPlan", "partition_count", "publish_dataset", "write_split", "write_splits",
+           "plan_splits", "open_sources", "ingest", "ingest_stage"]
 
 
 @dataclass(frozen=True)
@@ -50,24 +50,61 @@ def partition_count(total_bytes: int, rows: int, partition_mb: float, min_partit
     return max(1, min(rows, max(by_size, min_partitions)))
 
 
-def _read_partitions(plan: SplitPlan, bounds: list, num_classes: int,
-                     batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: for each partition index received, stream its rows as record batches."""
-    for batch in batches:
-        for p in batch.column(0).to_pylist():
-            for lo in range(bounds[p], bounds[p + 1], ROWS_PER_BATCH):
-                hi = min(lo + ROWS_PER_BATCH, bounds[p + 1])
-                images, labels = plan.source.read(lo, hi)
-                bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-                if bad.size:
-                    raise IngestError(f"{plan.source.describe()}: label {int(labels[bad[0]])} at row "
-                                      f"{lo + int(bad[0])} is outside 0..{num_classes - 1}")
-                yield records.encode_batch(np.arange(lo, hi), labels, images)
+@dataclass
+class SplitWritten:
+    """What the tasks of one job wrote for one split, summed from their summaries."""
+    rows: int = 0
+    id_sum: int = 0
+    class_counts: Counter = field(default_factory=Counter)
+    files: list = field(default_factory=list)
+    ids: list = field(default_factory=list)
+
+    def sorted_class_counts(self) -> dict:
+        return {str(k): int(v) for k, v in sorted(self.class_counts.items())}
+
+
+def run_ingest_tasks(spark, tasks: list, task_fn: Callable) -> tuple:
+    """Run `task_fn` over `tasks` as one Spark job, one task each -> ({split: SplitWritten}, reject rows)."""
+    written: dict = {}
+    rejects: list = []
+    if not tasks:
+        return written, rejects
+    summaries = spark.sparkContext.parallelize(tasks, len(tasks)).mapPartitions(task_fn).collect()
+    for summary in summaries:
+        rejects.extend(summary["rejects"])
+        for split, part in summary["splits"].items():
+            acc = written.setdefault(split, SplitWritten())
+            acc.rows += part["rows"]
+            acc.id_sum += part["id_sum"]
+            acc.class_counts.update(part["class_counts"])
+            acc.files.append(part["file"])
+            if part["ids"] is not None:
+                acc.ids.append(part["ids"])
+    return written, rejects
+
+
+def check_part_files(staging: str, dest: str, written: SplitWritten) -> None:
+    """The staging dir holds exactly the files the tasks reported, with the rows they reported.
+
+    Temporary files of task attempts that were killed (a lost executor) are removed here.
+    """
+    for name in os.listdir(staging):
+        if name.startswith("_tmp-"):
+            os.remove(os.path.join(staging, name))
+    on_disk = sorted(n for n in os.listdir(staging) if n.endswith(".parquet"))
+    if on_disk != sorted(written.files):
+        raise IngestError(f"{dest}: the tasks reported files {sorted(written.files)} but {staging} holds {on_disk}")
+    rows = sum(pq.read_metadata(os.path.join(staging, n)).num_rows for n in on_disk)
+    if rows != written.rows:
+        raise IngestError(f"{dest}: the part files hold {rows} rows but the tasks reported {written.rows}")
 
 
 def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_group_mb: float,
                     expected_rows: int) -> records.DatasetMeta:
-    """Write a record-contract DataFrame to `dest` atomically, with counts checked and the sidecar."""
+    """Write a record-contract DataFrame to `dest` atomically, with counts checked and the sidecar.
+
+    For DataFrames computed by Spark (the validation split); ingest writes its files from tasks.
+    """
     with atomic_dir(dest) as staging:
         (frame.write.option("parquet.block.size", int(row_group_mb * MB))
          .option("compression", "snappy").parquet(staging))
@@ -81,18 +118,45 @@ def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_grou
     return meta
 
 
+def write_splits(spark, plans: list, dests: dict, name: str, class_names: list,
+                 partition_mb: float, row_group_mb: float) -> dict:
+    """Write planned splits of array sources to dests[split], in one Spark job; -> {split: meta}.
+
+    All splits are published together once every check has passed.
+    """
+    slots = spark.sparkContext.defaultParallelism
+    tasks = []
+    for plan in plans:
+        h, w, c = plan.source.shape
+        n_parts = partition_count(plan.rows * h * w * c, plan.rows, partition_mb, slots)
+        bounds = [int(b) for b in np.linspace(plan.start, plan.stop, n_parts + 1)]
+        tasks += [(len(tasks) + i, plan.split, plan.source, lo, hi)
+                  for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
+    metas = {}
+    with atomic_dirs([dests[p.split] for p in plans]) as stagings:
+        folders = {p.split: stagings[dests[p.split]] for p in plans}
+        written, _ = run_ingest_tasks(spark, tasks, functools.partial(write_ranges, folders, len(class_names),
+                                                                       row_group_mb))
+        for plan in plans:
+            dest, got = dests[plan.split], written.get(plan.split, SplitWritten())
+            expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2 % 2 ** 64
+            if got.rows != plan.rows or got.id_sum % 2 ** 64 != expected_id_sum:
+                raise IngestError(f"{dest}: tasks wrote {got.rows} rows (id sum {got.id_sum}) but "
+                                  f"{plan.rows} were planned (id sum {expected_id_sum})")
+            check_part_files(folders[plan.split], dest, got)
+            h, w, c = plan.source.shape
+            meta = records.DatasetMeta(name=name, split=plan.split, num_rows=got.rows, height=h, width=w, channels=c,
+                                       class_names=list(class_names), class_counts=got.sorted_class_counts(),
+                                       source=f"{plan.source.describe()}[{plan.start}:{plan.stop}]")
+            records.write_meta(folders[plan.split], meta)
+            metas[plan.split] = meta
+    return metas
+
+
 def write_split(spark, plan: SplitPlan, dest: str, name: str, class_names: list,
                 partition_mb: float, row_group_mb: float) -> records.DatasetMeta:
     """Write one planned split as a dataset at `dest`, atomically; returns its metadata."""
-    h, w, c = plan.source.shape
-    n_parts = partition_count(plan.rows * h * w * c, plan.rows, partition_mb, spark.sparkContext.defaultParallelism)
-    bounds = [int(b) for b in np.linspace(plan.start, plan.stop, n_parts + 1)]
-    reader = functools.partial(_read_partitions, plan, bounds, len(class_names))
-    frame = spark.range(0, n_parts, 1, n_parts).mapInArrow(reader, records.SPARK_DDL)
-    meta = records.DatasetMeta(name=name, split=plan.split, num_rows=0, height=h, width=w, channels=c,
-                               class_names=list(class_names),
-                               source=f"{plan.source.describe()}[{plan.start}:{plan.stop}]")
-    return publish_dataset(spark, frame, dest, meta, row_group_mb, plan.rows)
+    return write_splits(spark, [plan], {plan.split: dest}, name, class_names, partition_mb, row_group_mb)[plan.split]
 
 
 def plan_splits(train, test, limit_train=None, limit_test=None, validation_rows: int = 0) -> list:
@@ -140,13 +204,13 @@ def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
 
 
 def _max_label(*srcs) -> int:
-    """Class count for sources that carry no names: the largest label seen (read in chunks)."""
+    """Class count for sources that carry no names: the largest label seen (labels only, in chunks)."""
     top = 0
     for src in srcs:
         if src is None:
             continue
-        for lo in range(0, src.rows, 65536):
-            _, labels = src.read(lo, min(src.rows, lo + 65536))
+        for lo in range(0, src.rows, 1 << 20):
+            labels = src.read_labels(lo, min(src.rows, lo + (1 << 20)))
             if labels.size:
                 top = max(top, int(labels.max()))
     return top
@@ -183,11 +247,11 @@ def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     found, class_names = open_sources(cfg, log)
     plan = plan_splits(found["train"], found.get("test"), cfg.ingest.limit_train, cfg.ingest.limit_test,
                        cfg.ingest.validation_rows)
-    metas = {}
+    dests = {part.split: cfg.dataset_dir(part.split) for part in plan}
+    metas = write_splits(spark, plan, dests, cfg.data.dataset, class_names, cfg.ingest.partition_mb,
+                         cfg.ingest.row_group_mb)
     for part in plan:
-        dest = cfg.dataset_dir(part.split)
-        meta = write_split(spark, part, dest, cfg.data.dataset, class_names,
-                           cfg.ingest.partition_mb, cfg.ingest.row_group_mb)
-        log(f"[ingest] {part.split}: read {part.rows} = written {meta.num_rows} + rejected {meta.rejected} -> {dest}")
-        metas[part.split] = meta
+        meta = metas[part.split]
+        log(f"[ingest] {part.split}: read {part.rows} = written {meta.num_rows} + rejected {meta.rejected} "
+            f"-> {dests[part.split]}")
     return metas

@@ -54,7 +54,10 @@ class IdxPairSource:
         images = idx.read_rows(self.images, start, stop)
         if images.dtype != np.uint8:
             raise SourceError(f"{self.images.path}: pixels are {images.dtype}, expected unsigned bytes")
-        return _as_nhwc(images), idx.read_rows(self.labels, start, stop).astype(np.int64)
+        return _as_nhwc(images), self.read_labels(start, stop)
+
+    def read_labels(self, start: int, stop: int) -> np.ndarray:
+        return idx.read_rows(self.labels, start, stop).astype(np.int64)
 
 
 def open_idx_pair(images_path: str, labels_path: str, scratch: str) -> IdxPairSource:
@@ -184,8 +187,10 @@ class NpySource:
 
     def read(self, start: int, stop: int):
         images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)[start:stop]
-        labels = np.load(self.labels_path, mmap_mode="r", allow_pickle=False)[start:stop]
-        return _as_nhwc(np.ascontiguousarray(images)), np.asarray(labels, dtype=np.int64)
+        return _as_nhwc(np.ascontiguousarray(images)), self.read_labels(start, stop)
+
+    def read_labels(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(np.load(self.labels_path, mmap_mode="r", allow_pickle=False)[start:stop], dtype=np.int64)
 
 
 def _extract_member(zf: zipfile.ZipFile, member: str, dest: str) -> str:

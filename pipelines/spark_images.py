@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import records
-from .image_folder import stable_id
+from .image_folder_remote import stable_id
 
 CV_8UC = {1: 0, 3: 16, 4: 24}     # OpenCV type codes for 8-bit 1/3/4-channel images
 IMAGE_STRUCT_DDL = ("image STRUCT<origin: STRING, height: INT, width: INT, nChannels: INT, mode: INT, data: BINARY>, "

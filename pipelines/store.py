@@ -103,6 +103,34 @@ def atomic_dir(dest: str):
     publish_dir(staging, dest)
 
 
+@contextlib.contextmanager
+def atomic_dirs(dests: list):
+    """Several directory outputs of one job, published together: {dest: staging path} for the block.
+
+    The staging directories are created first (tasks on executors write part files straight
+    into them).  Nothing is published unless the whole block completes; then every staging
+    directory that still exists is published, one link swap after another, once all of them
+    are complete.  A caller removes the staging directory of an output it decides not to
+    write (a split with no rows), and that destination keeps its previous content.
+    """
+    stagings = {}
+    try:
+        for dest in dests:
+            path = os.path.abspath(dest)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _remove_stale_staging(path)
+            stagings[dest] = _sibling(path, _STAGING, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            os.makedirs(stagings[dest])
+        yield stagings
+    except BaseException:
+        for staging in stagings.values():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for dest, staging in stagings.items():
+        if os.path.isdir(staging):
+            publish_dir(staging, dest)
+
+
 def write_bytes_atomic(dest: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     tmp = f"{dest}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"

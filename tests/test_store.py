@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.store import RunStore, atomic_dir, write_json_atomic, read_json
+from pipelines.store import RunStore, atomic_dir, atomic_dirs, write_json_atomic, read_json
 
 
 def _write_table(path, n):
@@ -36,6 +37,27 @@ def test_failure_inside_block_keeps_previous_output(tmp_path):
             _write_table(staging, 9)
             raise RuntimeError("job failed mid-write")
     assert pq.read_table(dest).num_rows == 3
+    assert not [n for n in os.listdir(tmp_path) if ".staging-" in n]
+
+
+def test_outputs_of_one_job_are_published_together_or_not_at_all(tmp_path):
+    train, test, rejects = (str(tmp_path / n) for n in ("train", "test", "rejects"))
+    with atomic_dirs([train, test, rejects]) as staging:
+        for dest, rows in ((train, 3), (test, 2), (rejects, 1)):
+            assert os.path.isdir(staging[dest])             # made up front: tasks write into them
+            _write_table(staging[dest], rows)
+    assert [pq.read_table(d).num_rows for d in (train, test, rejects)] == [3, 2, 1]
+    with pytest.raises(RuntimeError):
+        with atomic_dirs([train, test, rejects]) as staging:
+            _write_table(staging[train], 30)
+            _write_table(staging[test], 20)
+            raise RuntimeError("a check failed after the tasks wrote")
+    assert [pq.read_table(d).num_rows for d in (train, test, rejects)] == [3, 2, 1]
+    with atomic_dirs([train, test, rejects]) as staging:
+        _write_table(staging[train], 5)
+        _write_table(staging[rejects], 0)
+        shutil.rmtree(staging[test])                           # a split with no rows is not written
+    assert [pq.read_table(d).num_rows for d in (train, test, rejects)] == [5, 2, 0]
     assert not [n for n in os.listdir(tmp_path) if ".staging-" in n]
 
 
