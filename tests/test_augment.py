@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +15,8 @@ from pipelines.augment_ops import OPS, AugmentError, Pipeline, scramble_permutat
 from pipelines.augment_remote import OnTheFly
 from pipelines.config import ConfigError, load_config
 from pipelines.store import RunStore
+
+from conftest import petastorm_first_pass
 
 
 @pytest.fixture(scope="module")
@@ -363,16 +364,8 @@ def test_drop_originals_and_class_balanced_counts(spark, tmp_path, digits):
     assert len(np.unique(table.column("id").to_numpy())) == 1200
     # Petastorm reads the augmented dataset the way training does: an endless reader, bounded by
     # steps. Its first pass must deliver every row exactly once.
-    from petastorm import make_batch_reader
-    ids, deadline = [], time.time() + 120
-    with make_batch_reader("file://" + os.path.realpath(cfg.dataset_dir("train_aug")), num_epochs=None,
-                           workers_count=1, shuffle_row_groups=False,
-                           schema_fields=[records.ID, records.IMAGE, records.LABEL]) as reader:
-        for batch in reader:
-            ids.extend(batch.id.tolist())
-            if len(ids) >= 1200 or time.time() > deadline:
-                break
-    assert len(ids) >= 1200 and len(set(ids[:1200])) == 1200
+    ids = petastorm_first_pass(cfg.dataset_dir("train_aug"), 1200, [records.ID, records.IMAGE, records.LABEL])
+    assert len(ids) == 1200 and len(set(ids)) == 1200
 
 
 def test_scramble_permutation_is_stored_and_shared_by_train_and_test(spark, tmp_path, digits):
