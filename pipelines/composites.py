@@ -28,8 +28,12 @@ maps with the placements:
               where a window happens to line up with it exactly
   area_accuracy  the same over windows: of all windows centred within a
               quarter digit of a digit, the share whose top class is its class
-  background_hit_rate  windows that overlap no digit at all, yet some class
-              exceeds the threshold (no model here has a background class)
+  background_hit_rate  windows that overlap no digit at all, yet some digit
+              class exceeds the threshold
+
+A model with a background class (its last channel, `background=True`) may
+name it anywhere: a window whose top class is background names no digit, and
+only the digit classes make hits.
 """
 from __future__ import annotations
 
@@ -84,13 +88,15 @@ def window_geometry(canvas: int, window: int, heat_size: int) -> int:
 
 
 def localisation_scores(heatmaps: np.ndarray, placements: List[Placement], window: int, stride: int,
-                        threshold: float, tolerance: int) -> dict:
+                        threshold: float, tolerance: int, background: bool = False) -> dict:
     """Scores of heatmaps (N, H', W', K) against the placements (see the module docstring)."""
+    top_class = heatmaps.argmax(axis=-1)   # with a background class, its index is no digit's label
+    if background:
+        heatmaps = heatmaps[..., :-1]
     _, hh, hw, k = heatmaps.shape
     centres_y = np.arange(hh) * stride + window / 2.0
     centres_x = np.arange(hw) * stride + window / 2.0
     true_hits = np.zeros(heatmaps.shape, bool)   # windows within tolerance of a digit of that class
-    top_class = heatmaps.argmax(axis=-1)
     touches_digit = np.zeros(heatmaps.shape[:3], bool)
     quarter = window / 4.0
     found = peaked = area_named = area_windows = area_right = 0

@@ -222,6 +222,9 @@ class LocaliseSection:
     epochs: int = _opt(3, min=1, doc="compare: epochs for each of the two models")
     batch_size: int = _opt(128, min=1, doc="compare: mini-batch size")
     shift: int = _opt(7, min=1, doc="compare: the augmented model's maximum shift in pixels (a quarter of 28)")
+    background: float = _opt(0.0, min=0.0, max=4.0,
+                             doc="compare: when > 0, also train a shifted model with a background class "
+                                 "(this many off-centre or empty windows per training digit)")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,11 @@ sets TensorFlow to the task's cores, trains, and returns plain numbers (and,
 when asked, the model as bytes).
 
 The pixel scramble and the random shift live here as two tiny numpy
-functions; the augmentation stage has general versions of both.
+functions; the augmentation stage has general versions of both.  A trial
+can also learn a background class (settings "background", used by
+`sparkcnn localise`): off-centre and empty windows, so that a
+fully-convolutional detector has somewhere to put windows that hold no
+whole digit instead of calling them some digit.
 """
 from __future__ import annotations
 
@@ -69,6 +73,36 @@ def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
     return out
 
 
+def background_windows(images: np.ndarray, count: int, rng: np.random.Generator, empty: float = 0.2) -> np.ndarray:
+    """`count` digit-sized windows that hold no centred digit: a random digit moved so that its centre
+    is more than half a window away in some axis (at most a part of it shows, as between digits on a
+    composite), or, for a share `empty`, a blank window."""
+    n, h, w, _ = images.shape
+    rows = rng.integers(0, n, size=count)
+    dy = rng.integers(-h, h + 1, size=count)
+    dx = rng.integers(-w, w + 1, size=count)
+    near = (np.abs(dy) <= h // 2) & (np.abs(dx) <= w // 2)
+    along_y = rng.random(count) < 0.5
+    far = rng.integers(h // 2 + 1, h + 1, size=count) * rng.choice([-1, 1], size=count)
+    dy = np.where(near & along_y, far, dy)
+    dx = np.where(near & ~along_y, np.clip(far, -w, w), dx)
+    padded = np.pad(images, ((0, 0), (h, h), (w, w), (0, 0)))
+    out = np.empty((count,) + images.shape[1:], images.dtype)
+    for i in range(count):
+        out[i] = padded[rows[i], h + dy[i]:2 * h + dy[i], w + dx[i]:2 * w + dx[i]]
+    out[rng.random(count) < empty] = 0
+    return out
+
+
+def with_background(x: np.ndarray, y: np.ndarray, share: float, label: int, rng: np.random.Generator):
+    """The training rows plus share * len(rows) background windows labelled `label`."""
+    count = int(round(share * len(y)))
+    if count == 0:
+        return x, y
+    extra = background_windows(x, count, rng)
+    return np.concatenate([x, extra]), np.concatenate([y, np.full(count, label, y.dtype)])
+
+
 _DATASETS: dict = {}
 
 
@@ -122,6 +156,9 @@ def run_trial(spec: TrialSpec) -> dict:
     train_x, train_y, test_x, test_y = trial_data(spec)
     tf.keras.utils.set_random_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
+    # "background" is not a sweep axis (settings.get): only localise sets it; the background class is the
+    # last of spec.num_classes
+    background = float(s.get("background", 0.0))
     model = build_architecture(s["architecture"], spec.input_shape, spec.num_classes,
                                s["kernel_size"], s["filters"], s["dense_width"])
     model.compile(optimizer=make_optimizer(s["optimizer"], float(s["learning_rate"])),
@@ -139,11 +176,12 @@ def run_trial(spec: TrialSpec) -> dict:
         steps = int(s["steps"])
         passes = math.ceil(steps * batch / len(train_y))
         order = np.concatenate([rng.permutation(len(train_y)) for _ in range(passes)])[:steps * batch]
-        x = train_x[order]
+        x, y = train_x[order], train_y[order]
         if s["shift"]:
             x = shift_images(x, s["shift"], rng)
+        x, y = with_background(x, y, background, spec.num_classes - 1, rng)
         t0 = time.perf_counter()
-        model.fit(x, train_y[order], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=background > 0, verbose=0)
         epoch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         epoch_accuracy.append(test_accuracy())
@@ -152,8 +190,9 @@ def run_trial(spec: TrialSpec) -> dict:
     else:
         for _ in range(int(s["epochs"])):
             x = shift_images(train_x, s["shift"], rng) if s["shift"] else train_x
+            x, y = with_background(x, train_y, background, spec.num_classes - 1, rng)
             t0 = time.perf_counter()
-            model.fit(x, train_y, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+            model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0)
             epoch_seconds.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             epoch_accuracy.append(test_accuracy())

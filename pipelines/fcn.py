@@ -17,7 +17,9 @@ seeded composite canvases of test digits, runs the FCN over them with Spark
 thresholded at localise.threshold, and scores localisation (see
 pipelines/composites.py).  With localise.compare it first trains two
 mnist_cnn models in parallel Spark tasks, one on plain digits and one on
-digits shifted by up to localise.shift pixels, and compares them.
+digits shifted by up to localise.shift pixels, and compares them; with
+localise.background a third, shifted model also learns a background class
+(off-centre and empty windows), the FCN's answer for "no digit here".
 """
 from __future__ import annotations
 
@@ -106,7 +108,8 @@ def equivalence(model, fcn, images: np.ndarray, batch_size: int = 1000) -> dict:
 # ---- the stage ----------------------------------------------------------------------------------------------
 
 def _train_pair(spark, cfg: Config, meta, log) -> dict:
-    """Two mnist_cnn models, plain and shift-augmented, trained side by side as two Spark tasks."""
+    """mnist_cnn plain, shift-augmented and (localise.background) shifted with a background class, trained
+    side by side as Spark tasks."""
     lo = cfg.localise
     train_dir, test_dir = cfg.dataset_dir("train"), cfg.dataset_dir(lo.split)
     train_rows = records.read_meta(train_dir).num_rows
@@ -114,20 +117,23 @@ def _train_pair(spark, cfg: Config, meta, log) -> dict:
         raise SparkcnnError(f"{cfg.source}: localise.train_samples {lo.train_samples} is more than the "
                             f"{train_rows} rows of {train_dir}")
     trials = []
-    for name, shift in (("plain", 0), ("shifted", lo.shift)):
+    variants = [("plain", 0, 0.0), ("shifted", lo.shift, 0.0)]
+    if lo.background > 0:
+        variants.append(("shifted_background", lo.shift, lo.background))
+    for name, shift, background in variants:
         settings = dict(architecture="mnist_cnn", kernel_size=None, filters=None, dense_width=None,
                         optimizer="adam", learning_rate=0.001, batch_size=lo.batch_size,
                         train_samples=lo.train_samples, budget="epochs", epochs=lo.epochs, steps=1,
-                        scramble=False, shift=shift)
+                        scramble=False, shift=shift, background=background)
         trials.append(TrialSpec(point=len(trials), repeat=0, settings=settings,
                                 train_path=os.path.realpath(train_dir), test_path=os.path.realpath(test_dir),
-                                input_shape=meta.shape, num_classes=meta.num_classes,
+                                input_shape=meta.shape, num_classes=meta.num_classes + (background > 0),
                                 seed=derive_seed(lo.seed, "localise-model"),   # same init and order for both
                                 data_seed=derive_seed(lo.seed, "localise-rows"), scramble_seed=0,
                                 threads=threads_per_task(spark), return_model=True, meta={"name": name}))
-    log(f"[localise] training mnist_cnn plain and shifted (up to {lo.shift}px) on {lo.train_samples} rows, "
-        f"{lo.epochs} epochs, as 2 Spark tasks")
-    results = run_trials(spark, trials, "sparkcnn localise: train plain and shifted")
+    log(f"[localise] training mnist_cnn {', '.join(v[0] for v in variants)} (shifts up to {lo.shift}px) on "
+        f"{lo.train_samples} rows, {lo.epochs} epochs, as {len(trials)} Spark tasks")
+    results = run_trials(spark, trials, "sparkcnn localise: train " + ", ".join(v[0] for v in variants))
     return {r["meta"]["name"]: r for r in results}
 
 
@@ -181,13 +187,15 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
             heat = heatmaps_with_spark(spark, model_bytes, canvases, threads)
             seconds = time.perf_counter() - t1
             stride = window_geometry(lo.canvas, window, heat.shape[1])
-            scores = localisation_scores(heat, placements, window, stride, lo.threshold, lo.tolerance)
+            background = heat.shape[-1] == meta.num_classes + 1   # the model learnt a background class
+            scores = localisation_scores(heat, placements, window, stride, lo.threshold, lo.tolerance, background)
             # the raw detector output, for analyses beyond the scores here (float16: 6 MB for 32 canvases)
             os.makedirs(os.path.join(staging, name), exist_ok=True)
             np.save(os.path.join(staging, name, "heatmaps.npy"), heat.astype(np.float16))
             for k in range(min(lo.heatmap_images, len(canvases))):
                 write_heatmap_pngs(os.path.join(staging, name, "heatmaps"), f"composite{k}", canvases[k], heat[k],
-                                   window, stride, lo.threshold, meta.class_names)
+                                   window, stride, lo.threshold,
+                                   list(meta.class_names) + (["background"] if background else []))
             report["models"][name] = dict(equivalence=equiv, localisation=scores, heatmap_seconds=round(seconds, 2),
                                           equivalence_seconds=round(t1 - t0, 2), training=training.get(name))
             log(f"[localise] {name}: FCN == classifier on {equiv['rows']} digits "
@@ -219,5 +227,6 @@ def results_markdown(report: dict) -> str:
     legend = ("\narea_rate: digits whose own class is the top class in most windows centred within a quarter "
               "digit of them; area_accuracy: the same per window; peak_rate: digits whose own class peaks, above "
               "the threshold, at their centre; background_hit_rate: digit-free windows with a class above the "
-              "threshold (see pipelines/composites.py).\n")
+              "threshold (see pipelines/composites.py); where a model has a background class, a window whose top "
+              "class is background names no digit.\n")
     return head + to_markdown(pd.DataFrame(rows)) + legend

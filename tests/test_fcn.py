@@ -123,3 +123,33 @@ def test_background_hits_count_only_windows_clear_of_every_digit():
     s = localisation_scores(heat, placements, 28, 2, 0.5, 4)
     clear = 37 * 37 - 14 * 14      # windows whose top-left is within 27 px of the digit's in both axes overlap it
     assert s["background_hit_rate"] == pytest.approx(17 * 17 / clear)
+
+
+def test_background_windows_hold_no_centred_digit():
+    from pipelines.experiments_remote import background_windows, with_background
+    solid = np.full((20, 28, 28, 1), 255, np.uint8)    # digits that fill their whole window
+    out = background_windows(solid, 2000, np.random.default_rng(0))
+    assert out.shape == (2000, 28, 28, 1) and out.dtype == np.uint8
+    shown = (out > 0).reshape(2000, -1).mean(axis=1)
+    assert shown.max() <= 13 / 28                    # the digit's centre is > 14 px away in some axis
+    assert 0.15 < (shown == 0).mean() < 0.3          # the blank share (0.2)
+    x, y = with_background(solid, np.zeros(20, np.int32), 0.5, 10, np.random.default_rng(1))
+    assert x.shape[0] == 30 and (y[20:] == 10).all() and (y[:20] == 0).all()
+
+
+def test_a_background_class_names_no_digit_and_makes_no_hits():
+    # as the hand-made case above, with an 11th channel: background
+    heat = np.zeros((1, 17, 17, 11), np.float32)
+    placements = [Placement(0, 0, 3, 10, 20)]
+    heat[0, 2:9, 7:14, 3] = 0.6
+    heat[0, 5, 10, 3] = 0.9
+    heat[0, ..., 10] = 0.7                            # background everywhere, strongest outside the digit
+    heat[0, 2:9, 7:14, 10] = 0.3
+    s = localisation_scores(heat, placements, 28, 2, 0.5, 4, background=True)
+    assert (s["area_rate"], s["area_accuracy"], s["peak_rate"], s["hits"]) == (1.0, 1.0, 1.0, 49)
+    heat[0, 2:5, 7:14, 10] = 0.8                      # background now tops 21 of the 49 windows: still named
+    s = localisation_scores(heat, placements, 28, 2, 0.5, 4, background=True)
+    assert (s["area_rate"], s["area_accuracy"]) == (1.0, 28 / 49)
+    heat[0, 2:9, 7:14, 10] = 0.8                      # background tops all but the 0.9 peak: the digit is not named
+    s = localisation_scores(heat, placements, 28, 2, 0.5, 4, background=True)
+    assert (s["area_rate"], s["area_accuracy"]) == (0.0, 1 / 49) and s["hits"] == 49   # hits: digit classes only
