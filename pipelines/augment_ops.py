@@ -576,7 +576,6 @@ def _box_pixels(y0, x0, height, width, h, w, c):
     Each box is `height` runs of width*c consecutive values in the flat batch; the indices are the
     cumulative sum of an array of ones with each run's jump from the previous run's end written
     at the run's first position (as is the image number's)."""
-    n = len(y0)
     rows = np.flatnonzero(((np.arange(h)[None, :] >= y0[:, None])
                            & (np.arange(h)[None, :] < (y0 + height)[:, None])).reshape(-1))
     image_of_run = rows // h
