@@ -28,7 +28,7 @@ from typing import Callable, List
 import numpy as np
 
 from . import records
-from .config import GRID_AXES, Config, ExperimentSection
+from .config import GRID_AXES, LATER_AXES, Config, ExperimentSection
 from .errors import SparkcnnError
 from .experiments_remote import DEFAULT_LEARNING_RATES, TrialSpec, run_trial
 from .model_variants import check_architecture
@@ -88,12 +88,13 @@ def make_trials(cfg: Config, threads: int, return_model: bool = False) -> List[T
                               f"{test_meta.num_rows} rows of {test_dir}")
     trials = []
     for index, point in enumerate(points):
+        seeded = {k: v for k, v in point.items() if not (k in LATER_AXES and v == LATER_AXES[k])}
         for repeat in range(e.repeats):
             trials.append(TrialSpec(
                 point=index, repeat=repeat, settings=point,
                 train_path=os.path.realpath(train_dir), test_path=os.path.realpath(test_dir),
-                input_shape=train_meta.shape, num_classes=train_meta.num_classes,
-                seed=derive_seed(e.seed, "trial", point, repeat), data_seed=derive_seed(e.seed, "rows", repeat),
+                input_shape=train_meta.shape, num_classes=train_meta.num_classes + (point["background"] > 0),
+                seed=derive_seed(e.seed, "trial", seeded, repeat), data_seed=derive_seed(e.seed, "rows", repeat),
                 scramble_seed=derive_seed(e.seed, "scramble"), test_samples=e.test_samples,
                 threads=threads, return_model=return_model))
     return trials

@@ -10,8 +10,8 @@ when asked, the model as bytes).
 
 The pixel scramble and the random shift live here as two tiny numpy
 functions; the augmentation stage has general versions of both.  A trial
-can also learn a background class (settings "background", used by
-`sparkcnn localise`): off-centre and empty windows, so that a
+can also learn a background class (setting "background", what
+`sparkcnn localise` trains its detector with): off-centre and empty windows, so that a
 fully-convolutional detector has somewhere to put windows that hold no
 whole digit instead of calling them some digit.
 """
@@ -156,9 +156,7 @@ def run_trial(spec: TrialSpec) -> dict:
     train_x, train_y, test_x, test_y = trial_data(spec)
     tf.keras.utils.set_random_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    # "background" is not a sweep axis (settings.get): only localise sets it; the background class is the
-    # last of spec.num_classes
-    background = float(s.get("background", 0.0))
+    background = float(s["background"])   # > 0: the background class is the last of spec.num_classes
     model = build_architecture(s["architecture"], spec.input_shape, spec.num_classes,
                                s["kernel_size"], s["filters"], s["dense_width"])
     model.compile(optimizer=make_optimizer(s["optimizer"], float(s["learning_rate"])),

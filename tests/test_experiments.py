@@ -142,3 +142,18 @@ def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
     for png in ("accuracy.png", "time.png", "epochs.png"):
         with open(os.path.join(out, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_background_axis_adds_a_class_and_leaves_earlier_seeds_alone(tiny_mnist):
+    import dataclasses
+    from pipelines.experiments import derive_seed
+    from pipelines.experiments_remote import run_trial
+    from pipelines.score_remote import load_model_bytes
+    plain, with_bg = make_trials(_conf(tiny_mnist, "{background: [0, 0.5]}"), threads=1)
+    assert (plain.num_classes, with_bg.num_classes) == (10, 11)
+    # a point at the default background draws the seed it drew before the setting existed
+    before = {k: v for k, v in plain.settings.items() if k != "background"}
+    assert plain.seed == derive_seed(5, "trial", before, 0) != with_bg.seed
+    result = run_trial(dataclasses.replace(with_bg, return_model=True))
+    assert load_model_bytes(result["model_keras"]).output_shape == (None, 11)
+    assert result["samples_seen"] == 256 and 0.0 <= result["test_accuracy"] <= 1.0
