@@ -14,6 +14,9 @@ import warnings
 import numpy as np
 
 
+EMPTY_FILE = "empty file (0 bytes)"   # also the reason for empty files rejected before decoding
+
+
 class Reject(Exception):
     """This file cannot become a record; str(exc) is the reason written to the rejects table."""
 
@@ -61,7 +64,7 @@ def decode_image(data: bytes, height: int, width: int, channels: int, resize: st
     """-> uint8 array (height, width, channels); raises Reject with the reason."""
     from PIL import Image, UnidentifiedImageError
     if not data:
-        raise Reject("empty file (0 bytes)")
+        raise Reject(EMPTY_FILE)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import shutil
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -172,7 +173,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         rejects.sort()
         pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects], REJECTS_SCHEMA),
                        os.path.join(stagings[rejects_dir], "part-00000.parquet"))
-        rejected = {split: sum(1 for r in rejects if r[1] == split) for split in splits}
+        rejected = Counter(split for _, split, _ in rejects)
         metas = {}
         for split in splits:
             got = written.get(split, SplitWritten())
@@ -180,7 +181,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             if got.rows == 0:
                 shutil.rmtree(folders[split])          # not published: an earlier dataset there stays
                 if rejected[split]:
-                        log(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
+                    log(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
                         "no usable image, split not written")
                 continue
             check_part_files(folders[split], dest, got)

@@ -15,12 +15,11 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import records
-from .image_decode import Reject, decode_image
+from .image_decode import EMPTY_FILE, Reject, decode_image
 from .ingest_remote import TaskOutput, rows_per_row_group
 from .worker_remote import tune_worker
 
 SKIPPED_BY_SPARK = "skipped by Spark's file listing: a name in the path starts with '.' or '_'"
-EMPTY = "empty file (0 bytes)"
 
 
 def stable_id(relpath: str) -> int:
@@ -64,7 +63,7 @@ def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_p
                 parts = rel.split("/")
                 image, reason = None, None
                 if is_hidden(rel):
-                    reason = EMPTY if os.path.getsize(local) == 0 else SKIPPED_BY_SPARK
+                    reason = EMPTY_FILE if os.path.getsize(local) == 0 else SKIPPED_BY_SPARK
                 elif len(parts) < 2:
                     reason = "not inside a class folder"
                 elif parts[0] not in class_index:

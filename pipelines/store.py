@@ -83,16 +83,21 @@ def publish_dir(staging: str, dest: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _new_staging(dest: str) -> str:
+    """A fresh (not yet created) staging path beside `dest`, after clearing stale ones of killed jobs."""
+    dest = os.path.abspath(dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    _remove_stale_staging(dest)
+    return _sibling(dest, _STAGING, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str):
     """Yield a fresh staging path; publish it to `dest` only if the block completes.
 
     The staging path does not exist yet, so Spark can write to it directly.
     """
-    dest = os.path.abspath(dest)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    _remove_stale_staging(dest)
-    staging = _sibling(dest, _STAGING, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = _new_staging(dest)
     try:
         yield staging
     except BaseException:
@@ -116,10 +121,7 @@ def atomic_dirs(dests: list):
     stagings = {}
     try:
         for dest in dests:
-            path = os.path.abspath(dest)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            _remove_stale_staging(path)
-            stagings[dest] = _sibling(path, _STAGING, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            stagings[dest] = _new_staging(dest)
             os.makedirs(stagings[dest])
         yield stagings
     except BaseException:
