@@ -443,7 +443,7 @@ class Elastic(Op):
                 dy[:, r, c] = mag * (2 * uniform(keys, tag + 1) - 1)
         return {"dx": dx, "dy": dy}
 
-    def _vertices(self, h, w):
+    def _vertices(self):
         return self.values["grid_width"], self.values["grid_height"]
 
     def displace_grid(self, d, h, w, framed: bool = False):
@@ -457,7 +457,7 @@ class Elastic(Op):
         The grid itself is folded into the rows: x is added to every row; y = (y0 + ty) * (h-1)/gh
         adds y0 * (h-1)/gh to row y0 and (h-1)/gh to the row differences.
         """
-        gw, gh = self._vertices(h, w)
+        gw, gh = self._vertices()
         k = len(d["dx"])
         x0, tx, y0, _ = _grid_cells(h, w, gw, gh)
         fields = np.stack([d["dx"], d["dy"]]).astype(np.float32)    # (2, k, gh + 1, gw + 1)
@@ -478,7 +478,7 @@ class Elastic(Op):
 
     def displace(self, d, u, v, h, w):
         """Coordinates (k, H, W) plus the displacement interpolated at them (bilinear between vertices)."""
-        gw, gh = self._vertices(h, w)
+        gw, gh = self._vertices()
         k = len(d["dx"])
         fx = np.clip(u, 0, w - 1) * np.float32(gw / max(w - 1, 1))
         fy = np.clip(v, 0, h - 1) * np.float32(gh / max(h - 1, 1))
