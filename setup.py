@@ -4,13 +4,13 @@ The pinned stack lives in requirements.txt; Horovod is built by
 scripts/bootstrap.sh after TensorFlow (it must compile against that exact TF),
 so it is not an install_requires here.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="sparkcnn",
     version="0.1.0",
     description="Spark + Horovod + Keras pipeline for image CNNs: ingest, train, score, report",
-    packages=["pipelines", "featurizers", "jobs"],
+    packages=find_packages(include=["pipelines", "pipelines.*", "featurizers", "jobs"]),
     package_data={"": ["*.yaml"]},
     python_requires=">=3.10,<3.12",
     install_requires=[

@@ -3,7 +3,7 @@
 Both sides run single-threaded in this one process (OpenCV pinned to one thread), on the
 same real MNIST digits, so images/s is images/s per core.  Augmentor runs its in-memory path
 (`Pipeline._execute_with_array`, what its Keras generator uses: one PIL call per op per image);
-sparkcnn runs `augment_ops.Pipeline.apply` over batches of 1024 (all geometric ops fused into
+sparkcnn runs `pipelines.augment.pipeline.Pipeline.apply` over batches of 1024 (all geometric ops fused into
 one resample).  The cpu/wall columns (Augmentor, sparkcnn) are the process's CPU seconds per wall
 second while each side ran: about 1.0 confirms one core.  Augmentor is not a project dependency: it is installed on first use into
 ~/.cache/sparkcnn/bench-augmentor (pip --target, no deps besides tqdm) and imported from there.
@@ -85,8 +85,8 @@ def import_augmentor():
 
 
 def mnist_digits(count: int) -> np.ndarray:
-    from pipelines import idx
-    from pipelines.fetch import fetch_mnist
+    from pipelines.ingest import idx
+    from pipelines.ingest.fetch import fetch_mnist
     files = fetch_mnist("~/.cache/sparkcnn/downloads", "auto", log=lambda m: None)
     with tempfile.TemporaryDirectory() as scratch:
         header = idx.read_header(idx.ensure_uncompressed(files["test_images"], scratch))
@@ -107,7 +107,7 @@ def rate(fn, n: int, repeats: int):
 
 def bench_ops(images: np.ndarray, repeats: int) -> list:
     Augmentor = import_augmentor()
-    from pipelines.augment_ops import Pipeline
+    from pipelines.augment.pipeline import Pipeline
     n = len(images)
     batch = images[..., None]
     ids, samples = np.arange(n), np.ones(n, np.int64)
@@ -135,10 +135,10 @@ def bench_ops(images: np.ndarray, repeats: int) -> list:
 
 def bench_stage(repeats: int):
     """The augment stage end to end on MNIST train: rows written per second per Spark core."""
-    from pipelines.augment import augment_split, pipeline_of
-    from pipelines.config import load_config
-    from pipelines.records import read_meta
-    from pipelines.session import build_spark
+    from pipelines.augment.stage import augment_split, pipeline_of
+    from pipelines.stages import load_config
+    from pipelines.core.records import read_meta
+    from pipelines.core.session import build_spark
     cfg = load_config("conf/augment_mnist.yaml", ["augment.output_suffix=_benchaug"])
     if not os.path.exists(cfg.dataset_dir("train")):
         print("  (skipped: no MNIST datasets; run `sparkcnn ingest --conf conf/augment_mnist.yaml` first)")

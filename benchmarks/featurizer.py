@@ -23,7 +23,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from pipelines import records
+from pipelines.core import records
 
 
 def load_images(dataset_dir, rows):
@@ -34,7 +34,8 @@ def load_images(dataset_dir, rows):
 
 def baseline(dataset_dir, rows, model_name, weights, batch, repeats):
     """Plain Keras: prepare all arrays first (untimed), then time model.predict alone."""
-    from featurizers import keras_models, registry
+    from featurizers import keras_models
+    from featurizers import registry
     spec = registry.get_spec(model_name)
     x = keras_models.prepare(load_images(dataset_dir, rows), spec)
     model = keras_models.build_model(spec, weights, keras_models.FEATURES)
@@ -51,7 +52,7 @@ def spark_featurizer(cfg, dataset_dir, rows, repeats):
     from pyspark.sql import functions as F
 
     from featurizers import DeepImageFeaturizer
-    from pipelines.session import build_spark
+    from pipelines.core.session import build_spark
     spark = build_spark(cfg.spark)
     frame = (spark.read.parquet(os.path.realpath(dataset_dir)).where(F.col(records.ID) < rows)
              .repartition(spark.sparkContext.defaultParallelism).cache())
@@ -74,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from pipelines.config import load_config
+    from pipelines.stages import load_config
     cfg = load_config(args.conf)
     t = cfg.transfer
     dataset_dir = cfg.dataset_dir("test")

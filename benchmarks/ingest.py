@@ -34,13 +34,15 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import idx, records
-from pipelines.config import load_config
-from pipelines.fetch import fetch_mnist
-from pipelines.image_decode import decode_image
-from pipelines.ingest import ingest
-from pipelines.session import build_spark
-from pipelines.sources import open_idx_pair
+from pipelines.ingest import idx
+
+from pipelines.core import records
+from pipelines.stages import load_config
+from pipelines.ingest.fetch import fetch_mnist
+from pipelines.ingest.decode import decode_image
+from pipelines.ingest.stage import ingest
+from pipelines.core.session import build_spark
+from pipelines.ingest.sources import open_idx_pair
 
 
 class PeakRss:
@@ -86,7 +88,7 @@ def make_photo_folder(root, count, seed=0):
     """JPEG photos of ~400x300 cut from the 20 real ImageNet images in the foolbox wheel."""
     import io
     from PIL import Image
-    from pipelines.fetch import foolbox_samples
+    from pipelines.ingest.fetch import foolbox_samples
     rng = np.random.default_rng(seed)
     sources = [Image.open(io.BytesIO(png)).convert("RGB") for _, _, png in foolbox_samples("imagenet")]
     for k in range(4):

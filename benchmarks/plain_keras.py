@@ -12,7 +12,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from pipelines import records
+from pipelines.core import records
 
 
 def load_arrays(dataset_dir):
@@ -24,7 +24,7 @@ def load_arrays(dataset_dir):
 
 def fit(dataset_dir, epochs, batch):
     import tensorflow as tf
-    from pipelines.models import build_model, make_optimizer
+    from pipelines.train.models import build_model, make_optimizer
     x, y, meta = load_arrays(dataset_dir)
     tf.keras.utils.set_random_seed(0)
     model = build_model("mnist_cnn", meta.shape, meta.num_classes)

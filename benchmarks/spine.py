@@ -13,6 +13,7 @@ Requires the demo datasets (`make demo` or `sparkcnn ingest --conf conf/mnist.ya
     python -m benchmarks.spine [--conf conf/mnist.yaml] [--epochs 3] [--repeats 3]
 """
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -21,12 +22,13 @@ import sys
 import tempfile
 import time
 
-from pipelines import records
-from pipelines.config import load_config
-from pipelines.score import predict_dataset
-from pipelines.session import build_spark
-from pipelines.store import RunStore
-from pipelines.train import make_spec, run_horovod
+from pipelines.core import records
+from pipelines.stages import load_config
+from pipelines.score.stage import predict_dataset
+from pipelines.core.session import build_spark
+from pipelines.core.store import RunStore
+from pipelines.train.launch import run_horovod
+from pipelines.train.stage import make_spec
 
 
 def plain(*args):
@@ -42,7 +44,7 @@ def bench_training(spark, cfg, epochs):
     base = plain("fit", os.path.realpath(train_dir), epochs, cfg.train.batch_size)
     rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"]))
     spec = make_spec(cfg)
-    spec = type(spec)(**{**spec.__dict__, "epochs": epochs, "val_path": None, "val_rows": 0})
+    spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs), val_path=None, val_rows=0)
     for workers in (1, 2):
         if workers > spark.sparkContext.defaultParallelism:
             continue

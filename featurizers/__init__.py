@@ -1,6 +1,8 @@
 """Pretrained CNNs as Spark ML stages (sparkdl's DeepImageFeaturizer / DeepImagePredictor, rebuilt).
 
-    from featurizers import DeepImageFeaturizer, DeepImagePredictor
+    from featurizers import DeepImageFeaturizer
+
+    from featurizers import DeepImagePredictor
 
 Importing this package does not start TensorFlow; executors do, when a stage runs.
 """

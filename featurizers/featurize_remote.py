@@ -1,8 +1,8 @@
 """Executor side of DeepImageFeaturizer / DeepImagePredictor: one loaded model per Python worker.
 
 Spark reuses Python workers (spark.python.worker.reuse, set by build_spark), so
-the module-level cache keeps each (model, weights, output) network loaded across
-all the tasks and batches that worker runs.  Rows arrive as Arrow batches of a
+the worker's model cache (pipelines.core.tf_runtime.MODELS) keeps each (model,
+weights, output) network loaded across all the tasks and batches that worker runs.  Rows arrive as Arrow batches of a
 normalised image struct (origin, height, width, channels, data); images are
 resized in chunks of `batch_size`, so memory stays bounded by one chunk at the
 model's input size whatever the Arrow batch holds, and rows of different sizes
@@ -14,14 +14,12 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-from pipelines.errors import SparkcnnError
+from pipelines.core.errors import SparkcnnError
+from pipelines.core.tf_runtime import MODELS, configure_threads
 
 # Field names of the struct the transformers hand to the UDF (see transformers._image_struct).
 ORIGIN, HEIGHT, WIDTH, CHANNELS, DATA = "origin", "height", "width", "channels", "data"
 SUPPORTED_CHANNELS = (1, 3, 4)
-
-_LOADED: dict = {}
-_MAX_LOADED = 2  # a featurizer and a predictor in one pipeline; more would only hold memory
 
 
 class ImageInputError(SparkcnnError, ValueError):
@@ -29,26 +27,20 @@ class ImageInputError(SparkcnnError, ValueError):
 
 
 def _network(model_name: str, weights: str, output: str, threads: int):
-    key = (model_name, weights, output)
-    if key not in _LOADED:
+    """(spec, traced call) for a registry model, from this worker's model cache (pipelines.core.tf_runtime)."""
+    def build():
         import tensorflow as tf
         from . import keras_models
         from .registry import get_spec
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # TF already initialised in this worker; keep its setting
+        configure_threads(threads)
         spec = get_spec(model_name)
         model = keras_models.build_model(spec, weights, output)
         normalise = keras_models.preprocess(spec)
         size = spec.input_size
         run = tf.function(lambda x: model(normalise(x), training=False),
                           input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-        if len(_LOADED) >= _MAX_LOADED:
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = (spec, run)
-    return _LOADED[key]
+        return spec, run
+    return MODELS.get(("featurizer", model_name, weights, output), build)
 
 
 def _check_rows(frame) -> None:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from pipelines.errors import SparkcnnError
+from pipelines.core.errors import SparkcnnError
 
 IMAGENET = "imagenet"
 RANDOM_UNTRAINED = "random-untrained"

@@ -24,7 +24,7 @@ from typing import Dict
 
 import numpy as np
 
-from pipelines.errors import SparkcnnError
+from pipelines.core.errors import SparkcnnError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

@@ -14,7 +14,7 @@ where the PipelineModel is loaded and run.
 
 Input column, either:
   - Spark's image struct (spark.read.format("image")): BGR(A) or grayscale bytes, any size;
-  - the binary `image` column of a sparkcnn dataset (pipelines/records.py), with
+  - the binary `image` column of a sparkcnn dataset (pipelines/core/records.py), with
     its height/width/channels columns beside it: RGB or grayscale, any size.
 Grayscale is repeated to 3 channels, alpha dropped, each image resized (shorter
 side) and centre-cropped to the model's input size, then normalised the way
@@ -37,8 +37,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import records
-from pipelines.score import threads_per_task
+from pipelines.core import records
+from pipelines.core.tf_runtime import threads_per_task
 
 from . import featurize_remote as remote
 from .registry import IMAGENET, MODELS, FeaturizerConfigError, check_weights, get_spec, imagenet_class_names
@@ -116,7 +116,7 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
             if missing:
                 raise FeaturizerConfigError(
                     f"inputCol '{name}' holds raw pixels but the frame lacks {', '.join(missing)}: "
-                    "pass a sparkcnn dataset (pipelines/records.py) or Spark's image struct")
+                    "pass a sparkcnn dataset (pipelines/core/records.py) or Spark's image struct")
             origin = (F.concat(F.lit(f"{records.ID} "), F.col(records.ID).cast("string"))
                       if records.ID in dataset.columns else F.lit(f"in column {name}"))
             return F.struct(origin.alias(remote.ORIGIN), F.col(records.HEIGHT).alias(remote.HEIGHT),

@@ -8,12 +8,12 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipelines.config import SparkSection  # noqa: E402
+from pipelines.core.sections import SparkSection  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipelines.session import build_spark
+    from pipelines.core.session import build_spark
     session = build_spark(SparkSection(master="local[2]", app_name="sparkcnn-tests", driver_memory="2g", conf={}))
     yield session
     session.stop()
@@ -22,7 +22,7 @@ def spark():
 @pytest.fixture(scope="session")
 def mnist_files():
     """The four real MNIST IDX files, verified (fetched once into the user cache, then reused)."""
-    from pipelines.fetch import fetch_mnist
+    from pipelines.ingest.fetch import fetch_mnist
     return fetch_mnist(os.environ.get("SPARKCNN_CACHE", "~/.cache/sparkcnn/downloads"), "auto", log=lambda m: None)
 
 
@@ -34,7 +34,7 @@ def foolbox_images():
     import numpy as np
     from PIL import Image
 
-    from pipelines.fetch import foolbox_samples
+    from pipelines.ingest.fetch import foolbox_samples
 
     def load(kind):
         return [(name, label, np.asarray(Image.open(io.BytesIO(png)))) for name, label, png in foolbox_samples(kind)]
@@ -64,7 +64,7 @@ tracking: {{mlflow: true}}
 
 def make_conf(tmp_path, text: str):
     """Write a conf file under tmp_path and load it (tests build small configs inline)."""
-    from pipelines.config import load_config
+    from pipelines.stages import load_config
     path = tmp_path / "conf.yaml"
     path.write_text(text)
     return load_config(str(path))
@@ -73,7 +73,7 @@ def make_conf(tmp_path, text: str):
 @pytest.fixture(scope="session")
 def imagenet_samples():
     """The 20 real ImageNet images shipped in the foolbox 3.3.4 wheel, as [(file name, true class, JPEG bytes)]."""
-    from pipelines.fetch import foolbox_samples
+    from pipelines.ingest.fetch import foolbox_samples
     samples = foolbox_samples("imagenet")
     assert len(samples) == 20, f"expected 20 ImageNet samples, found {len(samples)}"
     return samples

@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from conftest import make_conf
-from pipelines import idx, records
-from pipelines.image_folder import stable_id
-from pipelines.ingest import ingest
+from pipelines.ingest import idx
+from pipelines.core import records
+from pipelines.ingest.folder import stable_id
+from pipelines.ingest.stage import ingest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))

@@ -1,6 +1,8 @@
 import pytest
 
-from pipelines.config import ConfigError, load_config
+from pipelines.core.config import ConfigError
+
+from pipelines.stages import load_config
 
 
 def test_demo_conf_is_valid_and_run_name_defaults_to_file(tmp_path):

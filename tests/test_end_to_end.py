@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import records
+from pipelines.core import records
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 # e2e_run (tests/conftest.py): `sparkcnn run` on a slice of MNIST, shared with tests/test_tracking.py
@@ -59,7 +59,7 @@ def test_saved_model_reproduces_spark_predictions(e2e_run):
     assert len(preds) == 2000 and preds.index.is_unique
     test = pq.read_table(os.path.realpath(root / "datasets/mnist/test")).sort_by("id").slice(0, 200)
     images = records.decode_images(test.column("image"), (28, 28, 1))
-    from pipelines.score_remote import load_model_bytes
+    from pipelines.core.tf_runtime import load_model_bytes
     model = load_model_bytes((root / "runs/e2e/model.keras").read_bytes())
     probs = model.predict(images, verbose=0)
     ids = test.column("id").to_numpy()

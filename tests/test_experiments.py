@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import ConfigError, load_config
-from pipelines.experiments import ExperimentError, grid_points, make_trials, shown_axes
-from pipelines.experiments_remote import scramble, scramble_permutation, shift_images, trial_data
+from pipelines.core.config import ConfigError
+
+from pipelines.stages import load_config
+from pipelines.experiments.stage import ExperimentError, grid_points, make_trials, shown_axes
+from pipelines.experiments.remote import scramble, scramble_permutation, shift_images, trial_data
 
 
 def test_grid_is_the_product_over_the_defaults_with_optimizer_learning_rates():
@@ -52,7 +54,7 @@ def test_bad_architecture_names_the_key(text, message):
 
 
 def test_variants_baseline_is_mnist_cnn_and_every_modification_changes_it():
-    from pipelines.model_variants import NAMED, build_architecture
+    from pipelines.experiments.variants import NAMED, build_architecture
     counts = {name: build_architecture(name, (28, 28, 1), 10).count_params() for name in NAMED}
     assert counts["baseline"] == 1_199_882  # the zoo's mnist_cnn
     assert counts["one_conv"] == 32 * 10 + 13 * 13 * 32 * 128 + 128 + 1290
@@ -86,8 +88,8 @@ def test_shift_moves_pixels_and_fills_with_zeros():
 @pytest.fixture(scope="module")
 def tiny_mnist(spark, tmp_path_factory, mnist_files):
     """600 training and 300 test rows of real MNIST, ingested into real Parquet datasets."""
-    from pipelines.ingest import plan_splits, write_split
-    from pipelines.sources import open_idx_pair
+    from pipelines.ingest.arrays import plan_splits, write_split
+    from pipelines.ingest.sources import open_idx_pair
     root = tmp_path_factory.mktemp("exp")
     train = open_idx_pair(mnist_files["train_images"], mnist_files["train_labels"], str(root / "s"))
     test = open_idx_pair(mnist_files["test_images"], mnist_files["test_labels"], str(root / "s"))
@@ -106,7 +108,7 @@ experiment: {{train_samples: 256, epochs: 1, batch_size: 64, repeats: 1, scrambl
 
 
 def test_scrambled_trials_share_one_permutation_for_train_and_test(tiny_mnist):
-    from pipelines.experiments_remote import load_split
+    from pipelines.experiments.remote import load_split
     cfg = _conf(tiny_mnist, "{optimizer: [adam, sgd]}")
     a, b = make_trials(cfg, threads=1)
     assert a.scramble_seed == b.scramble_seed and a.data_seed == b.data_seed and a.seed != b.seed
@@ -121,8 +123,8 @@ def test_scrambled_trials_share_one_permutation_for_train_and_test(tiny_mnist):
 
 
 def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
-    from pipelines.experiments import experiment
-    from pipelines.store import RunStore
+    from pipelines.experiments.stage import experiment
+    from pipelines.core.store import RunStore
     cfg = _conf(tiny_mnist, "{batch_size: [32, 128]}")
     store = RunStore(cfg.run_dir)
     out = experiment(spark, cfg, store, log=lambda m: None)["dir"]
@@ -146,9 +148,9 @@ def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
 
 def test_a_background_axis_adds_a_class_and_leaves_earlier_seeds_alone(tiny_mnist):
     import dataclasses
-    from pipelines.experiments import derive_seed
-    from pipelines.experiments_remote import run_trial
-    from pipelines.score_remote import load_model_bytes
+    from pipelines.experiments.stage import derive_seed
+    from pipelines.experiments.remote import run_trial
+    from pipelines.core.tf_runtime import load_model_bytes
     plain, with_bg = make_trials(_conf(tiny_mnist, "{background: [0, 0.5]}"), threads=1)
     assert (plain.num_classes, with_bg.num_classes) == (10, 11)
     # a point at the default background draws the seed it drew before the setting existed

@@ -3,13 +3,13 @@ composites are deterministic, the Spark heatmaps equal the in-process FCN, and t
 import numpy as np
 import pytest
 
-from pipelines.composites import Placement, compose, localisation_scores, upsample, window_geometry
+from pipelines.localise.composites import Placement, compose, localisation_scores, upsample, window_geometry
 
 
 @pytest.fixture(scope="module")
 def mnist_arrays(mnist_files, tmp_path_factory):
-    from pipelines import idx
-    from pipelines.sources import open_idx_pair
+    from pipelines.ingest import idx
+    from pipelines.ingest.sources import open_idx_pair
     scratch = str(tmp_path_factory.mktemp("idx"))
     out = {}
     for split in ("train", "test"):
@@ -23,7 +23,7 @@ def mnist_arrays(mnist_files, tmp_path_factory):
 def trained_cnn(mnist_arrays):
     """mnist_cnn after one short epoch on 2,000 real digits: confident enough that argmax ties cannot occur."""
     import tensorflow as tf
-    from pipelines.models import build_model
+    from pipelines.train.models import build_model
     tf.keras.utils.set_random_seed(1)
     model = build_model("mnist_cnn", (28, 28, 1), 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -33,7 +33,7 @@ def trained_cnn(mnist_arrays):
 
 
 def test_fcn_equals_mnist_cnn_on_the_10k_test_digits(trained_cnn, mnist_arrays):
-    from pipelines.fcn import equivalence, to_fully_convolutional
+    from pipelines.localise.fcn_model import equivalence, to_fully_convolutional
     fcn = to_fully_convolutional(trained_cnn)
     kinds = [type(layer).__name__ for layer in fcn.layers]
     assert kinds == ["InputLayer", "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D"]
@@ -50,7 +50,7 @@ def test_fcn_equals_mnist_cnn_on_the_10k_test_digits(trained_cnn, mnist_arrays):
 
 def test_models_without_a_flatten_classifier_are_refused():
     import tensorflow as tf
-    from pipelines.fcn import ConversionError, to_fully_convolutional
+    from pipelines.localise.fcn_model import ConversionError, to_fully_convolutional
     inputs = tf.keras.Input((28, 28, 1))
     x = tf.keras.layers.Conv2D(4, 3)(inputs)
     x = tf.keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -103,8 +103,9 @@ def test_scores_on_a_tiny_hand_made_heatmap():
 
 
 def test_spark_heatmaps_equal_the_in_process_fcn(spark, trained_cnn, mnist_arrays):
-    from pipelines.score_remote import model_to_bytes
-    from pipelines.fcn import heatmaps_with_spark, to_fully_convolutional
+    from pipelines.core.tf_runtime import model_to_bytes
+    from pipelines.localise.fcn_model import to_fully_convolutional
+    from pipelines.localise.stage import heatmaps_with_spark
     images, labels = mnist_arrays["test"]
     canvases, placements = compose(images, labels, 3, 120, 40, 0.6, seed=3)
     heat = heatmaps_with_spark(spark, model_to_bytes(trained_cnn), canvases, threads=1)
@@ -126,7 +127,7 @@ def test_background_hits_count_only_windows_clear_of_every_digit():
 
 
 def test_background_windows_hold_no_centred_digit():
-    from pipelines.experiments_remote import background_windows, with_background
+    from pipelines.experiments.remote import background_windows, with_background
     solid = np.full((20, 28, 28, 1), 255, np.uint8)    # digits that fill their whole window
     out = background_windows(solid, 2000, np.random.default_rng(0))
     assert out.shape == (2000, 28, 28, 1) and out.dtype == np.uint8

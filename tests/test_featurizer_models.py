@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizers import keras_models, registry
+from featurizers import keras_models
+
+from featurizers import registry
 from featurizers.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, WeightsFileError, read_state_dict
 
 

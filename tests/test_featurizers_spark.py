@@ -13,10 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from featurizers import DeepImageFeaturizer, DeepImagePredictor, keras_models, registry
+from featurizers import DeepImageFeaturizer
+
+from featurizers import DeepImagePredictor
+
+from featurizers import keras_models
+
+from featurizers import registry
 from featurizers.registry import FeaturizerConfigError
-from pipelines import idx, records
-from pipelines.errors import remote_error_message
+from pipelines.ingest import idx
+from pipelines.core import records
+from pipelines.core.errors import remote_error_message
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -94,8 +101,8 @@ def test_pipeline_with_logistic_regression_round_trips_in_a_new_process(spark, m
     # A new session in a new process loads it and predicts the same classes.
     script = f"""
 import sys
-from pipelines.config import SparkSection
-from pipelines.session import build_spark
+from pipelines.core.sections import SparkSection
+from pipelines.core.session import build_spark
 from pyspark.ml import PipelineModel
 spark = build_spark(SparkSection(master="local[2]", app_name="reload", driver_memory="1g", conf={{}}))
 model = PipelineModel.load({str(saved)!r})

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from pipelines import fetch
+from pipelines.ingest import fetch
 
 
 def test_real_mnist_files_are_verified(mnist_files):

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import make_conf
-from pipelines import records
-from pipelines.export import export_dataset, safe_folder_name
-from pipelines.ingest import ingest
-from pipelines.spark_images import from_spark_images, to_spark_images
+from pipelines.core import records
+from pipelines.export.stage import export_dataset, safe_folder_name
+from pipelines.ingest.stage import ingest
+from pipelines.ingest.spark_images import from_spark_images, to_spark_images
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -87,7 +87,7 @@ ingest: {{image_size: [32, 32], channels: 3, resize: stretch, max_pixels: 100000
     assert len(set(table.column("id").to_pylist())) == 26
     images = records.decode_images(table.column("image"), (32, 32, 3))
     by_id = dict(zip(table.column("id").to_pylist(), range(26)))
-    from pipelines.image_folder import stable_id
+    from pipelines.ingest.folder import stable_id
     for rel, (label, img) in good.items():
         row = by_id[stable_id(rel)]
         np.testing.assert_array_equal(images[row], img)                          # pixel-exact
@@ -123,8 +123,8 @@ def test_hash_split_is_stable_and_split_folders_are_honoured(spark, tmp_path, fo
 
 def test_export_then_ingest_gives_identical_pixels_and_labels(spark, tmp_path, mnist_files):
     """Real MNIST rows -> PNG folders (Fashion-style names with '/' too) -> folder ingest -> same data."""
-    from pipelines.ingest import plan_splits, write_split
-    from pipelines.sources import open_idx_pair
+    from pipelines.ingest.arrays import plan_splits, write_split
+    from pipelines.ingest.sources import open_idx_pair
     src = open_idx_pair(mnist_files["test_images"], mnist_files["test_labels"], str(tmp_path / "s"))
     names = ["zero/0", "one", "..", "three", "four", "five", ".six", "seven", "eight", "nine"]
     part = plan_splits(src, None, limit_train=300)[0]
@@ -142,7 +142,7 @@ def test_export_then_ingest_gives_identical_pixels_and_labels(spark, tmp_path, m
     assert metas["train"].num_rows == 300 and metas["train"].class_names == names and metas["train"].rejected == 0
     before = pq.read_table(os.path.realpath(original)).to_pandas().set_index("id")
     after = pq.read_table(os.path.realpath(conf.dataset_dir("train"))).to_pandas()
-    from pipelines.image_folder import stable_id
+    from pipelines.ingest.folder import stable_id
     key = {stable_id(f"{manifest[int(r.label)]['folder']}/{i}.png"): i for i, r in before.iterrows()}
     after["orig_id"] = after["id"].map(key)
     assert after["orig_id"].notna().all()
@@ -171,14 +171,14 @@ def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
     assert len(got) == 8 and set(class_names) <= set(CLASSES)
     expected = {fname: (label, img) for fname, label, img in foolbox_images["cifar10"][:8]}
     origins = frame.select("image.origin").toPandas()["origin"]
-    from pipelines.image_folder import stable_id
+    from pipelines.ingest.folder import stable_id
     by_id = {stable_id(o): o.rsplit("/", 1)[1] for o in origins}
     for _, r in got.iterrows():
         label, img = expected[by_id[r["id"]]]
         np.testing.assert_array_equal(np.frombuffer(r["image"], np.uint8).reshape(32, 32, 3), img)   # BGR -> RGB
         assert class_names[r["label"]] == CLASSES[label]
     # and back: a sparkcnn dataset as Spark image structs (BGR, OpenCV mode 16)
-    from pipelines.ingest import publish_dataset
+    from pipelines.ingest.tasks import publish_dataset
     dest = str(tmp_path / "ds" / "x" / "train")
     meta = records.DatasetMeta("x", "train", 0, 32, 32, 3, class_names)
     publish_dataset(spark, rows, dest, meta, 1, 8)
@@ -192,10 +192,10 @@ def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
 
 
 def test_visualize_writes_samples_and_class_counts(spark, tmp_path, mnist_files):
-    from pipelines.ingest import plan_splits, write_split
-    from pipelines.sources import open_idx_pair
-    from pipelines.store import RunStore
-    from pipelines.visualize import visualize
+    from pipelines.ingest.arrays import plan_splits, write_split
+    from pipelines.ingest.sources import open_idx_pair
+    from pipelines.core.store import RunStore
+    from pipelines.visualize.stage import visualize
     src = open_idx_pair(mnist_files["train_images"], mnist_files["train_labels"], str(tmp_path / "s"))
     conf = make_conf(tmp_path, f"data: {{datasets_dir: '{tmp_path}/ds'}}\nrun: {{runs_dir: '{tmp_path}/runs'}}\n"
                                "visualize: {samples_per_class: 4}")

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import idx
+from pipelines.ingest import idx
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import records
+from pipelines.core import records
 
 
 def _images(n, h=5, w=4, c=1, seed=0):

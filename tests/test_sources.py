@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_conf
-from pipelines import idx, records
-from pipelines.ingest import ingest
-from pipelines.safe_pickle import UnsafePickleError, load_data_pickle
-from pipelines.sources import SourceError
+from pipelines.ingest import idx
+from pipelines.core import records
+from pipelines.ingest.stage import ingest
+from pipelines.ingest.safe_pickle import UnsafePickleError, load_data_pickle
+from pipelines.ingest.sources import SourceError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

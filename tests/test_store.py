@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.store import RunStore, atomic_dir, atomic_dirs, write_json_atomic, read_json
+from pipelines.core.store import RunStore, atomic_dir, atomic_dirs, write_json_atomic, read_json
 
 
 def _write_table(path, n):
@@ -77,7 +77,7 @@ def test_sigkill_mid_write_leaves_previous_output_readable(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         import pyarrow as pa, pyarrow.parquet as pq
-        from pipelines.store import atomic_dir
+        from pipelines.core.store import atomic_dir
         with atomic_dir({dest!r}) as staging:
             os.makedirs(staging)
             for i in range(1000):

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from conftest import make_conf
-from pipelines.config import ConfigError
-from pipelines.store import RunStore, write_bytes_atomic
-from pipelines.tracking import TrackingError, tracked
+from pipelines.core.config import ConfigError
+from pipelines.core.store import RunStore, write_bytes_atomic
+from pipelines.tracking.tracker import TrackingError, tracked
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 

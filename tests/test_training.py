@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from conftest import kill_job
-from pipelines.store import RunStore, write_json_atomic
-from pipelines.train import make_spec, plan_resume
+from pipelines.core.store import RunStore, write_json_atomic
+from pipelines.train.resume import plan_resume
+from pipelines.train.stage import make_spec
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -64,7 +65,7 @@ def test_killed_training_resumes_from_last_checkpoint(small_conf):
 
 def test_changed_setup_starts_afresh(small_conf, tmp_path):
     root, conf = small_conf
-    from pipelines.config import load_config
+    from pipelines.stages import load_config
     cfg = load_config(str(conf), ["run.runs_dir=" + str(tmp_path), "train.batch_size=32"])
     store = RunStore(cfg.run_dir)
     write_json_atomic(os.path.join(store.checkpoint_dir, "state.json"),
@@ -79,9 +80,9 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
 
 def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     """train.validation as Horovod's estimators take it: a fraction of the rows, or a 0/1 column."""
-    from pipelines import records
-    from pipelines.config import load_config
-    from pipelines.validation_split import ValidationSplitError, held_out_dirs
+    from pipelines.core import records
+    from pipelines.stages import load_config
+    from pipelines.train.validation_split import ValidationSplitError, held_out_dirs
     root, conf = small_conf
     source = load_config(str(conf)).dataset_dir("train")
     all_ids = {r["id"] for r in spark.read.parquet(source).select("id").collect()}

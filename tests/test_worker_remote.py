@@ -1,4 +1,4 @@
-"""The reused-worker tuning (pipelines/worker_remote.py) in a fresh interpreter, as a PySpark worker
+"""The reused-worker tuning (pipelines/core/worker_remote.py) in a fresh interpreter, as a PySpark worker
 runs it: an unchanged zip on sys.path is not re-read on invalidation, a changed one is, and
 imports from it keep working either way."""
 import os
@@ -22,7 +22,7 @@ def test_unchanged_zip_is_not_reread_and_a_changed_one_is(tmp_path):
         import gc, importlib, os, sys, time, zipfile
         sys.path.insert(0, {str(lib)!r})
         import shipped.one
-        from pipelines.worker_remote import tune_worker
+        from pipelines.core.worker_remote import tune_worker
         importer = sys.path_importer_cache[{str(lib)!r}]
         tune_worker()
         tune_worker()                               # idempotent

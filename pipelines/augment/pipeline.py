@@ -1,0 +1,251 @@
+"""Image augmentation pipelines, vectorised over batches and reproducible per image.
+
+Pure numpy (no TensorFlow, no Spark): the Spark stage (pipelines.augment.remote), the
+on-the-fly training input and the benchmark all call `Pipeline.apply`.
+
+Speed: every geometric operation (rotate, rotate90, shift, shear, zoom, crop,
+flips, skew) is a 3x3 output->input matrix; a pipeline composes them into ONE
+projective transform per image and resamples once (bilinear: one cv2.remap for
+a few hundred images stacked into one tall image).  Elastic distortion is a
+displacement field added to that same sampling grid, so a chain of any length
+costs one resample.  Pixel operations (brightness, contrast, noise, erasing,
+scramble) are array arithmetic on the batch.  Augmentor instead calls PIL once
+per operation per image.
+
+Reproducibility: every random number of output image (source_id, sample) is a
+counter-based hash of (seed, source_id, sample, op index, draw index): nothing
+depends on batch, partition or executor, so the same seed gives byte-identical
+images however the data is split.  Per-image trigonometry uses Python's math
+(libm) rather than numpy's SIMD kernels so no value depends on its position in
+a batch.
+
+Order: geometric ops are fused into one resample, so the conf must list them
+before pixel ops (an error says so otherwise); within each group the conf order
+is the order of application.
+
+Layout: this module holds the OPS table (conf name -> op class) and Pipeline (parse a conf,
+apply it to a batch, lineage); the ops are in pipelines.augment.geometric and .photometric, built
+on pipelines.augment.params (Param, Op, AugmentError); their random numbers are in
+pipelines.augment.draws and the single resample in pipelines.augment.resample.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Optional
+
+import numpy as np
+
+from pipelines.augment.draws import image_keys
+from pipelines.augment.geometric import Crop, Elastic, FlipLR, FlipTB, Rotate, Rotate90, Shear, Shift, Skew, Zoom
+from pipelines.augment.params import PROB, AugmentError, _num
+from pipelines.augment.photometric import Brightness, Contrast, Erase, Noise, Scramble
+from pipelines.augment.resample import _EYE, _buffer, _chunk_images, _coordinates, _cv2, _resample
+
+
+OPS = {cls.name: cls for cls in (Rotate, Rotate90, Shift, Shear, Zoom, Crop, FlipLR, FlipTB, Skew, Elastic,
+                                 Brightness, Contrast, Noise, Erase, Scramble)}
+
+
+def _suggest(name, options) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(options))})"
+
+
+class Pipeline:
+    """A validated list of ops; `apply` augments a batch of uint8 images."""
+
+    def __init__(self, ops: list, seed: int):
+        self.ops = ops
+        self.seed = int(seed)
+
+    @classmethod
+    def parse(cls, steps, seed: int = 0, where: str = "augment.pipeline") -> "Pipeline":
+        """Validate a conf list of {op: name, p: prob, param: value...}; errors name the step and key."""
+        if steps is None:
+            steps = []
+        if not isinstance(steps, (list, tuple)):
+            raise AugmentError(f"{where}: expected a list of operations, got {steps!r}")
+        ops, seen_pixel = [], None
+        for i, step in enumerate(steps):
+            at = f"{where}[{i}]"
+            if not isinstance(step, dict) or "op" not in step:
+                raise AugmentError(f"{at}: expected a mapping with an 'op' key, e.g. {{op: rotate, p: 0.9}}; got {step!r}")
+            name = step["op"]
+            if name not in OPS:
+                raise AugmentError(f"{at}: unknown op {name!r}" + _suggest(name, OPS))
+            op_cls = OPS[name]
+            at = f"{at} ({name})"
+            declared = {"p": PROB, **op_cls.params}
+            for key in step:
+                if key != "op" and key not in declared:
+                    raise AugmentError(f"{at}: unknown parameter {key!r}" + _suggest(key, declared))
+            values = {}
+            for key, param in declared.items():
+                raw = step.get(key, param.default)
+                if key == "seed" and raw is None:
+                    values[key] = int(seed)
+                    continue
+                values[key] = param.check(f"{at}.{key}", list(raw) if isinstance(raw, tuple) else raw)
+            if op_cls.kind == "pixel":
+                seen_pixel = seen_pixel or name
+            elif seen_pixel:
+                raise AugmentError(f"{at}: geometric op after pixel op '{seen_pixel}'; geometric ops are fused into "
+                                   "one resample, so list them first")
+            ops.append(op_cls(i, values))
+        return cls(ops, seed)
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Pipeline":
+        return cls.parse(spec["pipeline"], spec["seed"])
+
+    def spec(self) -> dict:
+        """A small JSON-able description that `from_spec` turns back into this pipeline."""
+        return {"seed": self.seed, "pipeline": [op.spec() for op in self.ops]}
+
+    @property
+    def geometric(self) -> list:
+        return [op for op in self.ops if op.kind != "pixel"]
+
+    def scramble(self) -> Optional[Scramble]:
+        found = [op for op in self.ops if isinstance(op, Scramble)]
+        return found[0] if found else None
+
+    # -- the work
+
+    def draw(self, keys: np.ndarray, h: int, w: int) -> list:
+        """Per op: (applied mask, drawn parameters) for every image."""
+        out = []
+        for op in self.ops:
+            d = op.draw(keys, h, w)
+            d["_n"] = len(keys)
+            out.append((op.applied(keys), d))
+        return out
+
+    def apply(self, images: np.ndarray, source_ids, samples, lineage: bool = False):
+        """Augment (N,H,W,C) uint8 images; output image i is a function of (seed, source_ids[i], samples[i], images[i]).
+
+        Returns the images (same shape and dtype) and, with lineage=True, one JSON string per image
+        listing the ops applied and their drawn parameters.
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise AugmentError(f"augment expects (N,H,W,C) uint8 images, got {images.dtype} {images.shape}")
+        n, h, w, c = images.shape
+        if n == 0 or not self.ops:
+            return (images.copy(), ["[]"] * n) if lineage else images.copy()
+        keys = image_keys(self.seed, source_ids, samples)
+        draws = self.draw(keys, h, w)
+        warped = self._warp(images, draws)
+        base = images if warped is None else warped
+        x = None
+        for op, (mask, d) in zip(self.ops, draws):
+            if op.kind != "pixel" or not mask.any():
+                continue
+            if x is None:
+                x = _buffer("pixels", base.shape, np.float32)
+                x[...] = base
+            values = {k: v for k, v in d.items() if k != "_n"}
+            if mask.all():
+                op.apply(x, values, keys)
+                continue
+            idx = np.flatnonzero(mask)
+            sub = x[idx]
+            op.apply(sub, {k: v[idx] for k, v in values.items()}, keys[idx])
+            x[idx] = sub
+        if x is not None:
+            out = _to_uint8(x)
+        else:
+            out = base.copy() if warped is None else warped
+        if not lineage:
+            return out
+        return out, self._lineage(draws, n)
+
+    def _warp(self, images, draws) -> Optional[np.ndarray]:
+        """One resample for all geometric ops, or None when no image has any applied.
+
+        Images are grouped by their path through the chain (`_paths`) and each group is resampled
+        in chunks; an image's coordinates are computed the same way whatever else is in its chunk.
+        """
+        n, h, w, c = images.shape
+        geo = [(op, mask, d) for op, (mask, d) in zip(self.ops, draws) if op.kind != "pixel"]
+        if not geo:
+            return None
+        paths = _paths(geo)
+        todo = np.flatnonzero(paths)
+        if not len(todo):
+            return None
+        # per matrix op, every image's matrix, the identity where the op is not applied
+        steps = [(op, mask, d if op.kind == "elastic" else
+                  op.matrix(d, h, w) if mask.all() else np.where(mask[:, None, None], op.matrix(d, h, w), _EYE))
+                 for op, mask, d in geo]
+        out = images.copy()
+        chunk = _chunk_images(h, w)
+        for path in np.unique(paths[todo]).tolist():
+            group = todo[paths[todo] == path]
+            for start in range(0, len(group), chunk):
+                part = group[start:start + chunk]
+                u, v, exact = _coordinates(steps, part, h, w, projective=bool(path & 2))
+                out[part] = _resample(images[part], u, v, exact)
+        return out
+
+    def _lineage(self, draws, n) -> list:
+        applied = []
+        for op, (mask, d) in zip(self.ops, draws):
+            items = [(k, v) for k, v in d.items() if k != "_n" and v.ndim == 1]
+            applied.append((op, mask, items))
+        out = []
+        for i in range(n):
+            parts = []
+            for op, mask, items in applied:
+                if mask[i]:
+                    fields = ", ".join(f'"{k}": {_num(v[i])}' for k, v in items)
+                    parts.append(f'{{"op": "{op.name}"' + (", " + fields if fields else "") + "}")
+            out.append("[" + ", ".join(parts) + "]")
+        return out
+
+    def permutation_record(self, h: int, w: int) -> Optional[dict]:
+        op = self.scramble()
+        if op is None:
+            return None
+        return {"seed": op.values["seed"], "height": h, "width": w,
+                "permutation": op.permutation(h, w).tolist()}
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float pixels rounded half to even and clipped to 0..255, as np.clip(np.rint(x), 0, 255) would
+    (negatives are zeroed first; OpenCV's saturating conversion rounds and caps at 255)."""
+    cv2 = _cv2()
+    flat = x.reshape(len(x), -1)
+    cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO, dst=flat)
+    return cv2.convertScaleAbs(flat).reshape(x.shape)
+
+
+def _paths(geo) -> np.ndarray:
+    """Per image, a number naming its path through the geometric chain; 0: no op applied to it.
+
+    Walking the chain last op first (output towards input), matrices are multiplied together until
+    an elastic op, which needs the coordinates reached so far as float32 arrays.  Two images share a
+    path when the same elastic ops apply to both, each with matrices pending before it for both or
+    neither, and the remaining matrices are projective (a skew applies) for both or neither.  Images
+    are resampled path by path, so no image's arithmetic depends on the others in its chunk: an
+    elastic op applied to a neighbour must not split this image's matrix product into float32 steps.
+    """
+    n = len(geo[0][1])
+    pending, projective = np.zeros(n, bool), np.zeros(n, bool)
+    columns = []
+    for op, mask, _ in reversed(geo):
+        if op.kind == "elastic":
+            columns += [mask, mask & pending]
+            pending &= ~mask
+            projective &= ~mask
+        else:
+            pending |= mask
+            if isinstance(op, Skew):
+                projective |= mask
+    bits = [pending, projective] + columns
+    if len(bits) > 62:
+        raise AugmentError(f"at most 30 elastic ops in one pipeline, got {len(columns) // 2}")
+    path = np.zeros(n, np.int64)
+    for i, bit in enumerate(bits):
+        path |= bit.astype(np.int64) << i
+    return path   # bit 1 is the projective flag, as _warp reads it; 0 when no op applies

