@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo cluster-demo test bench bench-spine bench-ingest bench-featurizer bench-augment pyfiles clean
+.PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,10 @@ cluster-demo: install pyfiles
 
 test: install
 	$(PY) -m pytest -q -ra tests
+
+# The everyday tier: no Horovod, no cluster, no end-to-end run (tests marked slow are left out).
+test-fast: install
+	$(PY) -m pytest -q -ra -m "not slow" tests
 
 # Each benchmark prints side-by-side ratios against the plain-library baseline measured in the same run.
 bench: bench-spine bench-ingest bench-featurizer bench-augment

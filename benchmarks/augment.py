@@ -136,9 +136,9 @@ def bench_ops(images: np.ndarray, repeats: int) -> list:
 def bench_stage(repeats: int):
     """The augment stage end to end on MNIST train: rows written per second per Spark core."""
     from pipelines.augment.stage import augment_split, pipeline_of
-    from pipelines.stages import load_config
     from pipelines.core.records import read_meta
     from pipelines.core.session import build_spark
+    from pipelines.stages import load_config
     cfg = load_config("conf/augment_mnist.yaml", ["augment.output_suffix=_benchaug"])
     if not os.path.exists(cfg.dataset_dir("train")):
         print("  (skipped: no MNIST datasets; run `sparkcnn ingest --conf conf/augment_mnist.yaml` first)")

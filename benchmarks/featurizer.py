@@ -34,8 +34,7 @@ def load_images(dataset_dir, rows):
 
 def baseline(dataset_dir, rows, model_name, weights, batch, repeats):
     """Plain Keras: prepare all arrays first (untimed), then time model.predict alone."""
-    from featurizers import keras_models
-    from featurizers import registry
+    from featurizers import keras_models, registry
     spec = registry.get_spec(model_name)
     x = keras_models.prepare(load_images(dataset_dir, rows), spec)
     model = keras_models.build_model(spec, weights, keras_models.FEATURES)

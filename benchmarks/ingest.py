@@ -22,9 +22,9 @@ cluster's cost, not a job's: the first jobs of a fresh JVM run 30-50% slower).
 """
 import argparse
 import os
-import struct
 import shutil
 import statistics
+import struct
 import tempfile
 import threading
 import time
@@ -34,15 +34,14 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.ingest import idx
-
 from pipelines.core import records
-from pipelines.stages import load_config
-from pipelines.ingest.fetch import fetch_mnist
-from pipelines.ingest.decode import decode_image
-from pipelines.ingest.stage import ingest
 from pipelines.core.session import build_spark
+from pipelines.ingest import idx
+from pipelines.ingest.decode import decode_image
+from pipelines.ingest.fetch import fetch_mnist
 from pipelines.ingest.sources import open_idx_pair
+from pipelines.ingest.stage import ingest
+from pipelines.stages import load_config
 
 
 class PeakRss:
@@ -87,7 +86,9 @@ def make_png_folder(root, images, labels):
 def make_photo_folder(root, count, seed=0):
     """JPEG photos of ~400x300 cut from the 20 real ImageNet images in the foolbox wheel."""
     import io
+
     from PIL import Image
+
     from pipelines.ingest.fetch import foolbox_samples
     rng = np.random.default_rng(seed)
     sources = [Image.open(io.BytesIO(png)).convert("RGB") for _, _, png in foolbox_samples("imagenet")]

@@ -24,6 +24,7 @@ def load_arrays(dataset_dir):
 
 def fit(dataset_dir, epochs, batch):
     import tensorflow as tf
+
     from pipelines.train.models import build_model, make_optimizer
     x, y, meta = load_arrays(dataset_dir)
     tf.keras.utils.set_random_seed(0)

@@ -23,10 +23,10 @@ import tempfile
 import time
 
 from pipelines.core import records
-from pipelines.stages import load_config
-from pipelines.score.stage import predict_dataset
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
+from pipelines.score.stage import predict_dataset
+from pipelines.stages import load_config
 from pipelines.train.launch import run_horovod
 from pipelines.train.stage import make_spec
 

@@ -30,6 +30,7 @@ def _network(model_name: str, weights: str, output: str, threads: int):
     """(spec, traced call) for a registry model, from this worker's model cache (pipelines.core.tf_runtime)."""
     def build():
         import tensorflow as tf
+
         from . import keras_models
         from .registry import get_spec
         configure_threads(threads)
@@ -107,6 +108,7 @@ def apply_model(model_name: str, weights: str, output: str, batch_size: int, thr
 
 def features_udf_body(model_name: str, weights: str, batch_size: int, threads: int, bgr: bool, frames):
     import pandas as pd
+
     from .keras_models import FEATURES
     for out in apply_model(model_name, weights, FEATURES, batch_size, threads, bgr, frames):
         yield pd.Series(list(out))
@@ -116,6 +118,7 @@ def top_k_udf_body(model_name: str, weights: str, batch_size: int, threads: int,
                    class_names, frames):
     """Top-K (classIndex, className, probability) per row, highest first; className is None when names are unknown."""
     import pandas as pd
+
     from .keras_models import PROBABILITIES
     for probs in apply_model(model_name, weights, PROBABILITIES, batch_size, threads, bgr, frames):
         k = min(top_k, probs.shape[1]) if len(probs) else 0
@@ -129,6 +132,7 @@ def top_k_udf_body(model_name: str, weights: str, batch_size: int, threads: int,
 
 def probabilities_udf_body(model_name: str, weights: str, batch_size: int, threads: int, bgr: bool, frames):
     import pandas as pd
+
     from .keras_models import PROBABILITIES
     for probs in apply_model(model_name, weights, PROBABILITIES, batch_size, threads, bgr, frames):
         yield pd.Series(list(probs))

@@ -17,7 +17,13 @@ import os
 import numpy as np
 
 from . import efficientnet_lite
-from .registry import IMAGENET, RANDOM_UNTRAINED, ModelSpec, module_for, packaged_weights_path
+from .registry import (
+    IMAGENET,
+    RANDOM_UNTRAINED,
+    ModelSpec,
+    module_for,
+    packaged_weights_path,
+)
 from .torch_weights import read_state_dict
 
 FEATURES = "features"

@@ -41,7 +41,14 @@ from pipelines.core import records
 from pipelines.core.tf_runtime import threads_per_task
 
 from . import featurize_remote as remote
-from .registry import IMAGENET, MODELS, FeaturizerConfigError, check_weights, get_spec, imagenet_class_names
+from .registry import (
+    IMAGENET,
+    MODELS,
+    FeaturizerConfigError,
+    check_weights,
+    get_spec,
+    imagenet_class_names,
+)
 
 IMAGE_STRUCT_FIELDS = {"origin", "height", "width", "nChannels", "mode", "data"}
 TOP_K_TYPE = T.ArrayType(T.StructType([

@@ -105,6 +105,7 @@ def petastorm_first_pass(path: str, rows: int, fields: list, timeout_s: float = 
     workers_count=1) is not used: its thread pool can declare the end before the last ventilated
     row group arrives (38 of 100 one-worker reads of a 2-file dataset came back short here)."""
     import time
+
     from petastorm import make_batch_reader
     ids, deadline = [], time.time() + timeout_s
     with make_batch_reader("file://" + os.path.realpath(path), num_epochs=None, workers_count=1,
@@ -114,3 +115,10 @@ def petastorm_first_pass(path: str, rows: int, fields: list, timeout_s: float = 
             if len(ids) >= rows or time.time() > deadline:
                 break
     return ids[:rows]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share the end-to-end run (a whole `sparkcnn run` with Horovod) belong to the slow tier."""
+    for item in items:
+        if "e2e_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

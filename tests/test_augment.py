@@ -9,17 +9,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ingest import idx
-
-from pipelines.core import records
-from pipelines.augment.stage import augment, augment_split, pipeline_of, stored_permutation
 from pipelines.augment.draws import scramble_permutation
 from pipelines.augment.params import AugmentError
 from pipelines.augment.pipeline import OPS, Pipeline
 from pipelines.augment.remote import OnTheFly
+from pipelines.augment.stage import (
+    augment,
+    augment_split,
+    pipeline_of,
+    stored_permutation,
+)
+from pipelines.core import records
 from pipelines.core.config import ConfigError
-from pipelines.stages import load_config
 from pipelines.core.store import RunStore
+from pipelines.ingest import idx
+from pipelines.stages import load_config
 
 from conftest import petastorm_first_pass
 
@@ -325,6 +329,7 @@ def read_sorted(path):
     return pq.read_table(os.path.realpath(path)).sort_by([("source_id", "ascending"), ("sample", "ascending")])
 
 
+@pytest.mark.slow   # three augment jobs of the same data
 def test_same_seed_same_bytes_whatever_the_partitioning(spark, tmp_path, digits):
     images, labels = digits
     outputs = []

@@ -7,12 +7,14 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
-from conftest import make_conf
-from pipelines.ingest import idx
 from pipelines.core import records
+from pipelines.ingest import idx
 from pipelines.ingest.folder import stable_id
 from pipelines.ingest.stage import ingest
+
+from conftest import make_conf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))
@@ -50,6 +52,7 @@ ingest: {{image_size: [28, 28], channels: 1, resize: stretch, max_pixels: 100000
     assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
 
 
+@pytest.mark.slow   # one CLI process per corrupt file
 def test_idx_whole_file_errors_are_one_line(tmp_path):
     sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
     for bad, message in (("wrong-magic-idx3-ubyte", "wrong magic number 0x12340803"),

@@ -16,6 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from local_cluster import LocalCluster, free_port, submit_command  # noqa: E402
 
+pytestmark = pytest.mark.slow   # a standalone Spark cluster: make test runs it, make test-fast does not
+
 
 @pytest.fixture(scope="module")
 def py_files(tmp_path_factory):

@@ -1,7 +1,6 @@
 import pytest
 
 from pipelines.core.config import ConfigError
-
 from pipelines.stages import load_config
 
 

@@ -6,11 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.augment.draws import scramble_permutation
+from pipelines.augment.photometric import permute_pixels
+from pipelines.augment.pipeline import Pipeline
 from pipelines.core.config import ConfigError
-
+from pipelines.experiments.remote import shift_images, trial_data
+from pipelines.experiments.stage import (
+    ExperimentError,
+    grid_points,
+    make_trials,
+    shown_axes,
+)
 from pipelines.stages import load_config
-from pipelines.experiments.stage import ExperimentError, grid_points, make_trials, shown_axes
-from pipelines.experiments.remote import scramble, scramble_permutation, shift_images, trial_data
 
 
 def test_grid_is_the_product_over_the_defaults_with_optimizer_learning_rates():
@@ -72,17 +79,25 @@ def test_scramble_is_a_seeded_permutation_moving_whole_pixels():
     assert np.array_equal(perm, scramble_permutation(3, 28, 28))
     assert not np.array_equal(perm, scramble_permutation(4, 28, 28))
     rgb = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
-    out = scramble(rgb, scramble_permutation(1, 4, 4))
+    out = permute_pixels(rgb, scramble_permutation(1, 4, 4))
     assert sorted(map(tuple, out[0].reshape(-1, 3))) == sorted(map(tuple, rgb[0].reshape(-1, 3)))
 
 
-def test_shift_moves_pixels_and_fills_with_zeros():
-    img = np.zeros((1, 8, 8, 1), np.uint8)
-    img[0, 3, 4, 0] = 200
-    out = shift_images(np.repeat(img, 50, axis=0), 2, np.random.default_rng(0))
-    assert (out.reshape(50, -1) > 0).sum(axis=1).tolist() == [1] * 50
-    positions = {tuple(np.argwhere(o[..., 0])[0]) for o in out}
-    assert len(positions) > 5 and all(abs(y - 3) <= 2 and abs(x - 4) <= 2 for y, x in positions)
+def test_shift_moves_pixels_within_the_bound_fills_with_zeros_and_is_the_augment_op():
+    img = np.zeros((1, 12, 12, 1), np.uint8)
+    img[0, 5, 6, 0] = 200
+    many = np.repeat(img, 50, axis=0)
+    rows = np.arange(50)
+    out = shift_images(many, 2, seed=3, rows=rows, epoch=0)
+    ys, xs = np.mgrid[:12, :12]
+    mass = out[..., 0].astype(np.float64)
+    assert np.all(np.abs(mass.sum(axis=(1, 2)) - 200) <= 4)                # moved, not lost (bilinear)
+    cy, cx = (mass * ys).sum(axis=(1, 2)) / mass.sum(axis=(1, 2)), (mass * xs).sum(axis=(1, 2)) / mass.sum(axis=(1, 2))
+    assert np.all(np.abs(cy - 5) <= 2.01) and np.all(np.abs(cx - 6) <= 2.01) and np.ptp(cx) > 1.5
+    assert np.array_equal(out, shift_images(many, 2, seed=3, rows=rows, epoch=0))       # seeded per image
+    assert not np.array_equal(out, shift_images(many, 2, seed=3, rows=rows, epoch=1))   # a new draw each pass
+    steps = [{"op": "shift", "x": [-2 / 12, 2 / 12], "y": [-2 / 12, 2 / 12]}]
+    assert np.array_equal(out, Pipeline.parse(steps, seed=3).apply(many, rows, np.ones(50, np.int64)))
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +132,18 @@ def test_scrambled_trials_share_one_permutation_for_train_and_test(tiny_mnist):
     plain_test, _ = load_split(a.test_path, a.input_shape)
     perm = scramble_permutation(a.scramble_seed, 28, 28)
     rows = np.sort(np.random.default_rng(a.data_seed).choice(600, 256, replace=False))
-    assert np.array_equal(train_x, scramble(plain_train[rows], perm)) and np.array_equal(train_y, labels[rows])
-    assert np.array_equal(test_x, scramble(plain_test, perm)) and len(test_y) == 300
+    assert np.array_equal(train_x, permute_pixels(plain_train[rows], perm)) and np.array_equal(train_y, labels[rows])
+    assert np.array_equal(test_x, permute_pixels(plain_test, perm)) and len(test_y) == 300
     assert not np.array_equal(test_x, plain_test)
+    # one permutation per seed: a sweep scrambles exactly as `sparkcnn augment` (two generators used to differ)
+    by_augment = Pipeline.parse([{"op": "scramble", "seed": a.scramble_seed}]).apply(
+        plain_test, np.arange(300), np.ones(300, np.int64))
+    assert np.array_equal(test_x, by_augment)
 
 
 def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
-    from pipelines.experiments.stage import experiment
     from pipelines.core.store import RunStore
+    from pipelines.experiments.stage import experiment
     cfg = _conf(tiny_mnist, "{batch_size: [32, 128]}")
     store = RunStore(cfg.run_dir)
     out = experiment(spark, cfg, store, log=lambda m: None)["dir"]
@@ -148,9 +167,10 @@ def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
 
 def test_a_background_axis_adds_a_class_and_leaves_earlier_seeds_alone(tiny_mnist):
     import dataclasses
-    from pipelines.experiments.stage import derive_seed
-    from pipelines.experiments.remote import run_trial
+
     from pipelines.core.tf_runtime import load_model_bytes
+    from pipelines.experiments.remote import run_trial
+    from pipelines.experiments.stage import derive_seed
     plain, with_bg = make_trials(_conf(tiny_mnist, "{background: [0, 0.5]}"), threads=1)
     assert (plain.num_classes, with_bg.num_classes) == (10, 11)
     # a point at the default background draws the seed it drew before the setting existed

@@ -3,7 +3,13 @@ composites are deterministic, the Spark heatmaps equal the in-process FCN, and t
 import numpy as np
 import pytest
 
-from pipelines.localise.composites import Placement, compose, localisation_scores, upsample, window_geometry
+from pipelines.localise.composites import (
+    Placement,
+    compose,
+    localisation_scores,
+    upsample,
+    window_geometry,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +29,7 @@ def mnist_arrays(mnist_files, tmp_path_factory):
 def trained_cnn(mnist_arrays):
     """mnist_cnn after one short epoch on 2,000 real digits: confident enough that argmax ties cannot occur."""
     import tensorflow as tf
+
     from pipelines.train.models import build_model
     tf.keras.utils.set_random_seed(1)
     model = build_model("mnist_cnn", (28, 28, 1), 10)
@@ -32,6 +39,7 @@ def trained_cnn(mnist_arrays):
     return model
 
 
+@pytest.mark.slow   # 10k digits through two models
 def test_fcn_equals_mnist_cnn_on_the_10k_test_digits(trained_cnn, mnist_arrays):
     from pipelines.localise.fcn_model import equivalence, to_fully_convolutional
     fcn = to_fully_convolutional(trained_cnn)
@@ -50,6 +58,7 @@ def test_fcn_equals_mnist_cnn_on_the_10k_test_digits(trained_cnn, mnist_arrays):
 
 def test_models_without_a_flatten_classifier_are_refused():
     import tensorflow as tf
+
     from pipelines.localise.fcn_model import ConversionError, to_fully_convolutional
     inputs = tf.keras.Input((28, 28, 1))
     x = tf.keras.layers.Conv2D(4, 3)(inputs)

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizers import keras_models
-
-from featurizers import registry
-from featurizers.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, WeightsFileError, read_state_dict
+from featurizers import keras_models, registry
+from featurizers.torch_weights import (
+    LEGACY_MAGIC,
+    LEGACY_PROTOCOL,
+    WeightsFileError,
+    read_state_dict,
+)
 
 
 def _legacy_file(path, payload: bytes):
@@ -134,6 +137,7 @@ def test_efficientnet_lite_matches_pytorch_reference_on_real_imagenet_images(ima
     assert sum(label in row for label, row in zip(labels, best)) == top5
 
 
+@pytest.mark.slow   # builds every registry network
 @pytest.mark.parametrize("name", list(registry.MODELS))
 def test_every_registry_model_builds_and_gives_its_feature_size(name):
     spec = registry.MODELS[name]

@@ -13,17 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from featurizers import DeepImageFeaturizer
-
-from featurizers import DeepImagePredictor
-
-from featurizers import keras_models
-
-from featurizers import registry
+from featurizers import DeepImageFeaturizer, DeepImagePredictor, keras_models, registry
 from featurizers.registry import FeaturizerConfigError
-from pipelines.ingest import idx
 from pipelines.core import records
 from pipelines.core.errors import remote_error_message
+from pipelines.ingest import idx
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -64,6 +58,7 @@ def test_predictor_on_spark_image_source_gets_reference_accuracy_with_names(spar
         assert r.top[0].className == registry.imagenet_class_names()[r.top[0].classIndex]
 
 
+@pytest.mark.slow   # EfficientNet on a thousand digits, twice
 def test_featurizer_on_dataset_records_matches_keras_in_process(spark, mnist_dataset):
     frame = spark.read.parquet(str(mnist_dataset)).where("id < 40")
     featurizer = DeepImageFeaturizer(inputCol=records.IMAGE, outputCol="features", modelName="EfficientNetLite0",
@@ -80,6 +75,7 @@ def test_featurizer_on_dataset_records_matches_keras_in_process(spark, mnist_dat
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow   # a second Spark driver process
 def test_pipeline_with_logistic_regression_round_trips_in_a_new_process(spark, mnist_dataset, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.classification import LogisticRegression
@@ -153,6 +149,7 @@ def test_bad_inputs_are_clear_errors(spark, tmp_path, mnist_dataset):
     assert message is not None and "broken.png: cannot featurize: it could not be decoded" in message, str(info.value)[-2000:]
 
 
+@pytest.mark.slow   # the whole transfer command
 def test_transfer_command_on_a_slice_of_mnist(tmp_path, mnist_files):
     conf = tmp_path / "t.yaml"
     conf.write_text(f"""

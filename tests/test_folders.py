@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import make_conf
 from pipelines.core import records
 from pipelines.export.stage import export_dataset, safe_folder_name
-from pipelines.ingest.stage import ingest
 from pipelines.ingest.spark_images import from_spark_images, to_spark_images
+from pipelines.ingest.stage import ingest
+
+from conftest import make_conf
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -192,9 +193,9 @@ def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
 
 
 def test_visualize_writes_samples_and_class_counts(spark, tmp_path, mnist_files):
+    from pipelines.core.store import RunStore
     from pipelines.ingest.arrays import plan_splits, write_split
     from pipelines.ingest.sources import open_idx_pair
-    from pipelines.core.store import RunStore
     from pipelines.visualize.stage import visualize
     src = open_idx_pair(mnist_files["train_images"], mnist_files["train_labels"], str(tmp_path / "s"))
     conf = make_conf(tmp_path, f"data: {{datasets_dir: '{tmp_path}/ds'}}\nrun: {{runs_dir: '{tmp_path}/runs'}}\n"

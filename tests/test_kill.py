@@ -12,6 +12,8 @@ import pytest
 
 from conftest import kill_job
 
+pytestmark = pytest.mark.slow   # jobs killed mid-write and run again: minutes
+
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
 

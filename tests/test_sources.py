@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_conf
-from pipelines.ingest import idx
 from pipelines.core import records
-from pipelines.ingest.stage import ingest
+from pipelines.ingest import idx
 from pipelines.ingest.safe_pickle import UnsafePickleError, load_data_pickle
 from pipelines.ingest.sources import SourceError
+from pipelines.ingest.stage import ingest
+
+from conftest import make_conf
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

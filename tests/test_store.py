@@ -9,7 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.core.store import RunStore, atomic_dir, atomic_dirs, write_json_atomic, read_json
+from pipelines.core.store import (
+    RunStore,
+    atomic_dir,
+    atomic_dirs,
+    read_json,
+    write_json_atomic,
+)
 
 
 def _write_table(path, n):

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from conftest import make_conf
 from pipelines.core.config import ConfigError
 from pipelines.core.store import RunStore, write_bytes_atomic
 from pipelines.tracking.tracker import TrackingError, tracked
+
+from conftest import make_conf
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 

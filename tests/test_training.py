@@ -9,10 +9,13 @@ import uuid
 
 import pytest
 
-from conftest import kill_job
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.train.resume import plan_resume
 from pipelines.train.stage import make_spec
+
+from conftest import kill_job
+
+pytestmark = pytest.mark.slow   # Horovod trainings
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 

@@ -1,0 +1,1 @@
+"""`sparkcnn augment` and on-the-fly training augmentation: seeded, vectorised image operations."""

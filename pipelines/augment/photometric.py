@@ -10,7 +10,12 @@ import math
 
 import numpy as np
 
-from pipelines.augment.draws import _TAG_STRIDE, pixel_normal, pixel_uniform255_at, scramble_permutation
+from pipelines.augment.draws import (
+    _TAG_STRIDE,
+    pixel_normal,
+    pixel_uniform255_at,
+    scramble_permutation,
+)
 from pipelines.augment.params import Op, Param
 
 
@@ -111,5 +116,10 @@ class Scramble(Op):
         return scramble_permutation(self.values["seed"], h, w)
 
     def apply(self, x, d, keys):
-        n, h, w, c = x.shape
-        x[...] = x.reshape(n, h * w, c)[:, self.permutation(h, w)].reshape(x.shape)
+        x[...] = permute_pixels(x, self.permutation(*x.shape[1:3]))
+
+
+def permute_pixels(images: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    """Output pixel i of every image takes input pixel permutation[i] (channels move together)."""
+    n, h, w, c = images.shape
+    return images.reshape(n, h * w, c)[:, permutation].reshape(images.shape)

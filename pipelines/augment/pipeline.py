@@ -36,11 +36,28 @@ from typing import Optional
 import numpy as np
 
 from pipelines.augment.draws import image_keys
-from pipelines.augment.geometric import Crop, Elastic, FlipLR, FlipTB, Rotate, Rotate90, Shear, Shift, Skew, Zoom
+from pipelines.augment.geometric import (
+    Crop,
+    Elastic,
+    FlipLR,
+    FlipTB,
+    Rotate,
+    Rotate90,
+    Shear,
+    Shift,
+    Skew,
+    Zoom,
+)
 from pipelines.augment.params import PROB, AugmentError, _num
 from pipelines.augment.photometric import Brightness, Contrast, Erase, Noise, Scramble
-from pipelines.augment.resample import _EYE, _buffer, _chunk_images, _coordinates, _cv2, _resample
-
+from pipelines.augment.resample import (
+    _EYE,
+    _buffer,
+    _chunk_images,
+    _coordinates,
+    _cv2,
+    _resample,
+)
 
 OPS = {cls.name: cls for cls in (Rotate, Rotate90, Shift, Shear, Zoom, Crop, FlipLR, FlipTB, Skew, Elastic,
                                  Brightness, Contrast, Noise, Erase, Scramble)}

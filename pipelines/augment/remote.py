@@ -12,8 +12,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core import records
 from pipelines.augment.pipeline import Pipeline
+from pipelines.core import records
 
 N_SAMPLES = "_n_samples"   # int32 column the driver adds: augmented samples to make from the row
 ROWS_PER_CALL = 1024       # output images per Pipeline.apply call (bounded memory, vectorised)

@@ -3,7 +3,7 @@
 For each configured split `<s>`, writes `<datasets_dir>/<dataset>/<s><output_suffix>`
 following the record contract plus lineage columns (source_id, sample, ops), with
 a sidecar recording the augmentation (seed, pipeline, counts, and the scramble
-permutation when there is one).  The work happens in executors (augment_remote),
+permutation when there is one).  The work happens in executors (pipelines.augment.remote),
 one vectorised call per ~1k images; the driver only plans counts per row
 (n_per_image, or class-balanced counts) and writes a before/after figure into
 the run directory, which the report links.
@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.core import records
 from pipelines.augment.params import AugmentError
 from pipelines.augment.pipeline import Pipeline
 from pipelines.augment.remote import N_SAMPLES, augment_batches
+from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.figures import agg_pyplot
 from pipelines.core.store import RunStore, atomic_dir, write_bytes_atomic
@@ -51,7 +51,8 @@ def plan_counts(class_counts: dict, n_per_image: int, keep_originals: bool, bala
 
 
 def _with_sample_counts(frame, plan: dict, balance: bool):
-    from pyspark.sql import Window, functions as F
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
     if not balance:
         (q, _), = set(plan.values()) or {(0, 0)}
         return frame.withColumn(N_SAMPLES, F.lit(q).cast("int"))

@@ -26,7 +26,8 @@ def agg_pyplot():
 def sample_rows(spark, dataset_dir: str, per_class: int, predictions_dir: Optional[str] = None,
                 only_wrong: bool = False, limit: Optional[int] = None):
     """The first `per_class` rows of each class (by id), with predictions joined in when given."""
-    from pyspark.sql import Window, functions as F
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
     frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
     if predictions_dir and os.path.exists(predictions_dir):
         preds = spark.read.parquet(predictions_dir).select(records.ID, PREDICTION)

@@ -54,7 +54,7 @@ def prediction_metrics(predictions, class_names: list, prediction_col: str = rec
     if isinstance(predictions.schema[probabilities_col].dataType, VectorUDT):
         from pyspark.ml.functions import vector_to_array
         probabilities = vector_to_array(probabilities)
-    p_true = F.element_at(probabilities, F.col(records.LABEL) + 1)
+    p_true = F.element_at(probabilities, (F.col(records.LABEL) + 1).cast("int"))   # labels may be long or double
     loss = predictions.select(F.avg(-F.log(F.greatest(p_true, F.lit(LOG_LOSS_FLOOR))))).first()[0]
     metrics = classification_metrics(confusion, class_names)
     metrics["loss"] = float(loss) if loss is not None else None

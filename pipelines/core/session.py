@@ -2,13 +2,17 @@
 
 Settings that only work before the JVM starts (driver memory, the Python the
 workers run) are applied here, once, so no job forgets them.  Under
-spark-submit the session already exists and the submit flags win; this
-function then only adds the SQL settings that can change at run time.
+spark-submit the submit flags win over the conf file's master and driver memory.
+When a SparkSession is already running in this process (a notebook, a test, a
+second command in one driver), only the settings Spark can still change (runtime
+SQL settings) are applied to it; every other one that differs is named in one
+line saying it was not applied, never dropped silently.
 """
 from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 from pyspark.sql import SparkSession
 
@@ -22,7 +26,7 @@ def is_local_master(master: str) -> bool:
     return master.startswith("local")
 
 
-def build_spark(conf: SparkSection) -> SparkSession:
+def build_spark(conf: SparkSection, log: Callable[[str], None] = print) -> SparkSession:
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -50,9 +54,31 @@ def build_spark(conf: SparkSection) -> SparkSession:
     settings.update(conf.conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = active or builder.getOrCreate()
+    if active is not None:
+        _apply_to_running(active, conf, settings, submitted, log)
+        spark = active
+    else:
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARKCNN_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool, log) -> None:
+    """Set what a running session still accepts; name, in one line, what it cannot take any more."""
+    not_applied = []
+    if not submitted and spark.sparkContext.master != conf.master:
+        not_applied.append(f"master={conf.master} (running: {spark.sparkContext.master})")
+    for key, value in settings.items():
+        current = spark.conf.get(key, None)
+        if current == str(value):
+            continue
+        if spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+        else:
+            not_applied.append(f"{key}={value} (running: {current})")
+    if not_applied:
+        log("[spark] a SparkSession was already running, so these settings were not applied "
+            f"(set them before it starts, e.g. with spark-submit --conf): {', '.join(not_applied)}")
 
 
 def total_cores(spark: SparkSession) -> int:

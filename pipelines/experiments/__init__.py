@@ -1,0 +1,1 @@
+"""`sparkcnn experiment`: parameter sweeps, one single-process Keras trial per Spark task."""

@@ -8,8 +8,9 @@ module-level cache, so a reused Python worker reads them once per sweep),
 sets TensorFlow to the task's cores, trains, and returns plain numbers (and,
 when asked, the model as bytes).
 
-The pixel scramble and the random shift live here as two tiny numpy
-functions; the augmentation stage has general versions of both.  A trial
+The pixel scramble and the random shift are the augmentation stage's own
+(pipelines.augment): the same seed gives the same permutation in a sweep and in
+`sparkcnn augment`.  A trial
 can also learn a background class (setting "background", what
 `sparkcnn localise` trains its detector with): off-centre and empty windows, so that a
 fully-convolutional detector has somewhere to put windows that hold no
@@ -25,6 +26,9 @@ from typing import Optional
 
 import numpy as np
 
+from pipelines.augment.draws import scramble_permutation
+from pipelines.augment.photometric import permute_pixels
+from pipelines.augment.pipeline import Pipeline
 from pipelines.core import records
 from pipelines.core.tf_runtime import configure_threads, model_to_bytes
 
@@ -51,26 +55,15 @@ class TrialSpec:
     meta: dict = field(default_factory=dict)  # carried through to the result untouched
 
 
-def scramble_permutation(seed: int, height: int, width: int) -> np.ndarray:
-    """A fixed permutation of the H*W pixel positions (channels move together)."""
-    return np.random.default_rng(seed).permutation(height * width)
+def shift_images(images: np.ndarray, max_shift: int, seed: int, rows: np.ndarray, epoch: int) -> np.ndarray:
+    """Each image moved by up to `max_shift` pixels along x and y; uncovered pixels are 0.
 
-
-def scramble(images: np.ndarray, permutation: np.ndarray) -> np.ndarray:
-    n, h, w, c = images.shape
-    return images.reshape(n, h * w, c)[:, permutation, :].reshape(n, h, w, c)
-
-
-def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Each image moved by a random (dy, dx) in [-max_shift, max_shift]; uncovered pixels are 0."""
+    This is the augment stage's shift op with its per-image seeded draws (image `rows[i]`
+    in pass `epoch`), so a trial and `sparkcnn augment` shift images the same way.
+    """
     n, h, w, _ = images.shape
-    s = int(max_shift)
-    padded = np.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
-    offsets = rng.integers(0, 2 * s + 1, size=(n, 2))
-    out = np.empty_like(images)
-    for i, (dy, dx) in enumerate(offsets):
-        out[i] = padded[i, dy:dy + h, dx:dx + w]
-    return out
+    steps = [{"op": "shift", "x": [-max_shift / w, max_shift / w], "y": [-max_shift / h, max_shift / h]}]
+    return Pipeline.parse(steps, seed).apply(images, rows, np.full(n, epoch + 1, np.int64))
 
 
 def background_windows(images: np.ndarray, count: int, rng: np.random.Generator, empty: float = 0.2) -> np.ndarray:
@@ -133,7 +126,7 @@ def trial_data(spec: TrialSpec):
         test_x, test_y = test_x[:spec.test_samples], test_y[:spec.test_samples]
     if s["scramble"]:
         permutation = scramble_permutation(spec.scramble_seed, *spec.input_shape[:2])
-        train_x, test_x = scramble(train_x, permutation), scramble(test_x, permutation)
+        train_x, test_x = permute_pixels(train_x, permutation), permute_pixels(test_x, permutation)
     return train_x, train_y, test_x, test_y
 
 
@@ -168,7 +161,7 @@ def run_trial(spec: TrialSpec) -> dict:
         order = np.concatenate([rng.permutation(len(train_y)) for _ in range(passes)])[:steps * batch]
         x, y = train_x[order], train_y[order]
         if s["shift"]:
-            x = shift_images(x, s["shift"], rng)
+            x = shift_images(x, s["shift"], spec.seed, np.arange(len(x)), 0)
         x, y = with_background(x, y, background, spec.num_classes - 1, rng)
         t0 = time.perf_counter()
         model.fit(x, y, batch_size=batch, epochs=1, shuffle=background > 0, verbose=0)
@@ -178,8 +171,8 @@ def run_trial(spec: TrialSpec) -> dict:
         eval_seconds += time.perf_counter() - t0
         samples_seen = steps * batch
     else:
-        for _ in range(int(s["epochs"])):
-            x = shift_images(train_x, s["shift"], rng) if s["shift"] else train_x
+        for epoch in range(int(s["epochs"])):
+            x = shift_images(train_x, s["shift"], spec.seed, np.arange(len(train_x)), epoch) if s["shift"] else train_x
             x, y = with_background(x, train_y, background, spec.num_classes - 1, rng)
             t0 = time.perf_counter()
             model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0)

@@ -8,7 +8,6 @@ from typing import Optional
 
 from pipelines.core.config import ConfigError, check_value, setting, suggest
 
-
 OPTIMIZERS = ("adam", "adadelta", "sgd", "rmsprop", "adagrad")
 
 

@@ -28,14 +28,14 @@ from typing import Callable, List
 import numpy as np
 
 from pipelines.core import records
-from pipelines.experiments.section import GRID_AXES, LATER_AXES, ExperimentSection
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.experiments.remote import DEFAULT_LEARNING_RATES, TrialSpec, run_trial
-from pipelines.experiments.variants import check_architecture
-from pipelines.core.tf_runtime import threads_per_task
 from pipelines.core.figures import agg_pyplot
 from pipelines.core.store import RunStore, atomic_dir
+from pipelines.core.tf_runtime import threads_per_task
+from pipelines.experiments.remote import DEFAULT_LEARNING_RATES, TrialSpec, run_trial
+from pipelines.experiments.section import GRID_AXES, LATER_AXES, ExperimentSection
+from pipelines.experiments.variants import check_architecture
 
 
 class ExperimentError(SparkcnnError, ValueError):

@@ -1,0 +1,1 @@
+"""`sparkcnn export`: a dataset back to lossless PNG files, one folder per class."""

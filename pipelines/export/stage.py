@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from pipelines.core import records
 from pipelines.core.config import Config
-from pipelines.ingest.folder import CLASS_MANIFEST
 from pipelines.core.store import atomic_dir
+from pipelines.ingest.folder import CLASS_MANIFEST
 
 
 def safe_folder_name(name: str, index: int) -> str:

@@ -17,7 +17,12 @@ from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.store import atomic_dirs
 from pipelines.ingest.remote import IngestError, write_ranges
-from pipelines.ingest.tasks import SplitWritten, check_part_files, partition_count, run_ingest_tasks
+from pipelines.ingest.tasks import (
+    SplitWritten,
+    check_part_files,
+    partition_count,
+    run_ingest_tasks,
+)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,14 @@ names, so one setting covers all four layouts.
 from __future__ import annotations
 
 import os
+
 from pipelines.ingest.safe_pickle import load_data_pickle
-from pipelines.ingest.sources import SourceError, open_cifar_binary, open_cifar_pickles, unpack_archive
+from pipelines.ingest.sources import (
+    SourceError,
+    open_cifar_binary,
+    open_cifar_pickles,
+    unpack_archive,
+)
 
 # version -> (train files, test files, class-name file)
 LAYOUTS = {

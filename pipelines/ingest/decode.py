@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 
-
 EMPTY_FILE = "empty file (0 bytes)"   # also the reason for empty files rejected before decoding
 
 

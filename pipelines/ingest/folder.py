@@ -32,11 +32,16 @@ import pyarrow.parquet as pq
 
 from pipelines.core import records
 from pipelines.core.config import Config
+from pipelines.core.store import atomic_dirs
 from pipelines.ingest.decode import probe_shape
 from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
-from pipelines.ingest.tasks import SplitWritten, check_part_files, partition_count, run_ingest_tasks
 from pipelines.ingest.remote import IngestError
-from pipelines.core.store import atomic_dirs
+from pipelines.ingest.tasks import (
+    SplitWritten,
+    check_part_files,
+    partition_count,
+    run_ingest_tasks,
+)
 
 SPLIT_FOLDERS = ("train", "val", "test")
 CLASS_MANIFEST = "_classes.json"

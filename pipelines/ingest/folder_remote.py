@@ -15,9 +15,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pipelines.core import records
+from pipelines.core.worker_remote import tune_worker
 from pipelines.ingest.decode import EMPTY_FILE, Reject, decode_image
 from pipelines.ingest.remote import TaskOutput, rows_per_row_group
-from pipelines.core.worker_remote import tune_worker
 
 SKIPPED_BY_SPARK = "skipped by Spark's file listing: a name in the path starts with '.' or '_'"
 

@@ -17,8 +17,8 @@ from typing import Tuple
 
 import numpy as np
 
-from pipelines.ingest import idx
 from pipelines.core.errors import SparkcnnError
+from pipelines.ingest import idx
 from pipelines.ingest.safe_pickle import load_data_pickle
 
 CIFAR_SHAPE = (32, 32, 3)

@@ -12,6 +12,7 @@ core and split; row groups are kept small (a few MB) because a row group is
 the unit that Petastorm shards across Horovod workers and shuffles.
 """
 from __future__ import annotations
+
 from typing import Callable
 
 from pipelines.core.config import Config

@@ -1,0 +1,1 @@
+"""`sparkcnn localise`: a classifier as a fully-convolutional detector, run over composite canvases."""

@@ -13,7 +13,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core import records
-from pipelines.core.tf_runtime import configure_threads, load_model_bytes, traced_model_call
+from pipelines.core.tf_runtime import (
+    configure_threads,
+    load_model_bytes,
+    traced_model_call,
+)
 from pipelines.experiments.remote import load_split
 from pipelines.localise.fcn_model import equivalence, to_fully_convolutional
 

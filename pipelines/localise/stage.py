@@ -23,8 +23,8 @@ localise.background a third, shifted model also learns a background class
 """
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import time
@@ -33,14 +33,27 @@ from typing import Callable
 import numpy as np
 
 from pipelines.core import records
-from pipelines.localise.composites import compose, localisation_scores, window_geometry, write_heatmap_pngs
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.experiments.stage import derive_seed, run_trials, to_markdown
-from pipelines.experiments.remote import TrialSpec, load_split
-from pipelines.localise.remote import CANVAS_DDL, HEAT_HEIGHT, HEAT_WIDTH, HEATMAP, HEATMAPS_DDL, check_equivalence, heatmap_batches
-from pipelines.core.tf_runtime import threads_per_task
 from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
+from pipelines.core.tf_runtime import threads_per_task
+from pipelines.experiments.remote import TrialSpec, load_split
+from pipelines.experiments.stage import derive_seed, run_trials, to_markdown
+from pipelines.localise.composites import (
+    compose,
+    localisation_scores,
+    window_geometry,
+    write_heatmap_pngs,
+)
+from pipelines.localise.remote import (
+    CANVAS_DDL,
+    HEAT_HEIGHT,
+    HEAT_WIDTH,
+    HEATMAP,
+    HEATMAPS_DDL,
+    check_equivalence,
+    heatmap_batches,
+)
 
 
 def _train_pair(spark, cfg: Config, meta, log) -> dict:

@@ -12,12 +12,16 @@ import os
 import shutil
 from typing import Callable, Optional
 
-import numpy as np
 import yaml
 
 from pipelines.core import records
 from pipelines.core.config import Config
-from pipelines.core.figures import plot_confusion, plot_samples, plot_training_curves, sample_rows
+from pipelines.core.figures import (
+    plot_confusion,
+    plot_samples,
+    plot_training_curves,
+    sample_rows,
+)
 from pipelines.core.store import RunStore, atomic_dir, read_json
 
 

@@ -17,9 +17,9 @@ from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.records import PREDICTIONS_DDL
+from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.score.remote import score_batches
-from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
 
 
 def predict_dataset(spark, dataset_dir: str, model_bytes: bytes, batch_size: int):

@@ -1,0 +1,1 @@
+"""MLflow tracking around any command (`--set tracking.mlflow=true`)."""

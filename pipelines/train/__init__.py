@@ -1,0 +1,1 @@
+"""`sparkcnn train`: Horovod workers as Spark tasks, reading Parquet through Petastorm; resume from checkpoints."""

@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.augment.remote import augment_tf_dataset
-from pipelines.train.models import build_model, make_optimizer
-from pipelines.train.section import TrainSection
-from pipelines.train.petastorm_input import open_reader, to_tf_dataset
-from pipelines.core.tf_runtime import configure_threads, cores_per_local_worker, model_to_bytes
 from pipelines.core.store import write_json_atomic
+from pipelines.core.tf_runtime import (
+    configure_threads,
+    cores_per_local_worker,
+    model_to_bytes,
+)
+from pipelines.train.models import build_model, make_optimizer
+from pipelines.train.petastorm_input import open_reader, to_tf_dataset
+from pipelines.train.section import TrainSection
 
 KEEP_CHECKPOINTS = 2
 
@@ -58,7 +62,7 @@ class TrainSpec:
 
 def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
     """Order matters: metrics are averaged over workers before anything reads them."""
-    rank = hvd.rank()
+    rank, t = hvd.rank(), spec.settings
 
     class EpochClock(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -85,19 +89,19 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_sec
 
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
                  hvd.callbacks.MetricAverageCallback()]
-    if spec.settings.warmup_epochs:
+    if t.warmup_epochs:
         callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=lr, warmup_epochs=spec.settings.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
-    if spec.settings.lr_decay != 1.0:
+            initial_lr=lr, warmup_epochs=t.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+    if t.lr_decay != 1.0:
         # Epoch numbers are absolute, so a resumed run continues the same schedule.
         def decayed(epoch, current):
-            return current if epoch < spec.settings.warmup_epochs else lr * spec.settings.lr_decay ** (epoch - int(spec.settings.warmup_epochs))
+            return current if epoch < t.warmup_epochs else lr * t.lr_decay ** (epoch - int(t.warmup_epochs))
         callbacks.append(tf.keras.callbacks.LearningRateScheduler(decayed))
     callbacks.append(EpochClock())
-    if spec.settings.early_stopping_patience is not None:
+    if t.early_stopping_patience is not None:
         # Every rank sees the same averaged val_loss, so all stop at the same epoch.
         callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss" if spec.val_path else "loss", patience=spec.settings.early_stopping_patience,
+            monitor="val_loss" if spec.val_path else "loss", patience=t.early_stopping_patience,
             restore_best_weights=True, verbose=1 if rank == 0 else 0))
     if spec.checkpoint_dir and rank == 0:
         callbacks.append(EpochCheckpoint())
@@ -116,68 +120,69 @@ def _saved_model_tar(tf, model) -> bytes:
 
 
 def train_worker(spec: TrainSpec) -> Optional[dict]:
-    import tensorflow as tf
     import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
 
     hvd.init()
+    t = spec.settings
     rank, size = hvd.rank(), hvd.size()
-    threads = spec.settings.threads_per_worker or cores_per_local_worker(hvd.local_size())
+    threads = t.threads_per_worker or cores_per_local_worker(hvd.local_size())
     threads = configure_threads(threads, inter_op=min(2, threads))
-    tf.keras.utils.set_random_seed(spec.settings.seed + rank + 1000 * spec.initial_epoch)  # dropout differs per rank
-    if spec.settings.deterministic:
+    tf.keras.utils.set_random_seed(t.seed + rank + 1000 * spec.initial_epoch)  # dropout differs per rank
+    if t.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    model = build_model(spec.settings.model, spec.input_shape, spec.num_classes)
-    lr = spec.settings.learning_rate * (size if spec.settings.scale_lr else 1)
-    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(spec.settings.optimizer, lr)),
+    model = build_model(t.model, spec.input_shape, spec.num_classes)
+    lr = t.learning_rate * (size if t.scale_lr else 1)
+    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(t.optimizer, lr)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
         tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(spec.resume_prefix).expect_partial()
 
-    steps = spec.train_rows // (spec.settings.batch_size * size)
+    steps = spec.train_rows // (t.batch_size * size)
     if steps < 1:
         raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than one batch of "
-                         f"{spec.settings.batch_size} for each of {size} workers")
-    val_steps = spec.val_rows // (spec.settings.batch_size * size) if spec.val_path else 0
+                         f"{t.batch_size} for each of {size} workers")
+    val_steps = spec.val_rows // (t.batch_size * size) if spec.val_path else 0
 
     history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
     epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
-        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {spec.settings.batch_size}, "
+        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
               f"lr {lr:g}{resumed}", flush=True)
 
-    if spec.initial_epoch < spec.settings.epochs:
+    if spec.initial_epoch < t.epochs:
         with contextlib.ExitStack() as readers:
             # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
-            seed = spec.settings.seed + rank + 1000 * spec.initial_epoch
+            seed = t.seed + rank + 1000 * spec.initial_epoch
             train_reader = readers.enter_context(
-                open_reader(spec.train_path, rank, size, seed, spec.settings.reader_workers))
-            train_ds = to_tf_dataset(train_reader, spec.input_shape, spec.settings.batch_size, spec.settings.shuffle_buffer, seed)
+                open_reader(spec.train_path, rank, size, seed, t.reader_workers))
+            train_ds = to_tf_dataset(train_reader, spec.input_shape, t.batch_size, t.shuffle_buffer, seed)
             if spec.augment:
                 train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
             fit_kwargs = {}
             if val_steps:
                 val_reader = readers.enter_context(
-                    open_reader(spec.val_path, rank, size, spec.settings.seed, spec.settings.reader_workers, shuffle=False))
-                fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, spec.settings.batch_size, 0, 0),
+                    open_reader(spec.val_path, rank, size, t.seed, t.reader_workers, shuffle=False))
+                fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
                                   validation_steps=val_steps)
-            model.fit(train_ds, steps_per_epoch=steps, epochs=spec.settings.epochs, initial_epoch=spec.initial_epoch,
+            model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,
                       callbacks=callbacks, verbose=2 if rank == 0 else 0, **fit_kwargs)
 
     if rank != 0:
         return None
     # Export a clean copy: no Horovod optimizer class inside, so it loads anywhere in safe mode.
-    clean = build_model(spec.settings.model, spec.input_shape, spec.num_classes)
+    clean = build_model(t.model, spec.input_shape, spec.num_classes)
     clean.set_weights(model.get_weights())
     return {
         "model_keras": model_to_bytes(clean),
-        "saved_model_tar": _saved_model_tar(tf, clean) if spec.settings.export_saved_model else None,
+        "saved_model_tar": _saved_model_tar(tf, clean) if t.export_saved_model else None,
         "history": history,
         "epoch_seconds": epoch_seconds,
-        "samples_per_epoch": steps * spec.settings.batch_size * size,
+        "samples_per_epoch": steps * t.batch_size * size,
         "workers": size,
         "threads_per_worker": threads,
     }

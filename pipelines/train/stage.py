@@ -19,7 +19,12 @@ from pipelines.augment.stage import augment_spec
 from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.session import is_local_master
-from pipelines.core.store import RunStore, atomic_dir, write_bytes_atomic, write_json_atomic
+from pipelines.core.store import (
+    RunStore,
+    atomic_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from pipelines.train.launch import TrainError, run_horovod
 from pipelines.train.models import check_model_name
 from pipelines.train.remote import TrainSpec

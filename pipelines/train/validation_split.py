@@ -18,8 +18,8 @@ from typing import Callable, Tuple
 from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.ingest.tasks import publish_dataset
 from pipelines.core.store import RunStore, read_json, write_json_atomic
+from pipelines.ingest.tasks import publish_dataset
 
 HASH_BUCKETS = 1_000_000
 

@@ -1,0 +1,1 @@
+"""`sparkcnn transfer`: pretrained features (featurizers/) + Spark LogisticRegression, as one PipelineModel."""

@@ -17,13 +17,12 @@ import os
 import time
 from typing import Callable, Optional
 
+from featurizers.registry import FeaturizerConfigError, check_weights, get_spec
 from pipelines.core import records
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.records import PREDICTION
 from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
-
-from featurizers.registry import FeaturizerConfigError, check_weights, get_spec
 
 FEATURES = "features"
 PROBABILITY = "probability"

@@ -1,0 +1,1 @@
+"""`sparkcnn visualize`: sample grids and class counts of a split."""
