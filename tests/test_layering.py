@@ -7,7 +7,8 @@ ROOT = "."
 
 
 def test_the_project_keeps_its_layers():
-    assert violations(ROOT) == []
+    found = violations(ROOT)
+    assert not found, "the tree breaks its layers:\n" + "\n".join(found)
 
 
 def _tree(tmp_path, files: dict):

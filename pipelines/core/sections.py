@@ -21,7 +21,7 @@ class RunSection:
 
     def resolve(self, where: str, sections: dict, path: Optional[str]) -> "RunSection":
         name = self.name or (os.path.splitext(os.path.basename(path))[0] if path else "run")
-        _check_plain_name(f"{where.rsplit(': ', 1)[0]}: run.name", name)
+        _check_plain_name(f"{where}.name", name)
         return dataclasses.replace(self, name=name)
 
 
@@ -49,12 +49,11 @@ class DataSection:
     datasets_dir: str = setting("data/datasets", doc="Parquet datasets: <datasets_dir>/<dataset>/<split>")
 
     def check(self, where: str) -> None:
-        source = where.rsplit(": ", 1)[0]
-        _check_plain_name(f"{source}: data.dataset", self.dataset)
+        _check_plain_name(f"{where}.dataset", self.dataset)
         if self.format in FORMATS_READING_PATH and not self.path:
-            raise ConfigError(f"{source}: data.path is required for data.format '{self.format}'")
+            raise ConfigError(f"{where}.path is required for data.format '{self.format}'")
         if self.source == "dir" and not self.path:
-            raise ConfigError(f"{source}: data.source 'dir' needs data.path (the folder holding the files)")
+            raise ConfigError(f"{where}.source 'dir' needs data.path (the folder holding the files)")
 
     def resolve(self, where: str, sections: dict, path: Optional[str]) -> "DataSection":
         return dataclasses.replace(self, path=os.path.expanduser(self.path)) if self.path else self

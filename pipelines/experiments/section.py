@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core.config import ConfigError, check_value, setting, suggest
-
-OPTIMIZERS = ("adam", "adadelta", "sgd", "rmsprop", "adagrad")
-
+from pipelines.train.models import OPTIMIZERS
 
 @dataclass(frozen=True)
 class ExperimentSection:
@@ -45,7 +43,7 @@ class ExperimentSection:
     plot_x: Optional[str] = setting(None, doc="grid axis on the x axis of the plots (default: the first grid axis)")
 
     def resolve(self, where: str, sections: dict, path) -> "ExperimentSection":
-        return _check_grid(self, where.rsplit(": ", 1)[0])
+        return _check_grid(self, where)
 
 
 # The ExperimentSection fields a grid may sweep (every trial setting).
@@ -62,35 +60,35 @@ def _check_filters(where: str, value) -> None:
         raise ConfigError(f"{where}: expected a list of positive integers (filters per conv layer), got {value!r}")
 
 
-def _check_grid(section: "ExperimentSection", source: str) -> "ExperimentSection":
+def _check_grid(section: "ExperimentSection", where: str) -> "ExperimentSection":
     """Each grid axis is a trial setting with a non-empty list, each value checked like the setting itself."""
     fields = {f.name: f for f in dataclasses.fields(ExperimentSection)}
     hints = typing.get_type_hints(ExperimentSection)
-    _check_filters(f"{source}: experiment.filters", section.filters)
+    _check_filters(f"{where}.filters", section.filters)
     raw = section.grid
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: experiment.grid: expected a mapping of setting -> list of values, got {raw!r}")
+        raise ConfigError(f"{where}.grid: expected a mapping of setting -> list of values, got {raw!r}")
     grid = {}
     for axis, values in raw.items():
         axis = str(axis)
-        where = f"{source}: experiment.grid.{axis}"
+        at = f"{where}.grid.{axis}"
         if axis not in GRID_AXES:
-            raise ConfigError(f"{where}: '{axis}' is not a trial setting" + suggest(axis, GRID_AXES))
+            raise ConfigError(f"{at}: '{axis}' is not a trial setting" + suggest(axis, GRID_AXES))
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
+            raise ConfigError(f"{at}: expected a non-empty list of values, got {values!r}")
         checked = []
         for i, value in enumerate(values):
             if axis == "filters":
-                _check_filters(f"{where}[{i}]", value)
+                _check_filters(f"{at}[{i}]", value)
             else:
-                value = check_value(f"{where}[{i}]", value, hints[axis], fields[axis].metadata)
+                value = check_value(f"{at}[{i}]", value, hints[axis], fields[axis].metadata)
             if value in checked:
-                raise ConfigError(f"{where}: {value!r} is listed twice")
+                raise ConfigError(f"{at}: {value!r} is listed twice")
             checked.append(value)
         grid[axis] = checked
     if section.plot_x is not None and section.plot_x not in grid:
-        raise ConfigError(f"{source}: experiment.plot_x '{section.plot_x}' is not a grid axis "
+        raise ConfigError(f"{where}.plot_x '{section.plot_x}' is not a grid axis "
                           f"(grid axes: {', '.join(grid) or 'none'})")
     return dataclasses.replace(section, grid=grid)

@@ -200,6 +200,10 @@ def build_model(name: str, input_shape, num_classes: int):
     raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
 
 
+# The optimizers train.optimizer and experiment.optimizer accept (make_optimizer builds them).
+OPTIMIZERS = ("adam", "adadelta", "sgd", "rmsprop", "adagrad")
+
+
 def make_optimizer(name: str, learning_rate: float):
     """Keras 2 legacy optimizers: the ones Horovod 0.28's DistributedOptimizer is tested with."""
     from tensorflow.keras.optimizers import legacy

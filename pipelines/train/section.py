@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipelines.core.config import ConfigError, setting
+from pipelines.train.models import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class TrainSection:
     model: str = setting("mnist_cnn")
     epochs: int = setting(4, min=1, runtime=True, doc="total epochs; raising it continues a finished run")
     batch_size: int = setting(128, min=1, doc="per Horovod worker")
-    optimizer: str = setting("adam", choices=("adam", "adadelta", "sgd", "rmsprop", "adagrad"))
+    optimizer: str = setting("adam", choices=OPTIMIZERS)
     learning_rate: float = setting(0.001, min=1e-9)
     scale_lr: bool = setting(True, doc="multiply learning_rate by the number of workers")
     num_proc: int = setting(2, min=1, doc="Horovod worker processes (Spark tasks)")
