@@ -4,8 +4,8 @@ The workers return the model as bytes to this process, which writes it (and
 a TF SavedModel) into the run directory atomically.  A run started again
 with the same training setup continues from the last epoch checkpoint: the
 final epoch count is the configured one and the history carries on, so a
-killed or failed training costs at most one epoch.  A changed setup (model,
-optimizer, batch size, workers, data) starts afresh.
+killed or failed training costs at most one epoch.  A changed setup (any train
+setting not declared runtime, or other data: see pipelines/train/resume.py) starts afresh.
 """
 from __future__ import annotations
 
