@@ -321,3 +321,57 @@ class Elastic(Op):
             g00 += g10
             moved.append(base + g00)
         return moved[0], moved[1]
+
+
+class ResizedCrop(Op):
+    name, kind = "resized_crop", "crop"
+    doc = ("random resized crop, torchvision's RandomResizedCrop: a box of area `scale` x the image's and "
+           "aspect ratio (width / height) `ratio`, whole pixels, resized back to the image's size (bilinear, "
+           "edges clamped to the box); ten tries to fit, then the centre box of the nearest allowed ratio. "
+           "Resampled on its own before the other geometric ops, so it must be listed first")
+    params = {"scale": Param("range", (0.08, 1.0), 0.001, 1.0, doc="box area as a fraction of the image's"),
+              "ratio": Param("range", (3 / 4, 4 / 3), 0.05, 20.0, doc="box width / height")}
+    ATTEMPTS = 10
+
+    def draw(self, keys, h, w):
+        n = len(keys)
+        lo, hi = self.values["ratio"]
+        log_lo, log_hi = math.log(lo), math.log(hi)
+        box = {"y0": np.zeros(n, np.int64), "x0": np.zeros(n, np.int64),
+               "height": np.zeros(n, np.int64), "width": np.zeros(n, np.int64)}
+        found = np.zeros(n, bool)
+        for attempt in range(self.ATTEMPTS):   # draws 1 + 4 attempt .. 4 + 4 attempt
+            j = 1 + 4 * attempt
+            area = self.between(keys, j, self.values["scale"]) * (h * w)
+            aspect = np.exp(log_lo + (log_hi - log_lo) * self.u(keys, j + 1))
+            bw = np.rint(np.sqrt(area * aspect)).astype(np.int64)
+            bh = np.rint(np.sqrt(area / aspect)).astype(np.int64)
+            fits = ~found & (bw > 0) & (bw <= w) & (bh > 0) & (bh <= h)
+            y0 = ((h - bh + 1) * self.u(keys, j + 2)).astype(np.int64)
+            x0 = ((w - bw + 1) * self.u(keys, j + 3)).astype(np.int64)
+            for key, value in (("y0", y0), ("x0", x0), ("height", bh), ("width", bw)):
+                box[key][fits] = value[fits]
+            found |= fits
+        if not found.all():   # torchvision's fallback: the centre box of the closest allowed ratio
+            if w / h < lo:
+                bw, bh = w, int(round(w / lo))
+            elif w / h > hi:
+                bw, bh = int(round(h * hi)), h
+            else:
+                bw, bh = w, h
+            rest = ~found
+            box["width"][rest], box["height"][rest] = bw, bh
+            box["y0"][rest], box["x0"][rest] = (h - bh) // 2, (w - bw) // 2
+        return box
+
+    def resize(self, images, idx, d, out):
+        """Image idx[j]'s box (d's j-th) resized to the full size into out[idx[j]] (cv2.resize, bilinear,
+        pixel centres aligned)."""
+        cv2 = _cv2()
+        n, h, w, c = images.shape
+        for i, y0, x0, bh, bw in zip(idx.tolist(), *(d[k].tolist() for k in ("y0", "x0", "height", "width"))):
+            box = images[i, y0:y0 + bh, x0:x0 + bw]
+            if c == 1:
+                cv2.resize(box[..., 0], (w, h), dst=out[i, ..., 0], interpolation=cv2.INTER_LINEAR)
+            else:
+                cv2.resize(box, (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)

@@ -1,6 +1,6 @@
 """What every augmentation op is built from: AugmentError, parameter declarations (Param, PROB) and Op.
 
-Op is the base class of the geometric and pixel ops (pipelines.augment.geometric / photometric):
+Op is the base class of the geometric and pixel ops (pipelines.augment.geometric, colour, photometric, filters):
 its declared params are validated by Param.check when Pipeline.parse reads a conf, and it draws
 its per-image values from pipelines.augment.draws.  _num formats a drawn value for lineage JSON.
 """
@@ -74,7 +74,8 @@ PROB = Param("float", 1.0, 0.0, 1.0, doc="probability that the op is applied to 
 class Op:
     """An operation: its parameters, how it draws them, and what it does with them."""
     name = ""
-    kind = "geometric"   # "geometric" (a matrix), "elastic" (a displacement field) or "pixel"
+    kind = "geometric"   # "geometric" (a matrix), "elastic" (a displacement field), "crop" or "pixel"
+    mode = "float"       # pixel ops: what pixels they need, see pipelines.augment.pixels
     params: dict = {}
     doc = ""
 

@@ -1,8 +1,10 @@
-"""Pixel ops: brightness, contrast, noise, erase and scramble, array arithmetic on the batch.
+"""Pixel ops: noise, erase and scramble (the colour ops are in pipelines.augment.colour).
 
-They act in place on float32 (n, H, W, C) arrays of the images they apply to, after the geometric
-resample (Pipeline rounds back to uint8 once at the end).  Per-pixel random numbers come from
-pipelines.augment.draws, so they too depend only on each image's identity.
+Each op declares the pixels it works on (`mode`, read by pipelines.augment.pixels): noise needs
+float32 (n, H, W, C) pixels and acts on them in place; erase writes its box into the uint8 images
+(`apply_uint8`), or into float pixels after an op that needed them; scramble moves pixels and works
+on either.  Per-pixel random numbers come from pipelines.augment.draws, so they too depend only on
+each image's identity.
 """
 from __future__ import annotations
 
@@ -12,39 +14,20 @@ import numpy as np
 
 from pipelines.augment.draws import (
     _TAG_STRIDE,
+    pixel_bytes_at,
     pixel_normal,
     pixel_uniform255_at,
     scramble_permutation,
 )
 from pipelines.augment.params import Op, Param
+from pipelines.augment.resample import per_image_calls
 
 
-class Brightness(Op):
-    name, kind, doc = "brightness", "pixel", "multiply pixel values by a factor"
-    params = {"factor": Param("range", (0.8, 1.2), 0.0, 10.0)}
-
-    def draw(self, keys, h, w):
-        return {"factor": self.between(keys, 1, self.values["factor"])}
-
-    def apply(self, x, d, keys):
-        x *= d["factor"].astype(np.float32)[:, None, None, None]
-
-
-class Contrast(Op):
-    name, kind, doc = "contrast", "pixel", "scale each image's deviation from its mean by a factor"
-    params = {"factor": Param("range", (0.8, 1.2), 0.0, 10.0)}
-
-    def draw(self, keys, h, w):
-        return {"factor": self.between(keys, 1, self.values["factor"])}
-
-    def apply(self, x, d, keys):
-        mean = x.reshape(len(x), -1).mean(axis=1, dtype=np.float64).astype(np.float32)[:, None, None, None]
-        x -= mean
-        x *= d["factor"].astype(np.float32)[:, None, None, None]
-        x += mean
+_NOISE_PIECE = 1 << 18   # values hashed at a time (2 MB of uint64 per pass): fewer, larger calls measured faster
 
 
 class Noise(Op):
+    mode = "float"
     name, kind, doc = "noise", "pixel", "add gaussian noise, sigma (in pixel units 0-255) drawn per image"
     params = {"sigma": Param("range", (0.0, 10.0), 0.0, 255.0)}
 
@@ -52,11 +35,18 @@ class Noise(Op):
         return {"sigma": self.between(keys, 1, self.values["sigma"])}
 
     def apply(self, x, d, keys):
-        z = pixel_normal(keys, self.index * _TAG_STRIDE + 63, x[0].size).reshape(x.shape)
-        x += z * d["sigma"].astype(np.float32)[:, None, None, None]
+        sigma = d["sigma"].astype(np.float32)
+        size = x[0].size
+        for i in range(len(x)):   # image by image, piece by piece: the hashes stay in cache
+            flat = x[i].reshape(-1)
+            for start in range(0, size, _NOISE_PIECE):
+                z = pixel_normal(keys[i:i + 1], self.index * _TAG_STRIDE + 63, min(_NOISE_PIECE, size - start), start)[0]
+                z *= sigma[i]
+                flat[start:start + len(z)] += z
 
 
 class Erase(Op):
+    mode = "uint8"
     name, kind, doc = "erase", "pixel", "random erasing: a rectangle of area (fraction) and aspect ratio filled with fill"
     params = {"area": Param("range", (0.02, 0.2), 0.0, 1.0), "aspect": Param("range", (0.3, 3.3), 0.05, 20.0),
               "fill": Param("fill", 0)}
@@ -80,6 +70,29 @@ class Erase(Op):
             flat[image, pixel] = pixel_uniform255_at(keys, self.index * _TAG_STRIDE + 63, image, pixel)
         else:
             flat[image, pixel] = float(self.values["fill"])
+
+    def apply_uint8(self, images, d, keys):
+        """The same box and fill on uint8 images (n, H, W, C), in place: a slice per image, and for
+        noise only the box's pixels hashed (the whole image is never copied); small images all at once."""
+        n, h, w, c = images.shape
+        if not per_image_calls(h, w):   # small images: every box of the batch at once
+            image, pixel = _box_pixels(d["y0"], d["x0"], d["height"], d["width"], h, w, c)
+            flat = images.reshape(n, h * w * c)
+            if self.values["fill"] == "noise":
+                flat[image, pixel] = pixel_bytes_at(keys, self.index * _TAG_STRIDE + 63, image, pixel)
+            else:
+                flat[image, pixel] = self.values["fill"]
+            return
+        y0, x0, eh, ew = (d[k].tolist() for k in ("y0", "x0", "height", "width"))
+        if self.values["fill"] != "noise":
+            for i in range(n):
+                images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = self.values["fill"]
+            return
+        for i in range(n):   # one image at a time: its box's indices and hashes stay in cache
+            box = ((np.arange(y0[i], y0[i] + eh[i]) * (w * c))[:, None]
+                   + np.arange(x0[i] * c, (x0[i] + ew[i]) * c)[None, :])
+            fill = pixel_bytes_at(keys[i:i + 1], self.index * _TAG_STRIDE + 63, 0, box.ravel())
+            images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = fill.reshape(eh[i], ew[i], c)
 
 
 def _box_pixels(y0, x0, height, width, h, w, c):
@@ -107,6 +120,7 @@ def _box_pixels(y0, x0, height, width, h, w, c):
 
 
 class Scramble(Op):
+    mode = "any"   # moves pixels, whatever their type; commutes with colour maps (a mean ignores order)
     name, kind = "scramble", "pixel"
     doc = ("the seeds' scrambled digits: one fixed pixel permutation for the whole dataset, from `seed` "
            "(default: augment.seed); recorded in the output's metadata so the test set gets the same one")
@@ -117,6 +131,9 @@ class Scramble(Op):
 
     def apply(self, x, d, keys):
         x[...] = permute_pixels(x, self.permutation(*x.shape[1:3]))
+
+    def apply_uint8(self, images, d, keys):
+        self.apply(images, d, keys)
 
 
 def permute_pixels(images: np.ndarray, permutation: np.ndarray) -> np.ndarray:

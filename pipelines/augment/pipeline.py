@@ -1,16 +1,21 @@
 """Image augmentation pipelines, vectorised over batches and reproducible per image.
 
-Pure numpy (no TensorFlow, no Spark): the Spark stage (pipelines.augment.remote), the
+Pure numpy and OpenCV (no TensorFlow, no Spark): the Spark stage (pipelines.augment.remote), the
 on-the-fly training input and the benchmark all call `Pipeline.apply`.
 
 Speed: every geometric operation (rotate, rotate90, shift, shear, zoom, crop,
 flips, skew) is a 3x3 output->input matrix; a pipeline composes them into ONE
-projective transform per image and resamples once (bilinear: one cv2.remap for
-a few hundred images stacked into one tall image).  Elastic distortion is a
+projective transform per image and resamples once: small images (MNIST) by one
+bilinear cv2.remap for a few hundred images stacked into one tall image, photos
+(64x64 and up) by one cv2.warpAffine / warpPerspective each (a plain copy or
+cv2.flip when the matrix only moves whole pixels).  Elastic distortion is a
 displacement field added to that same sampling grid, so a chain of any length
-costs one resample.  Pixel operations (brightness, contrast, noise, erasing,
-scramble) are array arithmetic on the batch.  Augmentor instead calls PIL once
-per operation per image.
+costs one resample.  resized_crop, listed first, is a cv2.resize of each image's
+box before that.  Pixel operations (pipelines.augment.pixels): colour ops
+(brightness, contrast, hue_saturation, colour_jitter) fuse into one affine colour
+map per image applied to the uint8 pixels in one pass; erase, blur and jpeg work
+on uint8 images one OpenCV call each; noise (and anything after it) is float32
+arithmetic.  Augmentor instead calls PIL once per operation per image.
 
 Reproducibility: every random number of output image (source_id, sample) is a
 counter-based hash of (seed, source_id, sample, op index, draw index): nothing
@@ -20,13 +25,14 @@ images however the data is split.  Per-image trigonometry uses Python's math
 a batch.
 
 Order: geometric ops are fused into one resample, so the conf must list them
-before pixel ops (an error says so otherwise); within each group the conf order
-is the order of application.
+before pixel ops (an error says so otherwise), and resized_crop before both;
+within the pixel group the conf order is the order of application.
 
 Layout: this module holds the OPS table (conf name -> op class) and Pipeline (parse a conf,
-apply it to a batch, lineage); the ops are in pipelines.augment.geometric and .photometric, built
-on pipelines.augment.params (Param, Op, AugmentError); their random numbers are in
-pipelines.augment.draws and the single resample in pipelines.augment.resample.
+apply it to a batch, lineage); the ops are in pipelines.augment.geometric, .colour, .photometric
+and .filters, built on pipelines.augment.params (Param, Op, AugmentError); their random numbers
+are in pipelines.augment.draws, the single resample in pipelines.augment.resample and the pixel
+ops' runner in pipelines.augment.pixels.
 """
 from __future__ import annotations
 
@@ -35,12 +41,15 @@ from typing import Optional
 
 import numpy as np
 
+from pipelines.augment.colour import Brightness, ColourJitter, Contrast, HueSaturation
 from pipelines.augment.draws import image_keys
+from pipelines.augment.filters import Blur, Jpeg
 from pipelines.augment.geometric import (
     Crop,
     Elastic,
     FlipLR,
     FlipTB,
+    ResizedCrop,
     Rotate,
     Rotate90,
     Shear,
@@ -49,18 +58,21 @@ from pipelines.augment.geometric import (
     Zoom,
 )
 from pipelines.augment.params import PROB, AugmentError, _num
-from pipelines.augment.photometric import Brightness, Contrast, Erase, Noise, Scramble
+from pipelines.augment.photometric import Erase, Noise, Scramble
+from pipelines.augment.pixels import run_pixel_ops
 from pipelines.augment.resample import (
     _EYE,
-    _buffer,
     _chunk_images,
     _coordinates,
-    _cv2,
+    _matrix_product,
     _resample,
+    _warp_each,
+    per_image_calls,
 )
 
-OPS = {cls.name: cls for cls in (Rotate, Rotate90, Shift, Shear, Zoom, Crop, FlipLR, FlipTB, Skew, Elastic,
-                                 Brightness, Contrast, Noise, Erase, Scramble)}
+OPS = {cls.name: cls for cls in (ResizedCrop, Rotate, Rotate90, Shift, Shear, Zoom, Crop, FlipLR, FlipTB, Skew,
+                                 Elastic, Brightness, Contrast, HueSaturation, ColourJitter, Noise, Erase, Blur,
+                                 Jpeg, Scramble)}
 
 
 def _suggest(name, options) -> str:
@@ -103,6 +115,9 @@ class Pipeline:
                     values[key] = int(seed)
                     continue
                 values[key] = param.check(f"{at}.{key}", list(raw) if isinstance(raw, tuple) else raw)
+            if op_cls.kind == "crop" and ops:
+                raise AugmentError(f"{at}: {name} is resampled on its own before the other ops, so it must be "
+                                   f"the first op (here after '{ops[-1].name}')")
             if op_cls.kind == "pixel":
                 seen_pixel = seen_pixel or name
             elif seen_pixel:
@@ -138,11 +153,12 @@ class Pipeline:
             out.append((op.applied(keys), d))
         return out
 
-    def apply(self, images: np.ndarray, source_ids, samples, lineage: bool = False):
+    def apply(self, images: np.ndarray, source_ids, samples, lineage: bool = False, float_reference: bool = False):
         """Augment (N,H,W,C) uint8 images; output image i is a function of (seed, source_ids[i], samples[i], images[i]).
 
         Returns the images (same shape and dtype) and, with lineage=True, one JSON string per image
-        listing the ops applied and their drawn parameters.
+        listing the ops applied and their drawn parameters.  float_reference: run every pixel op in
+        float32 (the slow route the fused uint8 one is tested against, see pipelines.augment.pixels).
         """
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -152,30 +168,28 @@ class Pipeline:
             return (images.copy(), ["[]"] * n) if lineage else images.copy()
         keys = image_keys(self.seed, source_ids, samples)
         draws = self.draw(keys, h, w)
-        warped = self._warp(images, draws)
-        base = images if warped is None else warped
-        x = None
-        for op, (mask, d) in zip(self.ops, draws):
-            if op.kind != "pixel" or not mask.any():
-                continue
-            if x is None:
-                x = _buffer("pixels", base.shape, np.float32)
-                x[...] = base
-            values = {k: v for k, v in d.items() if k != "_n"}
-            if mask.all():
-                op.apply(x, values, keys)
-                continue
-            idx = np.flatnonzero(mask)
-            sub = x[idx]
-            op.apply(sub, {k: v[idx] for k, v in values.items()}, keys[idx])
-            x[idx] = sub
-        if x is not None:
-            out = _to_uint8(x)
-        else:
-            out = base.copy() if warped is None else warped
+        cropped = self._crop(images, draws)
+        base = images if cropped is None else cropped
+        warped = self._warp(base, draws)
+        base = base if warped is None else warped
+        steps = [(op, mask, {k: v for k, v in d.items() if k != "_n"})
+                 for op, (mask, d) in zip(self.ops, draws) if op.kind == "pixel"]
+        out = run_pixel_ops(steps, base, keys, float_reference, owned=base is not images)
         if not lineage:
             return out
         return out, self._lineage(draws, n)
+
+    def _crop(self, images, draws) -> Optional[np.ndarray]:
+        """The resized crop (listed first, if at all) of the images it applies to, or None."""
+        for op, (mask, d) in zip(self.ops, draws):
+            if op.kind != "crop" or not mask.any():
+                continue
+            idx = np.flatnonzero(mask)
+            out = np.empty_like(images)
+            out[~mask] = images[~mask]
+            op.resize(images, idx, {k: v[idx] for k, v in d.items() if k != "_n"}, out)
+            return out
+        return None
 
     def _warp(self, images, draws) -> Optional[np.ndarray]:
         """One resample for all geometric ops, or None when no image has any applied.
@@ -184,7 +198,7 @@ class Pipeline:
         in chunks; an image's coordinates are computed the same way whatever else is in its chunk.
         """
         n, h, w, c = images.shape
-        geo = [(op, mask, d) for op, (mask, d) in zip(self.ops, draws) if op.kind != "pixel"]
+        geo = [(op, mask, d) for op, (mask, d) in zip(self.ops, draws) if op.kind in ("geometric", "elastic")]
         if not geo:
             return None
         paths = _paths(geo)
@@ -195,10 +209,15 @@ class Pipeline:
         steps = [(op, mask, d if op.kind == "elastic" else
                   op.matrix(d, h, w) if mask.all() else np.where(mask[:, None, None], op.matrix(d, h, w), _EYE))
                  for op, mask, d in geo]
-        out = images.copy()
+        out = np.empty_like(images)
+        out[paths == 0] = images[paths == 0]
         chunk = _chunk_images(h, w)
+        each = per_image_calls(h, w)
         for path in np.unique(paths[todo]).tolist():
             group = todo[paths[todo] == path]
+            if each and path < 4:   # matrices only (bits 2 and up are elastic ops)
+                _warp_each(images, group, _matrix_product(steps, group), bool(path & 2), out)
+                continue
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]
                 u, v, exact = _coordinates(steps, part, h, w, projective=bool(path & 2))
@@ -226,15 +245,6 @@ class Pipeline:
             return None
         return {"seed": op.values["seed"], "height": h, "width": w,
                 "permutation": op.permutation(h, w).tolist()}
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float pixels rounded half to even and clipped to 0..255, as np.clip(np.rint(x), 0, 255) would
-    (negatives are zeroed first; OpenCV's saturating conversion rounds and caps at 255)."""
-    cv2 = _cv2()
-    flat = x.reshape(len(x), -1)
-    cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO, dst=flat)
-    return cv2.convertScaleAbs(flat).reshape(x.shape)
 
 
 def _paths(geo) -> np.ndarray:

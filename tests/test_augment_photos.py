@@ -1,0 +1,221 @@
+"""Augmentation at photo sizes, on the 20 real ImageNet photos of the foolbox wheel: the colour, blur,
+JPEG and resized-crop ops against float64 or library references, the fused uint8 colour path against
+the float32 one, the per-image warps, and byte-identical results however a batch is split."""
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.augment.draws import image_keys
+from pipelines.augment.filters import blur_kernel_size
+from pipelines.augment.params import AugmentError
+from pipelines.augment.pipeline import Pipeline
+
+from test_augment import bilinear64
+
+SIDE = 96   # above the per-image warp threshold (64 x 64), small enough for quick float64 references
+
+
+@pytest.fixture(scope="module")
+def photos(imagenet_samples):
+    """The 20 photos, RGB, resized to SIDE x SIDE (area interpolation): (20, SIDE, SIDE, 3) uint8."""
+    out = [cv2.resize(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), (SIDE, SIDE),
+                      interpolation=cv2.INTER_AREA) for _, _, data in imagenet_samples]
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def thumbnails(photos):
+    """The photos at 32 x 32: below the per-image threshold, so ops take their whole-batch routes."""
+    return np.stack([cv2.resize(p, (32, 32), interpolation=cv2.INTER_AREA) for p in photos])
+
+
+def run(steps, images, seed=1, lineage=False, **kw):
+    n = len(images)
+    return Pipeline.parse(steps, seed).apply(images, np.arange(n), np.ones(n), lineage=lineage, **kw)
+
+
+def drawn(lineage, op):
+    """Per image, the drawn values of `op` from lineage JSON."""
+    return [next(o for o in json.loads(text) if o["op"] == op) for text in lineage]
+
+
+def assert_within_one(out, exact):
+    diff = np.abs(np.clip(np.rint(exact), 0, 255) - out.astype(np.float64))
+    assert diff.max() <= 1, (diff.max(), diff.mean())
+    return diff
+
+
+# ---------------------------------------------------------------- colour maps
+
+@pytest.mark.parametrize("steps", [
+    [{"op": "brightness"}], [{"op": "contrast", "factor": [0.5, 1.8]}],
+    [{"op": "brightness", "factor": [0.6, 1.6]}, {"op": "contrast"}],
+    [{"op": "colour_jitter"}], [{"op": "hue_saturation", "hue": [-90, 90], "saturation": [0.3, 2]}],
+    [{"op": "brightness", "p": 0.5}, {"op": "contrast", "p": 0.5}, {"op": "erase", "fill": "noise"}],
+    # contrast after a map that mixes channels: it needs each channel's mean, not the mean of all values
+    [{"op": "hue_saturation", "hue": [-60, 60], "saturation": [0.2, 0.4]}, {"op": "contrast", "factor": [3, 4]}],
+])
+def test_fused_colour_path_equals_the_float_path_within_one_grey_level(photos, thumbnails, steps):
+    for images in (photos, thumbnails):
+        fused = run(steps, images)
+        reference = run(steps, images, float_reference=True)
+        diff = np.abs(fused.astype(int) - reference)
+        assert diff.max() <= 1 and diff.mean() < 0.1, (diff.max(), diff.mean())   # cv2.transform: 1/1024 coefficients
+        assert not np.array_equal(fused, images)
+
+
+def hue_rotation64(degrees):
+    """Rotation about the grey axis in an orthonormal basis of the plane across it (not Rodrigues' formula)."""
+    a = np.radians(degrees)
+    basis = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], np.float64)
+    basis /= np.linalg.norm(basis, axis=1, keepdims=True)
+    # red towards green is positive: rotate from the red direction towards the green one in the plane
+    red, green = basis[1:] @ [1.0, 0, 0], basis[1:] @ [0, 1.0, 0]
+    turn = np.sign(red[0] * green[1] - red[1] * green[0])
+    c, s = np.cos(a), turn * np.sin(a)
+    plane = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return basis.T @ plane @ basis
+
+
+def test_colour_jitter_matches_float64_arithmetic(photos):
+    out, lineage = run([{"op": "colour_jitter", "hue": [-40, 40]}], photos, lineage=True)
+    luma = np.array([0.299, 0.587, 0.114])
+    for img, got, d in zip(photos, out, drawn(lineage, "colour_jitter")):
+        v = img.reshape(-1, 3).astype(np.float64) * d["brightness"]
+        mean = v.mean()
+        v = (v - mean) * d["contrast"] + mean
+        grey = v @ luma
+        v = d["saturation"] * v + (1 - d["saturation"]) * grey[:, None]
+        v = v @ hue_rotation64(d["hue"]).T
+        assert_within_one(got.reshape(-1, 3), v)
+
+
+def test_hue_120_degrees_turns_red_into_green_and_saturation_0_is_grey(photos):
+    turned = run([{"op": "hue_saturation", "hue": [120, 120], "saturation": [1, 1]}], photos)
+    assert_within_one(turned, photos[..., [2, 0, 1]])      # new green = old red, new blue = old green
+    grey = run([{"op": "hue_saturation", "hue": [0, 0], "saturation": [0, 0]}], photos)
+    assert_within_one(grey, np.repeat((photos.astype(np.float64) @ [0.299, 0.587, 0.114])[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize("step", [
+    {"op": "colour_jitter", "brightness": [1, 1], "contrast": [1, 1], "saturation": [1, 1], "hue": [0, 0]},
+    {"op": "hue_saturation", "hue": [0, 0], "saturation": [1, 1]}, {"op": "resized_crop", "scale": [1, 1], "ratio": [1, 1]},
+])
+def test_identity_parameters_give_identical_photos(photos, step):
+    np.testing.assert_array_equal(run([step], photos), photos)
+
+
+def test_colour_ops_leave_grey_images_grey(photos):
+    grey = photos[..., :1].copy()
+    out = run([{"op": "colour_jitter", "brightness": [1, 1], "contrast": [1, 1]}], grey)
+    np.testing.assert_array_equal(out, grey)    # saturation and hue need RGB
+
+
+# ---------------------------------------------------------------- blur, JPEG
+
+def test_blur_matches_a_float64_separable_gaussian(photos):
+    out, lineage = run([{"op": "blur", "sigma": [0.5, 3.0]}], photos[:8], lineage=True)
+    for img, got, d in zip(photos, out, drawn(lineage, "blur")):
+        k = blur_kernel_size(d["sigma"])
+        kernel = cv2.getGaussianKernel(k, d["sigma"], cv2.CV_64F)[:, 0]
+        r = k // 2
+        padded = np.pad(img.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="reflect")   # OpenCV's REFLECT_101
+        rows = sum(kernel[i] * padded[i:i + SIDE] for i in range(k))
+        exact = sum(kernel[i] * rows[:, i:i + SIDE] for i in range(k))
+        diff = assert_within_one(got, exact)
+        assert np.abs(exact - img).mean() > 1     # it does blur
+
+
+def test_jpeg_is_the_libjpeg_round_trip_at_the_drawn_quality(photos):
+    out, lineage = run([{"op": "jpeg", "quality": [10, 90]}], photos, lineage=True)
+    qualities = [d["quality"] for d in drawn(lineage, "jpeg")]
+    assert all(isinstance(q, int) and 10 <= q <= 90 for q in qualities) and len(set(qualities)) > 5
+    for img, got, q in zip(photos, out, qualities):
+        data = cv2.imencode(".jpg", img[..., ::-1].copy(), (cv2.IMWRITE_JPEG_QUALITY, q))[1]
+        np.testing.assert_array_equal(got, cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+    low, high = (np.abs(run([{"op": "jpeg", "quality": [q, q]}], photos).astype(int) - photos).mean() for q in (10, 95))
+    assert low > 2 * high > 0
+
+
+# ---------------------------------------------------------------- geometry at photo size
+
+def test_resized_crop_is_bilinear_of_a_box_within_scale_and_ratio(photos):
+    out, lineage = run([{"op": "resized_crop", "scale": [0.1, 0.6], "ratio": [0.5, 2.0]}], photos, lineage=True)
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64)
+    for img, got, d in zip(photos, out, drawn(lineage, "resized_crop")):
+        y0, x0, bh, bw = d["y0"], d["x0"], d["height"], d["width"]
+        assert 0.1 - 0.05 <= bh * bw / SIDE ** 2 <= 0.6 + 0.05 and 0.5 - 0.05 <= bw / bh <= 2.0 + 0.05
+        assert 0 <= y0 and y0 + bh <= SIDE and 0 <= x0 and x0 + bw <= SIDE
+        u = np.clip((xs + 0.5) * bw / SIDE - 0.5, 0, bw - 1) + x0      # pixel centres, clamped to the box
+        v = np.clip((ys + 0.5) * bh / SIDE - 0.5, 0, bh - 1) + y0
+        exact = np.stack([bilinear64(img[..., ch], u, v) for ch in range(3)], axis=-1)
+        diff = assert_within_one(got, exact)
+        assert diff.mean() < 0.2
+
+
+def test_flips_and_quarter_turns_of_photos_are_exact(photos):
+    np.testing.assert_array_equal(run([{"op": "flip_lr"}], photos), photos[:, :, ::-1])
+    np.testing.assert_array_equal(run([{"op": "flip_tb"}, {"op": "flip_lr"}], photos), photos[:, ::-1, ::-1])
+    for angle, k in ((90, 1), (180, 2), (270, 3)):
+        np.testing.assert_array_equal(run([{"op": "rotate90", "angles": [angle]}], photos), np.rot90(photos, k, axes=(1, 2)))
+    wide = np.ascontiguousarray(photos[:, :80])          # not square: the canvas stays, corners go black
+    turned = run([{"op": "rotate90", "angles": [90]}], wide)
+    assert turned.shape == wide.shape and (turned[:, :, :8] == 0).all()
+
+
+def test_resized_crop_must_come_first():
+    with pytest.raises(AugmentError, match=r"\[1\] \(resized_crop\): .* must be the first op"):
+        Pipeline.parse([{"op": "rotate"}, {"op": "resized_crop"}])
+
+
+@pytest.mark.parametrize("steps", [[{"op": "rotate", "degrees": [-40, 40]}],
+                                   [{"op": "skew", "magnitude": 0.4}, {"op": "shear", "x_degrees": [-10, 10]}]])
+def test_photo_sized_warps_match_exact_bilinear(photos, steps):
+    """Photos go through one OpenCV warp each: against float64 bilinear at the composed matrix."""
+    p = Pipeline.parse(steps, seed=5)
+    n = len(photos)
+    ids, samples = np.arange(n), np.ones(n)
+    out = p.apply(photos, ids, samples)
+    draws = p.draw(image_keys(5, ids, samples), SIDE, SIDE)
+    acc = np.broadcast_to(np.eye(3), (n, 3, 3))
+    for op, (mask, d) in zip(p.ops, draws):     # output -> input, composed as _coordinates composes it
+        acc = op.matrix(d, SIDE, SIDE) @ acc
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64)
+    grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)
+    worst = 0.0
+    for img, got, m in zip(photos, out, acc):
+        q = grid @ m.T
+        u, v = q[..., 0] / q[..., 2], q[..., 1] / q[..., 2]
+        exact = np.stack([bilinear64(img[..., ch], u, v) for ch in range(3)], axis=-1)
+        diff = np.abs(np.rint(exact) - got)
+        worst = max(worst, diff.mean())
+        assert np.percentile(diff, 99.5) <= 3, np.percentile(diff, 99.5)   # OpenCV samples at 1/32 pixel
+    assert worst < 0.3
+
+
+# ---------------------------------------------------------------- reproducibility
+
+@pytest.mark.parametrize("size", ["photos", "thumbnails"])
+def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size):
+    photos = request.getfixturevalue(size)
+    p = Pipeline.parse([{"op": "resized_crop", "p": 0.7}, {"op": "rotate", "p": 0.5}, {"op": "skew", "p": 0.5},
+                        {"op": "flip_lr", "p": 0.5}, {"op": "elastic", "p": 0.3, "magnitude": 4},
+                        {"op": "colour_jitter", "p": 0.8}, {"op": "hue_saturation", "p": 0.5},
+                        {"op": "blur", "p": 0.5}, {"op": "brightness", "p": 0.5}, {"op": "jpeg", "p": 0.5},
+                        {"op": "erase", "p": 0.5, "fill": "noise"}, {"op": "noise", "p": 0.3},
+                        {"op": "contrast", "p": 0.5}], seed=7)
+    images = np.concatenate([photos, photos[:, ::-1]])   # 40 images, 40 different sources
+    n = len(images)
+    ids, samples = np.arange(n) + 100, np.full(n, 2)
+    whole = p.apply(images, ids, samples)
+    alone = np.concatenate([p.apply(images[i:i + 1], ids[i:i + 1], samples[i:i + 1]) for i in range(n)])
+    np.testing.assert_array_equal(alone, whole)
+    for parts in (np.array_split(np.arange(n), 3), np.split(np.arange(n), [1, 2, 17])):
+        np.testing.assert_array_equal(np.concatenate([p.apply(images[r], ids[r], samples[r]) for r in parts]), whole)
+    order = np.random.default_rng(1).permutation(n)
+    np.testing.assert_array_equal(p.apply(images[order], ids[order], samples[order]), whole[order])
+    assert not np.array_equal(p.apply(images, ids, samples + 1), whole)
