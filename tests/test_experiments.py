@@ -141,6 +141,7 @@ def test_scrambled_trials_share_one_permutation_for_train_and_test(tiny_mnist):
     assert np.array_equal(test_x, by_augment)
 
 
+@pytest.mark.slow   # trains a sweep through Spark
 def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
     from pipelines.core.store import RunStore
     from pipelines.experiments.stage import experiment

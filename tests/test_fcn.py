@@ -111,6 +111,7 @@ def test_scores_on_a_tiny_hand_made_heatmap():
     assert big.shape == (60, 60) and big[24, 34] == pytest.approx(0.4) and big[0, 0] == 0
 
 
+@pytest.mark.slow   # trains a CNN, then heatmaps through Spark
 def test_spark_heatmaps_equal_the_in_process_fcn(spark, trained_cnn, mnist_arrays):
     from pipelines.core.tf_runtime import model_to_bytes
     from pipelines.localise.fcn_model import to_fully_convolutional

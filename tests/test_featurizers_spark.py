@@ -43,6 +43,7 @@ def mnist_dataset(tmp_path_factory, mnist_files):
     return root
 
 
+@pytest.mark.slow   # EfficientNet over the photo set through Spark
 def test_predictor_on_spark_image_source_gets_reference_accuracy_with_names(spark, imagenet_dir, imagenet_samples):
     """Spark's image struct is BGR and of any size (one sample is 1024x683); top-1 must match the reference 17/20."""
     frame = spark.read.format("image").load(str(imagenet_dir))
