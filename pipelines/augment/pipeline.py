@@ -36,7 +36,6 @@ ops' runner in pipelines.augment.pixels.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Optional
 
 import numpy as np
@@ -69,15 +68,11 @@ from pipelines.augment.resample import (
     _warp_each,
     per_image_calls,
 )
+from pipelines.core.config import suggest
 
 OPS = {cls.name: cls for cls in (ResizedCrop, Rotate, Rotate90, Shift, Shear, Zoom, Crop, FlipLR, FlipTB, Skew,
                                  Elastic, Brightness, Contrast, HueSaturation, ColourJitter, Noise, Erase, Blur,
                                  Jpeg, Scramble)}
-
-
-def _suggest(name, options) -> str:
-    close = difflib.get_close_matches(str(name), list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(options))})"
 
 
 class Pipeline:
@@ -101,13 +96,13 @@ class Pipeline:
                 raise AugmentError(f"{at}: expected a mapping with an 'op' key, e.g. {{op: rotate, p: 0.9}}; got {step!r}")
             name = step["op"]
             if name not in OPS:
-                raise AugmentError(f"{at}: unknown op {name!r}" + _suggest(name, OPS))
+                raise AugmentError(f"{at}: unknown op {name!r}" + suggest(name, OPS))
             op_cls = OPS[name]
             at = f"{at} ({name})"
             declared = {"p": PROB, **op_cls.params}
             for key in step:
                 if key != "op" and key not in declared:
-                    raise AugmentError(f"{at}: unknown parameter {key!r}" + _suggest(key, declared))
+                    raise AugmentError(f"{at}: unknown parameter {key!r}" + suggest(key, declared))
             values = {}
             for key, param in declared.items():
                 raw = step.get(key, param.default)

@@ -78,8 +78,9 @@ class Config:
         return os.path.join(os.path.abspath(os.path.expanduser(self.data.datasets_dir)), self.data.dataset, split)
 
 
-def suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
+def suggest(name, options) -> str:
+    """' (did you mean ...?)' for the closest option, else the known options: every unknown-name message ends so."""
+    close = difflib.get_close_matches(str(name), list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(options))})"
 
 
