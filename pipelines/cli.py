@@ -7,7 +7,6 @@ and turns known failures into one clear line instead of a stack trace.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -16,7 +15,8 @@ import yaml
 from pipelines.core.config import describe
 from pipelines.core.errors import SparkcnnError, remote_error_message
 from pipelines.core.session import build_spark
-from pipelines.core.store import RunStore, write_bytes_atomic
+from pipelines.core import storage
+from pipelines.core.store import RunStore, configure_from, write_bytes_atomic
 from pipelines.stages import PIPELINES, STAGES, load_config, sections_of, stage_names
 from pipelines.tracking.tracker import tracked
 
@@ -49,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
 
 def run_stages(stages, cfg, log=print) -> dict:
     """Run stages in order against one SparkSession (one MLflow run when tracked); returns each stage's result."""
+    configure_from(cfg)
     store = RunStore(cfg.run_dir)
-    os.makedirs(store.root, exist_ok=True)
+    storage.makedirs(store.root)
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     results = {}
     with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
@@ -73,14 +74,14 @@ def main(argv=None) -> int:
         stages = stage_names(args.stage)
         t0 = time.perf_counter()
         results = run_stages(stages, cfg)
-    except (SparkcnnError, FileNotFoundError) as exc:
-        print(f"sparkcnn {args.stage}: error: {exc}", file=sys.stderr)
+    except (SparkcnnError, OSError) as exc:   # OSError: a file or store that cannot be read or written
+        print(f"sparkcnn {args.stage}: error: {storage.redact(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a sparkcnn error raised inside a Spark task arrives wrapped
         message = remote_error_message(exc)
         if message is None:
             raise
-        print(f"sparkcnn {args.stage}: error: {message}", file=sys.stderr)
+        print(f"sparkcnn {args.stage}: error: {storage.redact(message)}", file=sys.stderr)
         return 2
     if args.stage == "transfer":
         print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from pipelines.core import storage
+
 from pipelines.core.errors import SparkcnnError
 
 
@@ -68,14 +70,17 @@ class Config:
         return Config({**self.sections, **sections}, self.source)
 
     def to_dict(self) -> dict:
-        return {name: dataclasses.asdict(section) for name, section in self.sections.items()}
+        """Every section's values, as written into run outputs: a section's `public_dict()` (secrets
+        redacted) stands in for its raw values when it has one."""
+        return {name: section.public_dict() if hasattr(section, "public_dict") else dataclasses.asdict(section)
+                for name, section in self.sections.items()}
 
     @property
     def run_dir(self) -> str:
-        return os.path.join(os.path.abspath(os.path.expanduser(self.run.runs_dir)), self.run.name)
+        return storage.join(storage.normalize(self.run.runs_dir), self.run.name)
 
     def dataset_dir(self, split: str) -> str:
-        return os.path.join(os.path.abspath(os.path.expanduser(self.data.datasets_dir)), self.data.dataset, split)
+        return storage.join(storage.normalize(self.data.datasets_dir), self.data.dataset, split)
 
 
 def suggest(name, options) -> str:

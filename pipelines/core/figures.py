@@ -12,6 +12,8 @@ from typing import Optional
 import numpy as np
 
 from pipelines.core import records
+from pipelines.core.parquet_io import read_frame
+from pipelines.core.store import exists
 from pipelines.core.records import PREDICTION
 
 
@@ -28,9 +30,9 @@ def sample_rows(spark, dataset_dir: str, per_class: int, predictions_dir: Option
     """The first `per_class` rows of each class (by id), with predictions joined in when given."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
-    if predictions_dir and os.path.exists(predictions_dir):
-        preds = spark.read.parquet(predictions_dir).select(records.ID, PREDICTION)
+    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.IMAGE])
+    if predictions_dir and exists(predictions_dir):
+        preds = read_frame(spark, predictions_dir, [records.ID, PREDICTION])
         frame = frame.join(preds, records.ID)
         if only_wrong:
             frame = frame.where(F.col(PREDICTION) != F.col(records.LABEL))

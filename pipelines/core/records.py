@@ -22,7 +22,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core import storage
 from pipelines.core.errors import SparkcnnError
+from pipelines.core.store import resolve
 
 ID = "id"            # int64: position of the image in its source (stable across reruns)
 LABEL = "label"      # int32: class index into DatasetMeta.class_names
@@ -102,18 +104,22 @@ class DatasetMeta:
 
 
 def write_meta(dataset_dir: str, meta: DatasetMeta) -> None:
-    with open(os.path.join(dataset_dir, META_FILE), "w") as f:
+    """The sidecar, into a dataset's staging folder or prefix (published with the part files)."""
+    location = storage.join(dataset_dir, META_FILE)
+    if storage.is_remote(location):
+        storage.put_bytes(location, meta.to_json().encode())
+        return
+    with open(location, "w") as f:
         f.write(meta.to_json())
 
 
 def read_meta(dataset_dir: str) -> DatasetMeta:
-    path = os.path.join(dataset_dir, META_FILE)
+    """The sidecar of a published dataset (through its link or manifest) or of a staging folder."""
     try:
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.loads(storage.read_bytes(storage.join(resolve(dataset_dir), META_FILE)))
     except FileNotFoundError:
         raise RecordError(
-            f"{dataset_dir}: not a sparkcnn dataset (no {META_FILE}); run `sparkcnn ingest` first"
+            f"{storage.redact(dataset_dir)}: not a sparkcnn dataset (no {META_FILE}); run `sparkcnn ingest` first"
         ) from None
     known = {k: raw[k] for k in DatasetMeta.__dataclass_fields__ if k in raw}
     return DatasetMeta(**known)

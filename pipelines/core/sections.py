@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from pipelines.core import storage
 from pipelines.core.config import ConfigError, setting
 
 
 def _check_plain_name(where: str, value: str) -> None:
-    if not value or os.sep in value or value in (".", ".."):
+    if not value or os.sep in value or "/" in value or value in (".", ".."):
         raise ConfigError(f"{where} {value!r} must be a plain name, not a path")
 
 
@@ -56,8 +57,37 @@ class DataSection:
             raise ConfigError(f"{where}.source 'dir' needs data.path (the folder holding the files)")
 
     def resolve(self, where: str, sections: dict, path: Optional[str]) -> "DataSection":
-        return dataclasses.replace(self, path=os.path.expanduser(self.path)) if self.path else self
+        if not self.path or storage.is_remote(self.path):
+            return self
+        return dataclasses.replace(self, path=os.path.expanduser(self.path))
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    """How remote locations (s3://, gs://, abfs://, hdfs://) are reached; local paths need none of it."""
+    options: dict = setting(None, raw=True, doc=(
+        "fsspec filesystem options for every remote location, or per scheme under its name "
+        "({s3: {endpoint_url: ...}, gs: {...}}); credentials may go here or come from the environment. "
+        "Only endpoints, regions and other harmless keys are ever printed or written; other values are redacted"))
+    keep_versions: int = setting(2, min=1, doc="object stores: published versions kept per output, the current one included")
+    stale_after_hours: float = setting(24.0, min=0.0, doc=(
+        "staging left by a job on another host (or of unknown owner) older than this is removed by the next writer"))
+
+    def check(self, where: str) -> None:
+        if self.options is not None and not isinstance(self.options, dict):
+            raise ConfigError(f"{where}.options: expected a mapping of fsspec options, got a {type(self.options).__name__}")
+        for scheme, value in (self.options or {}).items():
+            if scheme in storage.SCHEME_KEYS and not isinstance(value, dict):
+                raise ConfigError(f"{where}.options.{scheme}: expected a mapping of options for {scheme}://")
+
+    def storage_options(self) -> storage.StorageOptions:
+        return storage.StorageOptions(dict(self.options or {}))
+
+    def public_dict(self) -> dict:
+        """What may be printed or written into run outputs: option values other than endpoints redacted."""
+        return {"options": self.storage_options().redacted(), "keep_versions": self.keep_versions,
+                "stale_after_hours": self.stale_after_hours}
 
 
 # Sections of the core, before every stage's own (pipelines/stages.py adds those).
-CORE_SECTIONS = {"run": RunSection, "spark": SparkSection, "data": DataSection}
+CORE_SECTIONS = {"run": RunSection, "spark": SparkSection, "data": DataSection, "storage": StorageSection}

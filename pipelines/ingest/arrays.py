@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.store import atomic_dirs
 from pipelines.ingest.remote import IngestError, write_ranges
@@ -54,7 +54,7 @@ def write_splits(spark, plans: list, dests: dict, name: str, class_names: list,
     with atomic_dirs([dests[p.split] for p in plans]) as stagings:
         folders = {p.split: stagings[dests[p.split]] for p in plans}
         written, _ = run_ingest_tasks(spark, tasks, functools.partial(write_ranges, folders, len(class_names),
-                                                                       row_group_mb))
+                                                                       row_group_mb, storage.current_options()))
         for plan in plans:
             dest, got = dests[plan.split], written.get(plan.split, SplitWritten())
             expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2 % 2 ** 64

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 from collections import Counter
 from typing import Callable
 
@@ -30,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
-from pipelines.core.store import atomic_dirs
+from pipelines.core.store import atomic_dirs, published_url
 from pipelines.ingest.decode import probe_shape
 from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
 from pipelines.ingest.remote import IngestError
@@ -50,17 +49,16 @@ REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("split", pa.string()), ("rea
 
 def folder_layout(root: str) -> dict:
     """{split or None: folder}; None means one folder to be split by path hash."""
-    subdirs = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
-    splits = {s: os.path.join(root, s) for s in SPLIT_FOLDERS if s in subdirs}
+    subdirs = {name for name, is_dir in storage.entries(root) if is_dir}
+    splits = {s: storage.join(root, s) for s in SPLIT_FOLDERS if s in subdirs}
     return splits or {None: root}
 
 
 def class_folders(root: str, layout: dict) -> list:
     """[(folder name, class name)] in class-index order."""
-    manifest = os.path.join(root, CLASS_MANIFEST)
-    if os.path.exists(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            entries = json.load(f)
+    manifest = storage.join(root, CLASS_MANIFEST)
+    if storage.exists(manifest):
+        entries = json.loads(storage.read_bytes(manifest).decode("utf-8"))
         try:
             ordered = sorted(entries, key=lambda e: int(e["index"]))
             return [(str(e["folder"]), str(e["name"])) for e in ordered]
@@ -68,7 +66,7 @@ def class_folders(root: str, layout: dict) -> list:
             raise IngestError(f"{manifest}: expected a list of {{index, name, folder}} entries") from None
     names = set()
     for folder in layout.values():
-        names.update(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        names.update(name for name, is_dir in storage.entries(folder) if is_dir)
     if not names:
         raise IngestError(f"{root}: no class subfolders (expected {root}/<class>/<image files>)")
     return [(n, n) for n in sorted(names)]
@@ -78,8 +76,10 @@ def walk_files(folder: str) -> list:
     """Every file under folder, as a path relative to it, in sorted order: the accounting list.
 
     Like os.walk (symlinked folders are listed, not entered), without a stat per file:
-    the directory scan says what is a folder.
+    the directory scan says what is a folder.  On a remote store: one recursive listing.
     """
+    if storage.is_remote(folder):
+        return list(storage.walk_sizes(folder))
     out = []
 
     def scan(path: str, prefix: str) -> None:
@@ -106,7 +106,11 @@ def estimated_bytes(layout: dict, files: list, sample: int = 1000) -> int:
     """
     picks = files[::max(1, len(files) // sample)]
     sizes = []
+    listed = {s: storage.walk_sizes(f) for s, f in layout.items() if storage.is_remote(f)}
     for split_folder, rel in picks:
+        if split_folder in listed:
+            sizes.append(listed[split_folder].get(rel, 0))
+            continue
         try:
             sizes.append(os.path.getsize(os.path.join(layout[split_folder], rel)))
         except OSError:
@@ -126,8 +130,7 @@ def interleaved_shares(files: list, n_parts: int) -> list:
 def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
     for rel in files[:limit]:
         try:
-            with open(os.path.join(folder, rel), "rb") as f:
-                return probe_shape(f.read())
+            return probe_shape(storage.read_bytes(storage.join(folder, rel)))
         except Exception:
             continue
     raise IngestError(f"{folder}: none of the first {min(limit, len(files))} files is a readable image; "
@@ -138,9 +141,9 @@ def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
 
 def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     root = cfg.data.path
-    if not root or not os.path.isdir(root):
-        raise IngestError(f"data.path {root!r} must be a folder of class subfolders for format 'folder'")
-    root = os.path.realpath(root)
+    if not root or not storage.isdir(root):
+        raise IngestError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders for format 'folder'")
+    root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
     layout = folder_layout(root)
     classes = class_folders(root, layout)
     class_index = {folder: k for k, (folder, _) in enumerate(classes)}
@@ -165,26 +168,27 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \
         ["train"] + (["test"] if ing.test_fraction > 0 else [])
     dests = {split: cfg.dataset_dir(split) for split in splits}
-    rejects_dir = os.path.join(os.path.dirname(cfg.dataset_dir("train")), "rejects")
+    rejects_dir = storage.join(storage.split(cfg.dataset_dir("train"))[0], "rejects")
     with atomic_dirs(list(dests.values()) + [rejects_dir]) as stagings:
         folders = {split: stagings[dest] for split, dest in dests.items()}
         writer = functools.partial(write_files, layout, class_index, (h, w, c), ing.resize, ing.max_pixels,
-                                   ing.test_fraction, folders, ing.row_group_mb)
+                                   ing.test_fraction, folders, ing.row_group_mb, storage.current_options())
         written, rejects = run_ingest_tasks(spark, tasks, writer)
         n_written = sum(got.rows for got in written.values())
         if n_written + len(rejects) != n_files:
             raise IngestError(f"{root}: {n_files} files found but {n_written} written + {len(rejects)} rejected")
         _check_unique_ids(root, written)
         rejects.sort()
-        pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects], REJECTS_SCHEMA),
-                       os.path.join(stagings[rejects_dir], "part-00000.parquet"))
+        with storage.open_file(storage.join(stagings[rejects_dir], "part-00000.parquet"), "wb") as f:
+            pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects],
+                                                REJECTS_SCHEMA), f)
         rejected = Counter(split for _, split, _ in rejects)
         metas = {}
         for split in splits:
             got = written.get(split, SplitWritten())
             dest = dests[split]
             if got.rows == 0:
-                shutil.rmtree(folders[split])          # not published: an earlier dataset there stays
+                storage.remove(folders[split])         # not published: an earlier dataset there stays
                 if rejected[split]:
                     log(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
                         "no usable image, split not written")
@@ -192,13 +196,13 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             check_part_files(folders[split], dest, got)
             meta = records.DatasetMeta(name=cfg.data.dataset, split=split, num_rows=got.rows, height=h, width=w,
                                        channels=c, class_names=class_names, class_counts=got.sorted_class_counts(),
-                                       source=os.path.join(root, split if split in layout else ""),
+                                       source=storage.join(root, split if split in layout else ""),
                                        rejected=rejected[split])
             records.write_meta(folders[split], meta)
             metas[split] = meta
     for split, meta in metas.items():
         log(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {meta.num_rows} + "
-            f"rejected {meta.rejected} -> {dests[split]}")
+            f"rejected {meta.rejected} -> {published_url(dests[split])}")
     if rejects:
         log(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
     return metas

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.worker_remote import tune_worker
 from pipelines.ingest.decode import EMPTY_FILE, Reject, decode_image
 from pipelines.ingest.remote import TaskOutput, rows_per_row_group
@@ -44,9 +44,14 @@ def is_hidden(rel: str) -> bool:
 
 
 def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_pixels: int, test_fraction: float,
-                folders: dict, row_group_mb: float, tasks: Iterable[tuple]) -> Iterator[dict]:
-    """Each task (index, [(split folder or None, path relative to it), ...]) -> part files + rejects."""
+                folders: dict, row_group_mb: float, options, tasks: Iterable[tuple]) -> Iterator[dict]:
+    """Each task (index, [(split folder or None, path relative to it), ...]) -> part files + rejects.
+
+    Files are read with plain reads locally and through pipelines.core.storage on a remote
+    store (`options`: the driver's storage options).
+    """
     tune_worker()
+    storage.configure(options)
     h, w, c = shape
     group = rows_per_row_group(h * w * c, row_group_mb)
     for task, files in tasks:
@@ -59,25 +64,24 @@ def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_p
                                                              np.stack(images)))
             for split_folder, rel in files:
                 split = split_of(split_folder, rel, test_fraction)
-                local = os.path.join(roots[split_folder], rel)
+                local = storage.join(roots[split_folder], rel)
                 parts = rel.split("/")
                 image, reason = None, None
                 if is_hidden(rel):
-                    reason = EMPTY_FILE if os.path.getsize(local) == 0 else SKIPPED_BY_SPARK
+                    reason = EMPTY_FILE if storage.size(local) == 0 else SKIPPED_BY_SPARK
                 elif len(parts) < 2:
                     reason = "not inside a class folder"
                 elif parts[0] not in class_index:
                     reason = f"folder '{parts[0]}' is not one of the dataset's classes"
                 else:
                     try:
-                        with open(local, "rb") as f:
-                            image = decode_image(f.read(), h, w, c, resize, max_pixels)
+                        image = decode_image(storage.read_bytes(local), h, w, c, resize, max_pixels)
                     except Reject as exc:
                         reason = str(exc)
                     except OSError as exc:         # gone or unreadable since the driver listed it
                         reason = f"unreadable file: {exc.strerror or exc}"
                 if reason is not None:
-                    out.rejects.append(("file:" + local, split, reason))
+                    out.rejects.append((local if storage.is_remote(local) else "file:" + local, split, reason))
                     continue
                 ids, labels, images = pending.setdefault(split, ([], [], []))
                 ids.append(stable_id(rel if split_folder is None else f"{split_folder}/{rel}"))

@@ -9,13 +9,15 @@ crosses to the driver is the summary (rows, class counts and ids per split, reje
 which the driver checks `read = written + rejected` and writes the metadata.
 
 A part file is written under a temporary name that readers skip ('_' prefix) and renamed when
-complete, so a task that is killed and re-run (a lost executor) leaves no half-written file; its
-name depends only on the task, so a re-run replaces, never duplicates.  Nothing here imports
+complete (on a remote store: written to local disk and uploaded whole when complete), so a task
+that is killed and re-run (a lost executor) leaves no half-written file; its name depends only on
+the task, so a re-run replaces, never duplicates.  Nothing here imports
 Spark or the driver's config: it runs in executors, from the --py-files zip on a cluster.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections import Counter
 from typing import Iterable, Iterator
@@ -24,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.worker_remote import tune_worker
 
@@ -50,8 +52,10 @@ class PartWriter:
         self.keep_ids = keep_ids
         self.id_sum = 0
         self.name = part_file_name(split, task)
-        self.path = os.path.join(folder, self.name)
-        self.tmp = os.path.join(folder, f"_tmp-{uuid.uuid4().hex[:8]}-{self.name}")
+        self.path = storage.join(folder, self.name)
+        self.remote = storage.is_remote(folder)
+        scratch = tempfile.gettempdir() if self.remote else folder
+        self.tmp = os.path.join(scratch, f"_tmp-{uuid.uuid4().hex[:8]}-{self.name}")
         self.group_rows = group_rows
         self.rows = 0
         self.class_counts: Counter = Counter()
@@ -94,7 +98,14 @@ class PartWriter:
         if self._writer is None:
             return {}
         self._writer.close()
-        os.replace(self.tmp, self.path)
+        if self.remote:
+            fs, target = storage.filesystem(self.path)
+            try:
+                fs.put_file(self.tmp, target)     # one upload: the object appears whole or not at all
+            finally:
+                os.remove(self.tmp)
+        else:
+            os.replace(self.tmp, self.path)
         return {"file": self.name, "rows": self.rows, "class_counts": dict(self.class_counts),
                 "id_sum": self.id_sum, "ids": np.concatenate(self.ids) if self.keep_ids else None}
 
@@ -137,10 +148,14 @@ def check_labels(source, lo: int, labels: np.ndarray, num_classes: int) -> None:
                           f"{lo + int(bad[0])} is outside 0..{num_classes - 1}")
 
 
-def write_ranges(folders: dict, num_classes: int, row_group_mb: float,
+def write_ranges(folders: dict, num_classes: int, row_group_mb: float, options,
                  tasks: Iterable[tuple]) -> Iterator[dict]:
-    """Array sources: each task (index, split, source, start, stop) -> one part file of its split."""
+    """Array sources: each task (index, split, source, start, stop) -> one part file of its split.
+
+    `options`: the driver's storage options (pipelines.core.storage), for remote folders and sources.
+    """
     tune_worker()
+    storage.configure(options)
     for task, split, source, start, stop in tasks:
         h, w, c = source.shape
         group = rows_per_row_group(h * w * c, row_group_mb)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipelines.core.config import Config
+from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
 
@@ -38,5 +39,5 @@ def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     for part in plan:
         meta = metas[part.split]
         log(f"[ingest] {part.split}: read {part.rows} = written {meta.num_rows} + rejected {meta.rejected} "
-            f"-> {dests[part.split]}")
+            f"-> {published_url(dests[part.split])}")
     return metas

@@ -8,14 +8,14 @@ files on disk before anything is published.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow.parquet as pq
 
-from pipelines.core import records
+from pipelines.core import records, storage
+from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.store import atomic_dir
 from pipelines.ingest.remote import MB, IngestError
 
@@ -63,15 +63,20 @@ def check_part_files(staging: str, dest: str, written: SplitWritten) -> None:
 
     Temporary files of task attempts that were killed (a lost executor) are removed here.
     """
-    for name in os.listdir(staging):
+    names = storage.listdir(staging)
+    for name in names:
         if name.startswith("_tmp-"):
-            os.remove(os.path.join(staging, name))
-    on_disk = sorted(n for n in os.listdir(staging) if n.endswith(".parquet"))
+            storage.remove(storage.join(staging, name))
+    on_disk = sorted(n for n in names if n.endswith(".parquet") and not n.startswith("_tmp-"))
     if on_disk != sorted(written.files):
-        raise IngestError(f"{dest}: the tasks reported files {sorted(written.files)} but {staging} holds {on_disk}")
-    rows = sum(pq.read_metadata(os.path.join(staging, n)).num_rows for n in on_disk)
+        raise IngestError(f"{storage.redact(dest)}: the tasks reported files {sorted(written.files)} but "
+                          f"{storage.redact(staging)} holds {on_disk}")
+    rows = 0
+    for name in on_disk:
+        with storage.open_file(storage.join(staging, name), "rb") as f:
+            rows += pq.ParquetFile(f).metadata.num_rows
     if rows != written.rows:
-        raise IngestError(f"{dest}: the part files hold {rows} rows but the tasks reported {written.rows}")
+        raise IngestError(f"{storage.redact(dest)}: the part files hold {rows} rows but the tasks reported {written.rows}")
 
 
 def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_group_mb: float,
@@ -81,9 +86,8 @@ def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_grou
     For DataFrames computed by Spark (the validation split); ingest writes its files from tasks.
     """
     with atomic_dir(dest) as staging:
-        (frame.write.option("parquet.block.size", int(row_group_mb * MB))
-         .option("compression", "snappy").parquet(staging))
-        written = spark.read.parquet(staging)
+        write_frame(frame, staging, row_group_mb)
+        written = read_frame(spark, staging, [records.LABEL])
         counts = {str(r[records.LABEL]): int(r["count"]) for r in written.groupBy(records.LABEL).count().collect()}
         meta.num_rows = sum(counts.values())
         meta.class_counts = dict(sorted(counts.items(), key=lambda kv: int(kv[0])))

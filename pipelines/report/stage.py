@@ -9,12 +9,11 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 from typing import Callable, Optional
 
 import yaml
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.figures import (
     plot_confusion,
@@ -22,7 +21,7 @@ from pipelines.core.figures import (
     plot_training_curves,
     sample_rows,
 )
-from pipelines.core.store import RunStore, atomic_dir, read_json
+from pipelines.core.store import RunStore, atomic_dir, exists, read_json, resolve
 
 
 def _table(headers, rows) -> str:
@@ -86,24 +85,25 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
 
 def _copy_augment_figures(store: RunStore, staging: str) -> list:
     """The augment stage's before/after PNGs (runs/<run>/augment/*.png), if it ran for this conf."""
-    src = store.augment_figures_dir
-    names = sorted(n for n in os.listdir(src) if n.endswith(".png")) if os.path.isdir(src) else []
+    src = resolve(store.augment_figures_dir)
+    names = [n for n in storage.listdir(src) if n.endswith(".png")]
     for name in names:
-        shutil.copyfile(os.path.join(src, name), os.path.join(staging, name))
+        with open(os.path.join(staging, name), "wb") as f:
+            f.write(storage.read_bytes(storage.join(src, name)))
     return names
 
 
 def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> str:
     metas = {s: records.read_meta(cfg.dataset_dir(s)) for s in ("train", "val", "test")
-             if os.path.exists(cfg.dataset_dir(s))}
-    history = read_json(store.history_path) if os.path.exists(store.history_path) else None
-    metrics = read_json(store.metrics_path) if os.path.exists(store.metrics_path) else None
-    timings = read_json(store.timings_path) if os.path.exists(store.timings_path) else {}
+             if exists(cfg.dataset_dir(s))}
+    history = read_json(store.history_path) if exists(store.history_path) else None
+    metrics = read_json(store.metrics_path) if exists(store.metrics_path) else None
+    timings = read_json(store.timings_path) if exists(store.timings_path) else {}
     split = cfg.score.split
     meta = metas.get(split) or records.read_meta(cfg.dataset_dir(split))
     preds = store.predictions_dir if metrics else None
     figures = {}
-    with atomic_dir(store.report_dir) as staging:
+    with atomic_dir(store.report_dir, local_build=True) as staging:
         os.makedirs(staging)
         rows = sample_rows(spark, cfg.dataset_dir(split), cfg.report.samples_per_class, preds)
         plot_samples(rows, meta, os.path.join(staging, "samples.png"), f"{meta.name} {split}: samples per class")
@@ -124,6 +124,7 @@ def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = pri
             f.write(render_html(cfg, metas, history, metrics, timings, figures))
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
-    index = os.path.join(store.report_dir, "index.html")
-    log(f"[report] {index}")
+    index = storage.join(store.report_dir, "index.html") if not storage.is_remote(store.report_dir) else \
+        storage.join(resolve(store.report_dir), "index.html")
+    log(f"[report] {storage.redact(index)}")
     return index

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import time
 from typing import Callable
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.records import PREDICTIONS_DDL
-from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
+from pipelines.core.parquet_io import read_frame, write_frame
+from pipelines.core.store import RunStore, atomic_dir, published_url, resolve, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.score.remote import score_batches
 
@@ -28,24 +28,24 @@ def predict_dataset(spark, dataset_dir: str, model_bytes: bytes, batch_size: int
     model_bc = spark.sparkContext.broadcast(model_bytes)
     digest = hashlib.sha256(model_bytes).hexdigest()
     scorer = functools.partial(score_batches, model_bc, digest, meta.shape, batch_size, threads_per_task(spark))
-    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
+    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.IMAGE])
     return frame.mapInArrow(scorer, PREDICTIONS_DDL), meta
 
 
 def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
     split = cfg.score.split
     dataset_dir = cfg.dataset_dir(split)
-    with open(store.require(store.model_path, "train"), "rb") as f:
-        model_bytes = f.read()
+    model_bytes = storage.read_bytes(store.require(store.model_path, "train"))
     t0 = time.perf_counter()
     predictions, meta = predict_dataset(spark, dataset_dir, model_bytes, cfg.score.batch_size)
     with atomic_dir(store.predictions_dir) as staging:
-        predictions.write.parquet(staging)
+        write_frame(predictions, staging)
     seconds = time.perf_counter() - t0
-    metrics = prediction_metrics(spark.read.parquet(store.predictions_dir), meta.class_names)
+    metrics = prediction_metrics(read_frame(spark, store.predictions_dir), meta.class_names)
     if metrics["rows"] != meta.num_rows:
         raise RuntimeError(f"{store.predictions_dir}: {metrics['rows']} predictions for {meta.num_rows} rows of {dataset_dir}")
-    metrics.update(split=split, dataset=os.path.realpath(dataset_dir), model=store.model_path,
+    log(f"[score] predictions -> {published_url(store.predictions_dir)}")
+    metrics.update(split=split, dataset=resolve(dataset_dir), model=store.model_path,
                    scoring_seconds=seconds, rows_per_second=meta.num_rows / seconds)
     write_json_atomic(store.metrics_path, metrics)
     log(f"[score] {split}: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "

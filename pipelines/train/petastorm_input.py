@@ -31,13 +31,22 @@ def dataset_url(path: str) -> str:
 
 
 @contextlib.contextmanager
-def open_reader(path: str, shard: int, shard_count: int, seed: int, workers: int, shuffle: bool = True):
-    """An endless (num_epochs=None) reader of this worker's row groups; fit() bounds epochs by steps."""
+def open_reader(path: str, shard: int, shard_count: int, seed: int, workers: int, shuffle: bool = True,
+                storage_options=None):
+    """An endless (num_epochs=None) reader of this worker's row groups; fit() bounds epochs by steps.
+
+    A remote URL is read by Petastorm through fsspec, given the same filesystem options as
+    every other read (`storage_options`: a pipelines.core.storage.StorageOptions).
+    """
     from petastorm import make_batch_reader
     from petastorm.transform import TransformSpec
 
+    from pipelines.core import storage
+    scheme = storage.scheme_of(path)
+    options = storage_options.for_scheme(scheme) if (storage_options is not None and scheme) else None
     reader = make_batch_reader(
         dataset_url(path),
+        storage_options=options or None,
         schema_fields=[records.IMAGE, records.LABEL],
         cur_shard=shard, shard_count=shard_count,
         shuffle_row_groups=shuffle, seed=seed, num_epochs=None,

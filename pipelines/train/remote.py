@@ -6,18 +6,18 @@ Parquet datasets through Petastorm, and rank 0 returns the trained model as
 bytes so the driver, not the executor, decides where the final outputs live.
 
 Checkpoints are the exception: they must be written while training runs, so
-rank 0 writes them into the run's checkpoint folder (which must therefore be
-on a filesystem the executors share with the driver).  After every epoch it
-writes the model and optimizer state, then atomically replaces
-`state.json` (epoch reached, checkpoint prefix, history so far); a run
-started again reads that file and continues from there.
+rank 0 writes them into the run's checkpoint folder, through pipelines.core.storage:
+after every epoch it writes the model and optimizer state to local disk, copies the
+epoch's files to the checkpoint folder (local or a remote store), then replaces
+`state.json` (epoch reached, checkpoint prefix, history so far) -- the commit point,
+written last, one PUT on an object store.  A run started again reads that file and
+continues from there; on a remote store every rank first downloads the checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.augment.remote import augment_tf_dataset
+from pipelines.core import storage
 from pipelines.core.store import write_json_atomic
 from pipelines.core.tf_runtime import (
     configure_threads,
@@ -58,6 +59,7 @@ class TrainSpec:
     initial_epoch: int = 0
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
+    storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for remote datasets and checkpoints
 
 
 def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
@@ -78,14 +80,17 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_sec
 
         def on_epoch_end(self, epoch, logs=None):
             done = epoch + 1
-            prefix = os.path.join(spec.checkpoint_dir, f"epoch-{done:04d}", "ckpt")
-            tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(prefix)
-            write_json_atomic(os.path.join(spec.checkpoint_dir, "state.json"), {
-                "epoch": done, "prefix": prefix, "fingerprint": spec.fingerprint,
+            folder = storage.join(spec.checkpoint_dir, f"epoch-{done:04d}")
+            with tempfile.TemporaryDirectory(prefix="sparkcnn-ckpt-") as tmp:
+                tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(os.path.join(tmp, "ckpt"))
+                storage.remove(folder)                 # a half-copied epoch of a killed attempt
+                storage.upload_dir(tmp, folder)
+            write_json_atomic(storage.join(spec.checkpoint_dir, "state.json"), {
+                "epoch": done, "prefix": storage.join(folder, "ckpt"), "fingerprint": spec.fingerprint,
                 "history": history, "epoch_seconds": epoch_seconds})
-            for name in sorted(os.listdir(spec.checkpoint_dir)):
+            for name in storage.listdir(spec.checkpoint_dir):
                 if name.startswith("epoch-") and int(name[6:]) <= done - KEEP_CHECKPOINTS:
-                    shutil.rmtree(os.path.join(spec.checkpoint_dir, name), ignore_errors=True)
+                    storage.remove(storage.join(spec.checkpoint_dir, name))
 
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
                  hvd.callbacks.MetricAverageCallback()]
@@ -124,6 +129,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     import tensorflow as tf
 
     hvd.init()
+    storage.configure(spec.storage)
     t = spec.settings
     rank, size = hvd.rank(), hvd.size()
     threads = t.threads_per_worker or cores_per_local_worker(hvd.local_size())
@@ -138,7 +144,14 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(spec.resume_prefix).expect_partial()
+        with tempfile.TemporaryDirectory(prefix="sparkcnn-resume-") as tmp:
+            folder, name = storage.split(spec.resume_prefix)
+            if storage.is_remote(folder):
+                storage.download_dir(folder, tmp)
+                local_prefix = os.path.join(tmp, name)
+            else:
+                local_prefix = spec.resume_prefix
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
 
     steps = spec.train_rows // (t.batch_size * size)
     if steps < 1:
@@ -159,14 +172,15 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
             seed = t.seed + rank + 1000 * spec.initial_epoch
             train_reader = readers.enter_context(
-                open_reader(spec.train_path, rank, size, seed, t.reader_workers))
+                open_reader(spec.train_path, rank, size, seed, t.reader_workers, storage_options=spec.storage))
             train_ds = to_tf_dataset(train_reader, spec.input_shape, t.batch_size, t.shuffle_buffer, seed)
             if spec.augment:
                 train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
             fit_kwargs = {}
             if val_steps:
                 val_reader = readers.enter_context(
-                    open_reader(spec.val_path, rank, size, t.seed, t.reader_workers, shuffle=False))
+                    open_reader(spec.val_path, rank, size, t.seed, t.reader_workers, shuffle=False,
+                                storage_options=spec.storage))
                 fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
                                   validation_steps=val_steps)
             model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,

@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config, computing_settings
 from pipelines.core.store import RunStore, read_json
 from pipelines.train.remote import TrainSpec
@@ -37,10 +35,10 @@ def plan_resume(spec: TrainSpec, store: RunStore, cfg: Config, log) -> TrainSpec
         return spec
     fingerprint = setup_fingerprint(spec, records.read_meta(cfg.dataset_dir(cfg.train.split)))
     spec = dataclasses.replace(spec, checkpoint_dir=store.checkpoint_dir, fingerprint=fingerprint)
-    state_path = os.path.join(store.checkpoint_dir, "state.json")
-    state = read_json(state_path) if os.path.exists(state_path) else None
+    state_path = storage.join(store.checkpoint_dir, "state.json")
+    state = read_json(state_path) if storage.exists(state_path) else None
     if state and cfg.train.resume and state.get("fingerprint") == fingerprint \
-            and os.path.exists(state["prefix"] + ".index"):
+            and storage.exists(state["prefix"] + ".index"):
         log(f"[train] resuming from the checkpoint after epoch {state['epoch']} ({state['prefix']})")
         return dataclasses.replace(spec, resume_prefix=state["prefix"], initial_epoch=state["epoch"],
                                    prior_history={"metrics": state["history"],
@@ -48,14 +46,14 @@ def plan_resume(spec: TrainSpec, store: RunStore, cfg: Config, log) -> TrainSpec
     if state:
         why = "train.resume is false" if not cfg.train.resume else "the training setup changed"
         log(f"[train] not resuming ({why}): starting from epoch 0")
-    shutil.rmtree(store.checkpoint_dir, ignore_errors=True)
-    os.makedirs(store.checkpoint_dir, exist_ok=True)
+    storage.remove(store.checkpoint_dir)
+    storage.makedirs(store.checkpoint_dir)
     return spec
 
 
 def resume_hint(store: RunStore) -> str:
-    state_path = os.path.join(store.checkpoint_dir, "state.json")
-    if os.path.exists(state_path):
+    state_path = storage.join(store.checkpoint_dir, "state.json")
+    if storage.exists(state_path):
         return (f"run the same command again to resume after epoch {read_json(state_path)['epoch']} "
                 f"(checkpoint in {store.checkpoint_dir})")
     return "no epoch had finished, so a rerun starts from the beginning"

@@ -16,12 +16,14 @@ import time
 from typing import Callable, Optional
 
 from pipelines.augment.stage import augment_spec
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.session import is_local_master
 from pipelines.core.store import (
     RunStore,
     atomic_dir,
+    exists,
+    resolve,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -42,24 +44,25 @@ def make_spec(cfg: Config, train_dir: Optional[str] = None, val_dir: Optional[st
     train_dir = train_dir or cfg.dataset_dir(t.split)
     meta = records.read_meta(train_dir)
     val_dir = val_dir or cfg.dataset_dir("val")
-    val_rows = records.read_meta(val_dir).num_rows if os.path.exists(val_dir) else 0
+    val_rows = records.read_meta(val_dir).num_rows if exists(val_dir) else 0
     if meta.num_rows < t.batch_size * t.num_proc:
         raise TrainError(f"{train_dir}: {meta.num_rows} rows is less than one batch of {t.batch_size} "
                          f"for each of {t.num_proc} workers; lower train.batch_size or train.num_proc")
     return TrainSpec(
         settings=t,
-        train_path=os.path.realpath(train_dir),   # pin the version being read, whatever ingest does meanwhile
-        val_path=os.path.realpath(val_dir) if val_rows else None,
+        train_path=resolve(train_dir),   # pin the version being read, whatever ingest does meanwhile
+        val_path=resolve(val_dir) if val_rows else None,
         input_shape=meta.shape, num_classes=meta.num_classes,
         train_rows=meta.num_rows, val_rows=val_rows,
         augment=augment_spec(cfg) if t.augment else None,
+        storage=storage.current_options(),
     )
 
 
 def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
     if not tar_bytes:
         return
-    with atomic_dir(dest) as staging:
+    with atomic_dir(dest, local_build=True) as staging:
         with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
             tar.extractall(staging + ".unpack", filter="data")
         os.rename(os.path.join(staging + ".unpack", "saved_model"), staging)

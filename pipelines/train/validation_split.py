@@ -12,13 +12,13 @@ a rerun (or a resume after a killed training) reuses it instead of rewriting.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Tuple
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.core.store import RunStore, read_json, write_json_atomic
+from pipelines.core.parquet_io import read_frame
+from pipelines.core.store import RunStore, exists, read_json, resolve, write_json_atomic
 from pipelines.ingest.tasks import publish_dataset
 
 HASH_BUCKETS = 1_000_000
@@ -34,16 +34,16 @@ def held_out_dirs(spark, cfg: Config, store: RunStore, log: Callable[[str], None
     source_dir = cfg.dataset_dir(cfg.train.split)
     if setting is None:
         return source_dir, cfg.dataset_dir("val")
-    out_root = os.path.join(store.root, "validation")
-    train_dir, val_dir = os.path.join(out_root, "train"), os.path.join(out_root, "val")
-    marker_path = os.path.join(out_root, "source.json")
-    marker = {"source": os.path.realpath(source_dir), "validation": setting, "seed": cfg.train.seed}
-    if (os.path.exists(marker_path) and read_json(marker_path) == marker
-            and os.path.exists(train_dir) and os.path.exists(val_dir)):
+    out_root = storage.join(store.root, "validation")
+    train_dir, val_dir = storage.join(out_root, "train"), storage.join(out_root, "val")
+    marker_path = storage.join(out_root, "source.json")
+    marker = {"source": resolve(source_dir), "validation": setting, "seed": cfg.train.seed}
+    if (exists(marker_path) and read_json(marker_path) == marker
+            and exists(train_dir) and exists(val_dir)):
         log(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
         return train_dir, val_dir
     meta = records.read_meta(source_dir)
-    frame = spark.read.parquet(source_dir)
+    frame = read_frame(spark, source_dir)
     is_val = _validation_flag(frame, setting, cfg.train.seed, source_dir)
     frame = frame.withColumn("_is_val", is_val)
     counts = {bool(r["_is_val"]): int(r["count"]) for r in frame.groupBy("_is_val").count().collect()}

@@ -1,0 +1,413 @@
+"""The storage layer: every path the project reads or writes, local or on a remote filesystem.
+
+A location is a string: a local path (or `file://` URL), or a URL with a remote scheme
+(`s3://`, `gs://`, `abfs://`, `hdfs://`, any scheme fsspec knows).  Local locations go
+through `os` exactly as before this module existed (so symlink publishing and plain
+`spark.read.parquet(<dataset>/train)` keep working); remote ones through fsspec, the
+library Horovod's Spark store and Petastorm use too, so the three agree on URLs and on
+`storage.options`.  Why fsspec over pyarrow.fs: the pinned pyarrow (10.0.1) has S3 and HDFS
+but no GCS or Azure filesystem and no conditional PUT; s3fs (fsspec) has `IfNoneMatch` /
+`IfMatch` on put_object, which the manifest publish in pipelines.core.store needs, and
+gcsfs/adlfs cover the other stores with the same API.
+
+Credentials come from the usual places (environment, instance roles, ~/.aws, ...) or from
+`storage.options` in the conf, which are passed to the filesystem constructor.  Options are
+kept in a `StorageOptions` whose repr and `redacted()` hide every value not known to be
+harmless, and `redact()` scrubs secret values and URL user-info from any message, so they
+never reach logs, configs or reports.  Executors receive the options inside their task spec
+and call `configure()` before their first read or write.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+# Option keys that are safe to show and to write into run outputs; every other value is hidden.
+PUBLIC_OPTION_KEYS = frozenset({
+    "endpoint_url", "region_name", "anon", "use_ssl", "client_kwargs", "config_kwargs", "account_name",
+    "project", "requester_pays", "version_aware", "host", "port", "user", "default_block_size",
+    "s3_additional_kwargs", "addressing_style", "signature_version", "use_listings_cache", "skip_instance_cache",
+})
+SCHEME_KEYS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "hdfs", "viewfs", "webhdfs",
+                         "memory", "http", "https"})
+HIDDEN = "<redacted>"
+
+
+class StorageError(OSError):
+    """A storage location cannot be used; the message names it (with secrets redacted) and says why."""
+
+
+def scheme_of(location: str) -> str:
+    """'' for a local path, else the URL scheme ('file' counts as local)."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", location or "")
+    if not match:
+        return ""
+    scheme = match.group(1).lower()
+    return "" if scheme == "file" else scheme
+
+
+def is_remote(location: str) -> bool:
+    return bool(scheme_of(location))
+
+
+def normalize(location: str) -> str:
+    """Local: an absolute path (`~` expanded, `file://` dropped); remote: the URL without a trailing '/'."""
+    if is_remote(location):
+        return location.rstrip("/")
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return os.path.abspath(os.path.expanduser(location))
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def split(location: str) -> tuple:
+    """(parent, name), for local paths and URLs alike."""
+    if is_remote(location):
+        head, tail = posixpath.split(location.rstrip("/"))
+        return head, tail
+    return os.path.split(os.path.abspath(location))
+
+
+def basename(location: str) -> str:
+    return split(location)[1]
+
+
+# -- options ------------------------------------------------------------------------------------
+
+def _redact_tree(value, key: Optional[str] = None):
+    if isinstance(value, dict):
+        return {k: (_redact_tree(v, k) if (k in PUBLIC_OPTION_KEYS or k in SCHEME_KEYS) else HIDDEN)
+                for k, v in value.items()}
+    return value
+
+
+def _secret_values(value) -> list:
+    """Every option value that is hidden by redaction, as text (for scrubbing messages)."""
+    out = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in PUBLIC_OPTION_KEYS or k in SCHEME_KEYS:
+                out += _secret_values(v) if isinstance(v, dict) else []
+            elif isinstance(v, dict):
+                out += [str(x) for x in _flatten(v)]
+            elif v not in (None, "", True, False):
+                out.append(str(v))
+    return [s for s in out if len(s) >= 4]
+
+
+def _flatten(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten(v)
+    elif value not in (None, "", True, False):
+        yield value
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """fsspec filesystem options: applied to every remote scheme, or per scheme under its name.
+
+    `{"endpoint_url": ...}` applies to all; `{"s3": {...}, "gs": {...}}` to one scheme each.
+    For s3, `endpoint_url` and `region_name` are moved into `client_kwargs` where s3fs expects them.
+    """
+    options: dict = field(default_factory=dict)
+
+    def for_scheme(self, scheme: str) -> dict:
+        opts = {k: v for k, v in (self.options or {}).items() if k not in SCHEME_KEYS}
+        opts.update((self.options or {}).get(scheme) or {})
+        if scheme in ("s3", "s3a"):
+            client = dict(opts.pop("client_kwargs", None) or {})
+            for key in ("endpoint_url", "region_name"):
+                if key in opts:
+                    client.setdefault(key, opts.pop(key))
+            if client:
+                opts["client_kwargs"] = client
+        return opts
+
+    def redacted(self) -> dict:
+        return _redact_tree(dict(self.options or {}))
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({self.redacted()!r})"
+
+
+_OPTIONS = StorageOptions()
+
+
+def configure(options) -> None:
+    """Set this process's storage options (a StorageOptions or a plain dict; None clears)."""
+    global _OPTIONS
+    if options is None:
+        options = StorageOptions()
+    elif isinstance(options, dict):
+        options = StorageOptions(dict(options))
+    _OPTIONS = options
+
+
+def current_options() -> StorageOptions:
+    return _OPTIONS
+
+
+def redact(text: str) -> str:
+    """`text` with configured secret values and URL user-info (scheme://user:pass@) replaced."""
+    text = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", r"\1" + HIDDEN + "@", str(text))
+    for secret in sorted(set(_secret_values(_OPTIONS.options or {})), key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                 "AZURE_STORAGE_CONNECTION_STRING"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, HIDDEN)
+    return text
+
+
+# -- remote filesystems -------------------------------------------------------------------------
+
+def filesystem(location: str):
+    """(fsspec filesystem, path inside it) for a remote location."""
+    import fsspec
+    scheme = scheme_of(location)
+    try:
+        fs, path = fsspec.core.url_to_fs(location, **_OPTIONS.for_scheme(scheme))
+    except ImportError as exc:
+        need = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
+                "az": "adlfs", "hdfs": "pyarrow with libhdfs (HADOOP_HOME, CLASSPATH)"}.get(scheme, "its fsspec package")
+        raise StorageError(f"{redact(location)}: the '{scheme}' filesystem needs {need} on this host "
+                           f"({redact(str(exc))})") from None
+    return fs, path
+
+
+def exists(location: str) -> bool:
+    if not is_remote(location):
+        return os.path.exists(location)
+    fs, path = filesystem(location)
+    return fs.exists(path)
+
+
+def isdir(location: str) -> bool:
+    if not is_remote(location):
+        return os.path.isdir(location)
+    fs, path = filesystem(location)
+    return fs.isdir(path)
+
+
+def isfile(location: str) -> bool:
+    if not is_remote(location):
+        return os.path.isfile(location)
+    fs, path = filesystem(location)
+    return fs.isfile(path)
+
+
+def listdir(location: str) -> list:
+    """Names directly under a folder/prefix (files and sub-prefixes); [] when it does not exist."""
+    if not is_remote(location):
+        try:
+            return sorted(os.listdir(location))
+        except FileNotFoundError:
+            return []
+    fs, path = filesystem(location)
+    try:
+        entries = fs.ls(path, detail=False, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
+
+
+def entries(location: str) -> list:
+    """[(name, is folder)] directly under a folder/prefix, sorted; [] when it does not exist."""
+    if not is_remote(location):
+        try:
+            with os.scandir(location) as it:
+                return sorted((e.name, e.is_dir()) for e in it)
+        except FileNotFoundError:
+            return []
+    fs, path = filesystem(location)
+    try:
+        found = fs.ls(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    out = {posixpath.basename(e["name"].rstrip("/")): e.get("type") == "directory" for e in found}
+    return sorted((n, d) for n, d in out.items() if n)
+
+
+def walk_sizes(location: str) -> dict:
+    """{relative path: size} of every file below a remote prefix, from one listing."""
+    fs, path = filesystem(location)
+    base = path.rstrip("/") + "/"
+    found = fs.find(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.find(path, detail=True)
+    return {name[len(base):]: int(info.get("size") or 0) for name, info in sorted(found.items())
+            if name.startswith(base) and info.get("type") != "directory"}
+
+
+def walk_files(location: str) -> Iterator[str]:
+    """Relative paths ('/'-separated) of every file below a folder/prefix, sorted."""
+    if not is_remote(location):
+        for root, _, files in sorted(os.walk(location)):
+            for name in sorted(files):
+                yield os.path.relpath(os.path.join(root, name), location).replace(os.sep, "/")
+        return
+    fs, path = filesystem(location)
+    base = path.rstrip("/") + "/"
+    for found in sorted(fs.find(path, refresh=True) if _accepts_refresh(fs) else fs.find(path)):
+        if found.startswith(base):
+            yield found[len(base):]
+
+
+def _accepts_refresh(fs) -> bool:
+    return type(fs).__module__.startswith("s3fs")
+
+
+def size(location: str) -> int:
+    if not is_remote(location):
+        return os.path.getsize(location)
+    fs, path = filesystem(location)
+    return int(fs.size(path))
+
+
+def modified_age_seconds(location: str) -> Optional[float]:
+    """Seconds since the file/object was last written; None when unknown or missing."""
+    import time
+    if not is_remote(location):
+        try:
+            return time.time() - os.path.getmtime(location)
+        except OSError:
+            return None
+    fs, path = filesystem(location)
+    try:
+        stamp = fs.modified(path)
+    except (FileNotFoundError, NotImplementedError, IsADirectoryError, OSError):
+        return None
+    return time.time() - stamp.timestamp()
+
+
+def makedirs(location: str) -> None:
+    if not is_remote(location):
+        os.makedirs(location, exist_ok=True)
+    # Object stores have no folders; HDFS folders are made by the first write below them.
+
+
+def remove(location: str) -> None:
+    """Remove a file or a whole folder/prefix; nothing if it is missing."""
+    if not is_remote(location):
+        if os.path.isdir(location) and not os.path.islink(location):
+            shutil.rmtree(location, ignore_errors=True)
+        elif os.path.lexists(location):
+            os.remove(location)
+        return
+    fs, path = filesystem(location)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def read_bytes(location: str) -> bytes:
+    if not is_remote(location):
+        with open(location, "rb") as f:
+            return f.read()
+    fs, path = filesystem(location)
+    return fs.cat_file(path)
+
+
+def open_file(location: str, mode: str = "rb"):
+    """A file object for reading (seekable on every store) or writing (remote: uploaded on close)."""
+    if not is_remote(location):
+        if "w" in mode:
+            os.makedirs(os.path.dirname(location) or ".", exist_ok=True)
+        return open(location, mode)
+    fs, path = filesystem(location)
+    return fs.open(path, mode)
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost a race: the object changed (or appeared) since it was read."""
+
+
+def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_absent: bool = False) -> None:
+    """One PUT of `data` (atomic on object stores); optionally conditional on the object's ETag.
+
+    Conditions are sent on s3 (S3, MinIO and other S3-protocol stores honour If-Match /
+    If-None-Match); other stores write unconditionally (last writer wins).
+    """
+    fs, path = filesystem(location)
+    kwargs = {}
+    if scheme_of(location) in ("s3", "s3a"):
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        elif if_absent:
+            kwargs["mode"] = "create"
+    try:
+        fs.pipe_file(path, data, **kwargs)
+    except (OSError, FileExistsError) as exc:
+        text = str(exc)
+        if isinstance(exc, FileExistsError) or "pre-condition" in text.lower() or "precondition" in text.lower():
+            raise PreconditionFailed(f"{redact(location)} changed while this job was publishing") from None
+        raise
+
+
+def etag(location: str) -> Optional[str]:
+    """The object's ETag (s3) for a later conditional write; None elsewhere or when missing."""
+    if scheme_of(location) not in ("s3", "s3a"):
+        return None
+    fs, path = filesystem(location)
+    try:
+        return fs.info(path, refresh=True).get("ETag") if _accepts_refresh(fs) else fs.info(path).get("ETag")
+    except FileNotFoundError:
+        return None
+
+
+def upload_dir(local_dir: str, location: str) -> list:
+    """Copy every file below local_dir to location/...; -> the relative paths copied."""
+    names = list(walk_files(local_dir))
+    if not is_remote(location):
+        for name in names:
+            target = os.path.join(location, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(os.path.join(local_dir, name), target)
+        return names
+    fs, path = filesystem(location)
+    for name in names:
+        fs.put_file(os.path.join(local_dir, name), posixpath.join(path, name))
+    return names
+
+
+def download_dir(location: str, local_dir: str) -> list:
+    """Copy every file below location/ into local_dir; -> the relative paths copied."""
+    names = list(walk_files(location))
+    for name in names:
+        target = os.path.join(local_dir, *name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if is_remote(location):
+            fs, path = filesystem(join(location, name))
+            fs.get_file(path, target)
+        else:
+            shutil.copyfile(os.path.join(location, name), target)
+    return names
+
+
+def local_copy(location: str, scratch: str) -> str:
+    """A local path holding the file at `location`: itself when local, else a download into scratch.
+
+    For readers that need a real file (zip members, tar archives, gzip streams).  The copy is
+    reused while the remote object's size and age say it is unchanged.
+    """
+    if not is_remote(location):
+        return location
+    import hashlib
+    fs, path = filesystem(location)
+    info = fs.info(path)
+    key = hashlib.sha256(f"{location}|{info.get('size')}|{info.get('ETag') or info.get('mtime')}".encode()).hexdigest()
+    target = os.path.join(scratch, "remote", key[:16], posixpath.basename(path))
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.part-{os.getpid()}"
+        fs.get_file(path, tmp)
+        os.replace(tmp, target)
+    return target
