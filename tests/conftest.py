@@ -122,3 +122,66 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "e2e_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+class S3Server:
+    """A real S3-protocol server (moto's ThreadedMotoServer) on 127.0.0.1, with one bucket.
+
+    Its credentials are made up per run and distinctive, so tests can search every output for them.
+    """
+
+    def __init__(self):
+        import logging
+        import uuid
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)     # one line per request otherwise
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.bucket = "sparkcnn-test"
+        self.key = "AKIA" + uuid.uuid4().hex[:16].upper()
+        self.secret = "s3cret-" + uuid.uuid4().hex
+        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key,
+                     aws_secret_access_key=self.secret, region_name="us-east-1").create_bucket(Bucket=self.bucket)
+        self.options = {"endpoint_url": self.endpoint, "region_name": "us-east-1",
+                        "key": self.key, "secret": self.secret}
+
+    def url(self, *parts) -> str:
+        return "s3://" + "/".join((self.bucket,) + parts)
+
+    def conf_yaml(self) -> str:
+        """The storage section of a conf that reaches this server."""
+        o = self.options
+        return (f"storage: {{options: {{endpoint_url: '{o['endpoint_url']}', region_name: us-east-1, "
+                f"key: '{o['key']}', secret: '{o['secret']}'}}}}\n")
+
+    def fs(self):
+        import s3fs
+        return s3fs.S3FileSystem(key=self.key, secret=self.secret, skip_instance_cache=True,
+                                 client_kwargs={"endpoint_url": self.endpoint, "region_name": "us-east-1"})
+
+    def all_bytes(self, prefix: str = "") -> dict:
+        """{key: bytes} of every object under the bucket (or a prefix of it)."""
+        fs = self.fs()
+        return {k: fs.cat_file(k) for k in fs.find(f"{self.bucket}/{prefix}")}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_server):
+    """This process's storage layer pointed at the test server (and reset afterwards)."""
+    from pipelines.core import storage
+    from pipelines.core.store import configure_publishing
+    storage.configure(dict(s3_server.options))
+    yield s3_server
+    storage.configure(None)
+    configure_publishing(2, 24.0)

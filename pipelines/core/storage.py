@@ -170,6 +170,28 @@ def redact(text: str) -> str:
 
 # -- remote filesystems -------------------------------------------------------------------------
 
+class _About:
+    """Re-raise a remote filesystem's OSError naming the location (redacted): stores' own messages
+    ("The specified bucket does not exist") do not say which one."""
+
+    def __init__(self, location: str):
+        self.location = location
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not isinstance(exc, OSError) or isinstance(exc, StorageError):
+            return False
+        reason = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        where = redact(self.location)
+        if where in reason:
+            return False
+        if isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError)):
+            raise type(exc)(f"{where}: {reason}") from None
+        raise StorageError(f"{where}: {reason}") from None
+
+
 def filesystem(location: str):
     """(fsspec filesystem, path inside it) for a remote location."""
     import fsspec
@@ -187,22 +209,25 @@ def filesystem(location: str):
 def exists(location: str) -> bool:
     if not is_remote(location):
         return os.path.exists(location)
-    fs, path = filesystem(location)
-    return fs.exists(path)
+    with _About(location):
+        fs, path = filesystem(location)
+        return fs.exists(path)
 
 
 def isdir(location: str) -> bool:
     if not is_remote(location):
         return os.path.isdir(location)
-    fs, path = filesystem(location)
-    return fs.isdir(path)
+    with _About(location):
+        fs, path = filesystem(location)
+        return fs.isdir(path)
 
 
 def isfile(location: str) -> bool:
     if not is_remote(location):
         return os.path.isfile(location)
-    fs, path = filesystem(location)
-    return fs.isfile(path)
+    with _About(location):
+        fs, path = filesystem(location)
+        return fs.isfile(path)
 
 
 def listdir(location: str) -> list:
@@ -212,12 +237,13 @@ def listdir(location: str) -> list:
             return sorted(os.listdir(location))
         except FileNotFoundError:
             return []
-    fs, path = filesystem(location)
-    try:
-        entries = fs.ls(path, detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
+    with _About(location):
+        fs, path = filesystem(location)
+        try:
+            entries = fs.ls(path, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
 
 
 def entries(location: str) -> list:
@@ -228,22 +254,24 @@ def entries(location: str) -> list:
                 return sorted((e.name, e.is_dir()) for e in it)
         except FileNotFoundError:
             return []
-    fs, path = filesystem(location)
-    try:
-        found = fs.ls(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return []
-    out = {posixpath.basename(e["name"].rstrip("/")): e.get("type") == "directory" for e in found}
-    return sorted((n, d) for n, d in out.items() if n)
+    with _About(location):
+        fs, path = filesystem(location)
+        try:
+            found = fs.ls(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        out = {posixpath.basename(e["name"].rstrip("/")): e.get("type") == "directory" for e in found}
+        return sorted((n, d) for n, d in out.items() if n)
 
 
 def walk_sizes(location: str) -> dict:
     """{relative path: size} of every file below a remote prefix, from one listing."""
-    fs, path = filesystem(location)
-    base = path.rstrip("/") + "/"
-    found = fs.find(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.find(path, detail=True)
-    return {name[len(base):]: int(info.get("size") or 0) for name, info in sorted(found.items())
-            if name.startswith(base) and info.get("type") != "directory"}
+    with _About(location):
+        fs, path = filesystem(location)
+        base = path.rstrip("/") + "/"
+        found = fs.find(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.find(path, detail=True)
+        return {name[len(base):]: int(info.get("size") or 0) for name, info in sorted(found.items())
+                if name.startswith(base) and info.get("type") != "directory"}
 
 
 def walk_files(location: str) -> Iterator[str]:
@@ -253,11 +281,13 @@ def walk_files(location: str) -> Iterator[str]:
             for name in sorted(files):
                 yield os.path.relpath(os.path.join(root, name), location).replace(os.sep, "/")
         return
-    fs, path = filesystem(location)
+    with _About(location):
+        fs, path = filesystem(location)
+        found = sorted(fs.find(path, refresh=True) if _accepts_refresh(fs) else fs.find(path))
     base = path.rstrip("/") + "/"
-    for found in sorted(fs.find(path, refresh=True) if _accepts_refresh(fs) else fs.find(path)):
-        if found.startswith(base):
-            yield found[len(base):]
+    for name in found:
+        if name.startswith(base):
+            yield name[len(base):]
 
 
 def _accepts_refresh(fs) -> bool:
@@ -267,8 +297,9 @@ def _accepts_refresh(fs) -> bool:
 def size(location: str) -> int:
     if not is_remote(location):
         return os.path.getsize(location)
-    fs, path = filesystem(location)
-    return int(fs.size(path))
+    with _About(location):
+        fs, path = filesystem(location)
+        return int(fs.size(path))
 
 
 def modified_age_seconds(location: str) -> Optional[float]:
@@ -279,12 +310,13 @@ def modified_age_seconds(location: str) -> Optional[float]:
             return time.time() - os.path.getmtime(location)
         except OSError:
             return None
-    fs, path = filesystem(location)
-    try:
-        stamp = fs.modified(path)
-    except (FileNotFoundError, NotImplementedError, IsADirectoryError, OSError):
-        return None
-    return time.time() - stamp.timestamp()
+    with _About(location):
+        fs, path = filesystem(location)
+        try:
+            stamp = fs.modified(path)
+        except (FileNotFoundError, NotImplementedError, IsADirectoryError, OSError):
+            return None
+        return time.time() - stamp.timestamp()
 
 
 def makedirs(location: str) -> None:
@@ -301,19 +333,21 @@ def remove(location: str) -> None:
         elif os.path.lexists(location):
             os.remove(location)
         return
-    fs, path = filesystem(location)
-    try:
-        fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
+    with _About(location):
+        fs, path = filesystem(location)
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
 
 
 def read_bytes(location: str) -> bytes:
     if not is_remote(location):
         with open(location, "rb") as f:
             return f.read()
-    fs, path = filesystem(location)
-    return fs.cat_file(path)
+    with _About(location):
+        fs, path = filesystem(location)
+        return fs.cat_file(path)
 
 
 def open_file(location: str, mode: str = "rb"):
@@ -322,8 +356,9 @@ def open_file(location: str, mode: str = "rb"):
         if "w" in mode:
             os.makedirs(os.path.dirname(location) or ".", exist_ok=True)
         return open(location, mode)
-    fs, path = filesystem(location)
-    return fs.open(path, mode)
+    with _About(location):
+        fs, path = filesystem(location)
+        return fs.open(path, mode)
 
 
 class PreconditionFailed(StorageError):
@@ -345,22 +380,24 @@ def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_abs
             kwargs["mode"] = "create"
     try:
         fs.pipe_file(path, data, **kwargs)
-    except (OSError, FileExistsError) as exc:
-        text = str(exc)
-        if isinstance(exc, FileExistsError) or "pre-condition" in text.lower() or "precondition" in text.lower():
+    except OSError as exc:
+        text = str(exc).lower()
+        if isinstance(exc, FileExistsError) or "pre-condition" in text or "precondition" in text:
             raise PreconditionFailed(f"{redact(location)} changed while this job was publishing") from None
-        raise
+        with _About(location):
+            raise
 
 
 def etag(location: str) -> Optional[str]:
     """The object's ETag (s3) for a later conditional write; None elsewhere or when missing."""
     if scheme_of(location) not in ("s3", "s3a"):
         return None
-    fs, path = filesystem(location)
-    try:
-        return fs.info(path, refresh=True).get("ETag") if _accepts_refresh(fs) else fs.info(path).get("ETag")
-    except FileNotFoundError:
-        return None
+    with _About(location):
+        fs, path = filesystem(location)
+        try:
+            return fs.info(path, refresh=True).get("ETag") if _accepts_refresh(fs) else fs.info(path).get("ETag")
+        except FileNotFoundError:
+            return None
 
 
 def upload_dir(local_dir: str, location: str) -> list:
@@ -372,9 +409,10 @@ def upload_dir(local_dir: str, location: str) -> list:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(os.path.join(local_dir, name), target)
         return names
-    fs, path = filesystem(location)
-    for name in names:
-        fs.put_file(os.path.join(local_dir, name), posixpath.join(path, name))
+    with _About(location):
+        fs, path = filesystem(location)
+        for name in names:
+            fs.put_file(os.path.join(local_dir, name), posixpath.join(path, name))
     return names
 
 
@@ -385,8 +423,9 @@ def download_dir(location: str, local_dir: str) -> list:
         target = os.path.join(local_dir, *name.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if is_remote(location):
-            fs, path = filesystem(join(location, name))
-            fs.get_file(path, target)
+            with _About(location):
+                fs, path = filesystem(join(location, name))
+                fs.get_file(path, target)
         else:
             shutil.copyfile(os.path.join(location, name), target)
     return names

@@ -11,9 +11,10 @@ Remote filesystems (s3://, gs://, abfs://, hdfs://, see pipelines.core.storage) 
 rename and no symlink.  There each publish writes a new versioned prefix
 `<dest>/v-<time>-<id>-<pid>-<host>/`, and then one small manifest object `<dest>/_manifest.json`
 (one PUT: atomic on S3, GCS and Azure) names the current version and its files with sizes and
-Parquet row counts.  The PUT is conditional on S3 (If-Match on the manifest's ETag, or
-If-None-Match for the first), so of two jobs publishing the same output at once one fails
-instead of silently winning.  Readers of this project go through the manifest
+Parquet row counts.  The PUT is conditional on S3: If-Match on the manifest's ETag as it was
+when this job's staging began (If-None-Match when there was none), so of two jobs writing the
+same output at once the second to finish fails with a clear message instead of silently
+replacing the first one's output, and no manifest update is ever lost.  Readers of this project go through the manifest
 (`resolve`, `published_files`); the job logs the versioned URL, which plain Spark or pyarrow
 readers can use.  The last `storage.keep_versions` published versions are kept.
 
@@ -163,10 +164,28 @@ def _new_local_staging(dest: str) -> str:
 
 # -- remote: versioned prefixes and a manifest --------------------------------------------------
 
+_UNSET = object()
+_STAGED_AGAINST: dict = {}      # remote staging -> the manifest ETag when it began (None: no manifest yet)
+
+
+def _conflict(dest: str, version: str) -> PublishConflict:
+    return PublishConflict(f"{storage.redact(dest)}: another job published this output while this one was "
+                           f"writing it; this job's copy stays unpublished at {storage.redact(version)} "
+                           "(removed by a later writer once stale)")
+
+
+def _check_unchanged(staging: str, dest: str) -> None:
+    """Before publishing several outputs together: none of them was published by another job meanwhile."""
+    expected = _STAGED_AGAINST.get(staging, _UNSET)
+    if expected is not _UNSET and storage.etag(storage.join(dest, MANIFEST)) != expected:
+        raise _conflict(dest, staging)
+
+
 def _new_remote_version(dest: str) -> str:
     """A fresh version prefix under `dest`, with its lease written (the prefix now 'exists')."""
     name = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{_owner_tag()}"
     version = storage.join(dest, name)
+    _STAGED_AGAINST[version] = storage.etag(storage.join(dest, MANIFEST))
     storage.put_bytes(storage.join(version, LEASE), json.dumps(
         {"host": _host(), "pid": os.getpid(), "started": time.time()}).encode())
     return version
@@ -196,10 +215,16 @@ def _file_entries(version: str) -> list:
     return entries
 
 
-def publish_version(version: str, dest: str, log=None) -> dict:
-    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT)."""
+def publish_version(version: str, dest: str, expected_etag=_UNSET, log=None) -> dict:
+    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT).
+
+    `expected_etag`: the manifest's ETag this publish must replace (None: there must be no
+    manifest yet); by default the one recorded when `version`'s staging began.
+    """
     manifest_location = storage.join(dest, MANIFEST)
-    tag = storage.etag(manifest_location)
+    if expected_etag is _UNSET:
+        expected_etag = _STAGED_AGAINST.pop(version, _UNSET)
+    tag = storage.etag(manifest_location) if expected_etag is _UNSET else expected_etag
     old = read_manifest(dest)
     files = _file_entries(version)
     name = storage.basename(version)
@@ -212,9 +237,7 @@ def publish_version(version: str, dest: str, log=None) -> dict:
         storage.put_bytes(manifest_location, (json.dumps(manifest, indent=2) + "\n").encode(),
                           if_match=tag, if_absent=tag is None)
     except storage.PreconditionFailed:
-        raise PublishConflict(f"{storage.redact(dest)}: another job published this output while this one was "
-                              f"writing it; this job's copy stays unpublished at {storage.redact(version)} "
-                              "(removed by a later writer once stale)") from None
+        raise _conflict(dest, version) from None
     storage.remove(storage.join(version, LEASE))
     _clean_remote(dest, manifest, old)
     if log:
@@ -323,9 +346,13 @@ def atomic_dirs(dests: list):
             storage.remove(staging)
         raise
     for dest, staging in stagings.items():
+        if storage.is_remote(dest):
+            _check_unchanged(staging, dest)
+    for dest, staging in stagings.items():
         if _has_output(staging):
             _publish(staging, dest)
         else:
+            _STAGED_AGAINST.pop(staging, None)
             storage.remove(staging)
 
 
