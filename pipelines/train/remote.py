@@ -142,16 +142,18 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     lr = t.learning_rate * (size if t.scale_lr else 1)
     model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(t.optimizer, lr)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    downloaded = None
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
-        with tempfile.TemporaryDirectory(prefix="sparkcnn-resume-") as tmp:
-            folder, name = storage.split(spec.resume_prefix)
-            if storage.is_remote(folder):
-                storage.download_dir(folder, tmp)
-                local_prefix = os.path.join(tmp, name)
-            else:
-                local_prefix = spec.resume_prefix
-            tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
+        # Restoring is deferred (optimizer slots are made in fit), so a downloaded copy must outlive
+        # this block: it is removed when training is over.
+        local_prefix = spec.resume_prefix
+        folder, name = storage.split(spec.resume_prefix)
+        if storage.is_remote(folder):
+            downloaded = tempfile.TemporaryDirectory(prefix="sparkcnn-resume-")
+            storage.download_dir(folder, downloaded.name)
+            local_prefix = os.path.join(downloaded.name, name)
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
 
     steps = spec.train_rows // (t.batch_size * size)
     if steps < 1:
@@ -186,6 +188,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,
                       callbacks=callbacks, verbose=2 if rank == 0 else 0, **fit_kwargs)
 
+    if downloaded is not None:
+        downloaded.cleanup()
     if rank != 0:
         return None
     # Export a clean copy: no Horovod optimizer class inside, so it loads anywhere in safe mode.
