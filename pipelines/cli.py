@@ -12,10 +12,10 @@ import time
 
 import yaml
 
+from pipelines.core import storage
 from pipelines.core.config import describe
 from pipelines.core.errors import SparkcnnError, remote_error_message
 from pipelines.core.session import build_spark
-from pipelines.core import storage
 from pipelines.core.store import RunStore, configure_from, write_bytes_atomic
 from pipelines.stages import PIPELINES, STAGES, load_config, sections_of, stage_names
 from pipelines.tracking.tracker import tracked

@@ -22,7 +22,6 @@ from pipelines.augment.draws import (
 from pipelines.augment.params import Op, Param
 from pipelines.augment.resample import per_image_calls
 
-
 _NOISE_PIECE = 1 << 18   # values hashed at a time (2 MB of uint64 per pass): fewer, larger calls measured faster
 
 

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.augment.colour import apply_map_float, compose, identity_maps, mapped_means
+from pipelines.augment.colour import (
+    apply_map_float,
+    compose,
+    identity_maps,
+    mapped_means,
+)
 from pipelines.augment.resample import _buffer, _cv2, per_image_calls
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 from typing import Callable
 
 import numpy as np
@@ -20,10 +19,17 @@ import numpy as np
 from pipelines.augment.params import AugmentError
 from pipelines.augment.pipeline import Pipeline
 from pipelines.augment.remote import N_SAMPLES, augment_batches
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.figures import agg_pyplot
-from pipelines.core.store import RunStore, atomic_dir, write_bytes_atomic
+from pipelines.core.parquet_io import read_frame, write_frame
+from pipelines.core.store import (
+    RunStore,
+    atomic_dir,
+    published_url,
+    resolve,
+    write_bytes_atomic,
+)
 
 MB = 1 << 20
 FIGURE_SAMPLES = 5            # augmented samples shown per source image
@@ -72,7 +78,7 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
     src = cfg.dataset_dir(split)
     dest = cfg.dataset_dir(split + a.output_suffix)
     meta = records.read_meta(src)
-    frame = spark.read.parquet(os.path.realpath(src)).select(*records.COLUMNS)
+    frame = read_frame(spark, src, list(records.COLUMNS))
     stats = frame.groupBy(records.LABEL).agg(F.count("*").alias("n"), F.max(records.ID).alias("max_id")).collect()
     class_counts = {int(row[records.LABEL]): int(row["n"]) for row in stats}
     if not class_counts:
@@ -91,15 +97,14 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
         planned = planned.repartition(a.partitions)
     out = planned.mapInArrow(worker, records.AUGMENTED_SPARK_DDL)
     with atomic_dir(dest) as staging:
-        (out.write.option("parquet.block.size", int(cfg.ingest.row_group_mb * MB))
-         .option("compression", "snappy").parquet(staging))
+        write_frame(out, staging, cfg.ingest.row_group_mb)
         counts = {str(r[records.LABEL]): int(r["count"])
-                  for r in spark.read.parquet(staging).groupBy(records.LABEL).count().collect()}
+                  for r in read_frame(spark, staging, [records.LABEL]).groupBy(records.LABEL).count().collect()}
         written = sum(counts.values())
         if written != expected:
             raise AugmentError(f"{dest}: wrote {written} rows, expected {expected} from {src}")
         augmentation = {
-            "source": os.path.realpath(src), "source_rows": sum(class_counts.values()),
+            "source": resolve(src), "source_rows": sum(class_counts.values()),
             "seed": a.seed, "n_per_image": a.n_per_image, "keep_originals": a.keep_originals,
             "balance_classes": a.balance_classes, "id_stride": id_stride, "pipeline": spec["pipeline"],
         }
@@ -111,7 +116,7 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
             channels=meta.channels, class_names=list(meta.class_names), source=f"augment of {split}",
             class_counts=dict(sorted(counts.items(), key=lambda kv: int(kv[0]))), augmentation=augmentation)
         records.write_meta(staging, out_meta)
-    log(f"[augment] {split}: {sum(class_counts.values())} rows -> {written} rows -> {dest}")
+    log(f"[augment] {split}: {sum(class_counts.values())} rows -> {written} rows -> {published_url(dest)}")
     return dest, out_meta
 
 
@@ -125,10 +130,10 @@ def before_after_rows(spark, src: str, dest: str, count: int, samples: int = FIG
     """(source ids, originals {id: image}, augmented {id: [images by sample]}) for the first `count` source ids."""
     from pyspark.sql import functions as F
     meta = records.read_meta(src)
-    source = spark.read.parquet(os.path.realpath(src)).select(records.ID, records.LABEL, records.IMAGE)
+    source = read_frame(spark, src, [records.ID, records.LABEL, records.IMAGE])
     picked = source.orderBy(records.ID).limit(count).toPandas()
     ids = [int(i) for i in picked[records.ID]]
-    aug = (spark.read.parquet(os.path.realpath(dest))
+    aug = (read_frame(spark, dest, [records.SOURCE_ID, records.SAMPLE, records.IMAGE])
            .where(F.col(records.SOURCE_ID).isin(ids) & (F.col(records.SAMPLE) >= 1)
                   & (F.col(records.SAMPLE) <= samples))
            .select(records.SOURCE_ID, records.SAMPLE, records.IMAGE).toPandas()
@@ -178,7 +183,7 @@ def augment(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = pr
                                                               cfg.augment.report_images)
         png = plot_before_after(ids, originals, augmented, labels,
                                 f"{meta.name} {split} -> {meta.split}: originals and augmented samples")
-        path = os.path.join(store.augment_figures_dir, f"{split}_before_after.png")
+        path = storage.join(store.augment_figures_dir, f"{split}_before_after.png")
         write_bytes_atomic(path, png)
         log(f"[augment] figure -> {path}")
         results[split] = meta

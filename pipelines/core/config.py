@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import typing
 from dataclasses import field
 from typing import Any, Mapping, Optional
@@ -27,7 +26,6 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from pipelines.core import storage
-
 from pipelines.core.errors import SparkcnnError
 
 

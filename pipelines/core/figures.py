@@ -6,15 +6,14 @@ behind the image grids: a few dozen rows per class, never a whole split.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 
 from pipelines.core import records
 from pipelines.core.parquet_io import read_frame
-from pipelines.core.store import exists
 from pipelines.core.records import PREDICTION
+from pipelines.core.store import exists
 
 
 def agg_pyplot():

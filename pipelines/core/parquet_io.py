@@ -46,6 +46,22 @@ def _read_units(units: list, columns: Optional[list], options, batches: Iterator
             yield from table.to_batches()
 
 
+def read_table(location: str, columns: Optional[list] = None) -> pa.Table:
+    """A whole dataset (published output, pinned version or plain folder) as one Arrow table, in this process.
+
+    For the small datasets that executors of sweeps load whole; remote files are read through the storage layer.
+    """
+    if not storage.is_remote(location):
+        return pq.read_table(location, columns=columns)
+    tables = []
+    for part in published_files(location):
+        with storage.open_file(part, "rb") as f:
+            tables.append(pq.read_table(f, columns=columns))
+    if not tables:
+        raise FileNotFoundError(f"{storage.redact(location)}: no Parquet files")
+    return pa.concat_tables(tables)
+
+
 def read_frame(spark, dest: str, columns: Optional[list] = None):
     """The published Parquet output at `dest` as a DataFrame (optionally only `columns`)."""
     if not storage.is_remote(dest):

@@ -15,7 +15,6 @@ shape that training needs.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 

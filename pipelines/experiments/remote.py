@@ -29,7 +29,8 @@ import numpy as np
 from pipelines.augment.draws import scramble_permutation
 from pipelines.augment.photometric import permute_pixels
 from pipelines.augment.pipeline import Pipeline
-from pipelines.core import records
+from pipelines.core import records, storage
+from pipelines.core.parquet_io import read_table
 from pipelines.core.tf_runtime import configure_threads, model_to_bytes
 
 # The Keras 2.0-era default learning rates the seed's optimizer comparison ran with
@@ -53,6 +54,7 @@ class TrialSpec:
     threads: int = 1
     return_model: bool = False
     meta: dict = field(default_factory=dict)  # carried through to the result untouched
+    storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for datasets on a remote store
 
 
 def shift_images(images: np.ndarray, max_shift: int, seed: int, rows: np.ndarray, epoch: int) -> np.ndarray:
@@ -102,8 +104,7 @@ _DATASETS: dict = {}
 def load_split(path: str, shape) -> tuple:
     """(images, labels) of a dataset in id order; cached per worker for the whole sweep."""
     if path not in _DATASETS:
-        import pyarrow.parquet as pq
-        table = pq.read_table(path, columns=[records.ID, records.LABEL, records.IMAGE])
+        table = read_table(path, columns=[records.ID, records.LABEL, records.IMAGE])
         order = np.argsort(table.column(records.ID).to_numpy(), kind="stable")
         images = records.decode_images(table.column(records.IMAGE), shape)[order]
         labels = table.column(records.LABEL).to_numpy().astype(np.int32)[order]
@@ -114,6 +115,7 @@ def load_split(path: str, shape) -> tuple:
 
 
 def trial_data(spec: TrialSpec):
+    storage.configure(spec.storage)
     s = spec.settings
     train_x, train_y = load_split(spec.train_path, spec.input_shape)
     test_x, test_y = load_split(spec.test_path, spec.input_shape)

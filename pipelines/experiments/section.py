@@ -9,6 +9,7 @@ from typing import Optional
 from pipelines.core.config import ConfigError, check_value, setting, suggest
 from pipelines.train.models import OPTIMIZERS
 
+
 @dataclass(frozen=True)
 class ExperimentSection:
     """One trial's settings (each may become a grid axis) plus how the sweep runs.

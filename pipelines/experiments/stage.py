@@ -27,11 +27,11 @@ from typing import Callable, List
 
 import numpy as np
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.figures import agg_pyplot
-from pipelines.core.store import RunStore, atomic_dir
+from pipelines.core.store import RunStore, atomic_dir, resolve
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.experiments.remote import DEFAULT_LEARNING_RATES, TrialSpec, run_trial
 from pipelines.experiments.section import GRID_AXES, LATER_AXES, ExperimentSection
@@ -94,7 +94,7 @@ def make_trials(cfg: Config, threads: int, return_model: bool = False) -> List[T
         for repeat in range(e.repeats):
             trials.append(TrialSpec(
                 point=index, repeat=repeat, settings=point,
-                train_path=os.path.realpath(train_dir), test_path=os.path.realpath(test_dir),
+                train_path=resolve(train_dir), test_path=resolve(test_dir), storage=storage.current_options(),
                 input_shape=train_meta.shape, num_classes=train_meta.num_classes + (point["background"] > 0),
                 seed=derive_seed(e.seed, "trial", seeded, repeat), data_seed=derive_seed(e.seed, "rows", repeat),
                 scramble_seed=derive_seed(e.seed, "scramble"), test_samples=e.test_samples,
@@ -305,10 +305,10 @@ def experiment(spark, cfg: Config, store: RunStore, log: Callable[[str], None] =
                "wall_seconds": round(wall, 2), "trial_seconds_total": round(busy, 2),
                "parallel_speedup": round(busy / wall, 2) if wall else None, "task_slots": slots,
                "threads_per_trial": threads, "settings": cfg.to_dict()["experiment"], "points": points}
-    out_dir = os.path.join(store.root, "experiment")
-    with atomic_dir(out_dir) as staging:
+    out_dir = storage.join(store.root, "experiment")
+    with atomic_dir(out_dir, local_build=True) as staging:
         written = write_outputs(staging, e, points, results, summary)
     log(to_markdown(written["table"]).rstrip())
     log(f"[experiment] {len(trials)} trials in {wall:.0f}s wall ({busy:.0f}s of trial time, "
-        f"{summary['parallel_speedup']}x parallel) -> {out_dir}/results.md")
+        f"{summary['parallel_speedup']}x parallel) -> {storage.join(resolve(out_dir), 'results.md')}")
     return {"dir": out_dir, "wall_seconds": wall, "trials": len(trials)}

@@ -19,9 +19,10 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
-from pipelines.core.store import atomic_dir
+from pipelines.core.parquet_io import read_frame
+from pipelines.core.store import atomic_dir, published_url
 from pipelines.ingest.folder import CLASS_MANIFEST
 
 
@@ -45,9 +46,17 @@ def class_manifest(class_names: list) -> list:
     return out
 
 
-def _write_pngs(out_dir: str, folders: list, shape: tuple, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: write each row as out_dir/<folder>/<id>.png; yields (id, path) per file written."""
+def _write_pngs(out_dir: str, folders: list, shape: tuple, options,
+                batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side: write each row as out_dir/<folder>/<id>.png; yields (id, path) per file written.
+
+    On a remote store each PNG is one PUT into the staging prefix (`options`: the driver's storage options).
+    """
     from PIL import Image
+    storage.configure(options)
+    if storage.is_remote(out_dir):
+        yield from _put_pngs(out_dir, folders, shape, batches)
+        return
     root = os.path.realpath(out_dir)
     for batch in batches:
         images = records.decode_images(batch.column(records.IMAGE), shape)
@@ -65,29 +74,47 @@ def _write_pngs(out_dir: str, folders: list, shape: tuple, batches: Iterator[pa.
         yield pa.RecordBatch.from_arrays([pa.array(ids), pa.array(paths, pa.string())], names=["id", "path"])
 
 
+def _put_pngs(out_dir: str, folders: list, shape: tuple, batches) -> Iterator[pa.RecordBatch]:
+    import io
+
+    from PIL import Image
+    for batch in batches:
+        images = records.decode_images(batch.column(records.IMAGE), shape)
+        ids = batch.column(records.ID).to_numpy()
+        labels = batch.column(records.LABEL).to_numpy()
+        paths = []
+        for img, i, label in zip(images, ids, labels):
+            path = storage.join(out_dir, folders[int(label)], f"{int(i)}.png")   # folder names are cleaned
+            buf = io.BytesIO()
+            Image.fromarray(img[..., 0] if shape[2] == 1 else img).save(buf, format="PNG")
+            storage.put_bytes(path, buf.getvalue())
+            paths.append(path)
+        yield pa.RecordBatch.from_arrays([pa.array(ids), pa.array(paths, pa.string())], names=["id", "path"])
+
+
 def export_dataset(spark, dataset_dir: str, out_dir: str, log: Callable[[str], None] = print) -> int:
     """Write every image of a dataset as PNG under out_dir; returns the number written."""
     meta = records.read_meta(dataset_dir)
     manifest = class_manifest(meta.class_names)
     folders = [e["folder"] for e in manifest]
-    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
+    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.IMAGE])
     with atomic_dir(out_dir) as staging:
-        os.makedirs(staging)
-        with open(os.path.join(staging, CLASS_MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, ensure_ascii=False, indent=1)
-        writer = functools.partial(_write_pngs, staging, folders, meta.shape)
+        storage.makedirs(staging)
+        with storage.open_file(storage.join(staging, CLASS_MANIFEST), "wb") as f:
+            f.write(json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
+        writer = functools.partial(_write_pngs, staging, folders, meta.shape, storage.current_options())
         written = frame.mapInArrow(writer, "id LONG, path STRING").count()
         if written != meta.num_rows:
             raise RuntimeError(f"{out_dir}: wrote {written} PNGs for {meta.num_rows} rows of {dataset_dir}")
-    log(f"[export] {dataset_dir}: {written} PNG files in {len(folders)} class folders -> {out_dir}")
+    log(f"[export] {dataset_dir}: {written} PNG files in {len(folders)} class folders -> {published_url(out_dir)}")
     return written
 
 
 def export_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
     """Export the configured splits to <export.out_dir>/<split>/<class>/<id>.png."""
-    out_root = os.path.abspath(os.path.expanduser(cfg.export.out_dir or os.path.join(store.root, "export")))
+    out_root = storage.normalize(cfg.export.out_dir or storage.join(store.root, "export"))
     counts = {}
     for split in cfg.export.splits:
         dataset_dir = cfg.dataset_dir(split)
-        counts[split] = export_dataset(spark, dataset_dir, os.path.join(out_root, split), log)
+        counts[split] = export_dataset(spark, dataset_dir, storage.join(out_root, split), log)
     return counts

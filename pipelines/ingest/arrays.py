@@ -136,17 +136,18 @@ def _max_label(*srcs) -> int:
 
 def _user_idx_files(folder) -> dict:
     """train-/t10k- IDX files (raw or .gz) in a user's folder, MNIST naming."""
-    if not folder or not os.path.isdir(folder):
-        raise IngestError(f"data.path {folder!r} must be a folder holding the IDX files for format 'idx'")
+    if not folder or not storage.isdir(folder):
+        raise IngestError(f"data.path {storage.redact(folder)!r} must be a folder holding the IDX files for format 'idx'")
+    names = storage.listdir(folder)
     out = {}
     for role, stem in (("train_images", "train-images"), ("train_labels", "train-labels"),
                        ("test_images", "t10k-images"), ("test_labels", "t10k-labels")):
-        hits = sorted(n for n in os.listdir(folder) if n.startswith(stem) and "ubyte" in n)
+        hits = sorted(n for n in names if n.startswith(stem) and "ubyte" in n)
         if hits:
-            out[role] = os.path.join(folder, hits[0])
+            out[role] = storage.join(folder, hits[0])
     if "train_images" not in out or "train_labels" not in out:
         raise IngestError(f"{folder}: needs train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
-                          f"(found {', '.join(sorted(os.listdir(folder))) or 'nothing'})")
+                          f"(found {', '.join(names) or 'nothing'})")
     if ("test_images" in out) != ("test_labels" in out):
         raise IngestError(f"{folder}: has only one of t10k-images / t10k-labels")
     return out

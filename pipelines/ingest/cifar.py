@@ -6,8 +6,7 @@ names, so one setting covers all four layouts.
 """
 from __future__ import annotations
 
-import os
-
+from pipelines.core import storage
 from pipelines.ingest.safe_pickle import load_data_pickle
 from pipelines.ingest.sources import (
     SourceError,
@@ -26,12 +25,11 @@ LAYOUTS = {
 
 
 def _find_dir(root: str, dataset: str) -> tuple:
-    candidates = [root] + [os.path.join(root, d) for d in sorted(os.listdir(root))
-                           if os.path.isdir(os.path.join(root, d))]
+    candidates = [root] + [storage.join(root, d) for d, is_dir in storage.entries(root) if is_dir]
     for folder in candidates:
         for version in ("binary", "python"):
             train, test, _ = LAYOUTS[(dataset, version)]
-            if all(os.path.exists(os.path.join(folder, f)) for f in train[:1] + test):
+            if all(storage.exists(storage.join(folder, f)) for f in train[:1] + test):
                 return folder, version
     expected = "; ".join(f"{v}: {', '.join(LAYOUTS[(dataset, v)][0][:1] + LAYOUTS[(dataset, v)][1])}"
                          for v in ("binary", "python"))
@@ -39,12 +37,12 @@ def _find_dir(root: str, dataset: str) -> tuple:
 
 
 def _class_names(folder: str, dataset: str, version: str, coarse: bool) -> list:
-    name_file = os.path.join(folder, LAYOUTS[(dataset, version)][2])
+    name_file = storage.join(folder, LAYOUTS[(dataset, version)][2])
     if version == "binary":
         if coarse:
-            name_file = os.path.join(folder, "coarse_label_names.txt")
-        with open(name_file, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+            name_file = storage.join(folder, "coarse_label_names.txt")
+        text = storage.read_bytes(name_file).decode("utf-8")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     meta = load_data_pickle(name_file)
     key = "label_names" if dataset == "cifar10" else ("coarse_label_names" if coarse else "fine_label_names")
     names = meta.get(key) if isinstance(meta, dict) else None
@@ -55,18 +53,18 @@ def _class_names(folder: str, dataset: str, version: str, coarse: bool) -> list:
 
 def open_cifar(path: str, dataset: str, scratch: str, coarse: bool = False, log=print) -> tuple:
     """-> ({'train': source, 'test': source}, class_names) for CIFAR-10 or CIFAR-100 at `path`."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise SourceError(f"{path}: not found (data.path for {dataset})")
-    if os.path.isfile(path):
+    if storage.isfile(path):
         log(f"[ingest] unpacking {path}")
-        path = unpack_archive(path, scratch)
+        path = unpack_archive(storage.local_copy(path, scratch), scratch)
     folder, version = _find_dir(path, dataset)
     train_files, test_files, _ = LAYOUTS[(dataset, version)]
-    present_train = [os.path.join(folder, f) for f in train_files if os.path.exists(os.path.join(folder, f))]
+    present_train = [storage.join(folder, f) for f in train_files if storage.exists(storage.join(folder, f))]
     if len(present_train) != len(train_files):
-        missing = sorted(set(train_files) - {os.path.basename(p) for p in present_train})
+        missing = sorted(set(train_files) - {storage.basename(p) for p in present_train})
         raise SourceError(f"{folder}: missing {', '.join(missing)} of the {dataset} training batches")
-    test_paths = [os.path.join(folder, f) for f in test_files]
+    test_paths = [storage.join(folder, f) for f in test_files]
     if version == "binary":
         label_bytes = 1 if dataset == "cifar10" else 2
         label_offset = 0 if dataset == "cifar10" or coarse else 1

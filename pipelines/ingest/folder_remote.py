@@ -9,7 +9,6 @@ they must be identical wherever a file is looked at.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Iterable, Iterator
 
 import numpy as np

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.core import storage
 from pipelines.core.errors import SparkcnnError
 
 # IDX type byte -> numpy dtype (big-endian as stored)
@@ -48,16 +49,16 @@ class IdxHeader:
 
 
 def is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
 
 def read_header(path: str, expect_ndim: int | None = None) -> IdxHeader:
     """Parse and validate the header of an uncompressed IDX file."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise IdxFormatError(f"{path}: file not found")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = storage.size(path)
+    with storage.open_file(path, "rb") as f:
         head = f.read(4)
         if len(head) < 4:
             raise IdxFormatError(f"{path}: {size} bytes is too short for an IDX header (needs at least 4)")
@@ -89,10 +90,12 @@ def ensure_uncompressed(path: str, scratch_dir: str) -> str:
     """Return a path to an uncompressed copy (gzip cannot be read by byte range).
 
     Decompression streams in chunks, so memory does not depend on file size.
-    The copy is reused when it is newer than the source.
+    The copy is reused when it is newer than the source.  A remote .gz is downloaded into
+    scratch first, so the uncompressed copy is on the driver's disk (see pipelines.ingest.arrays).
     """
     if not is_gzip(path):
         return path
+    path = storage.local_copy(path, scratch_dir)
     os.makedirs(scratch_dir, exist_ok=True)
     base = os.path.basename(path)
     target = os.path.join(scratch_dir, base[:-3] if base.endswith(".gz") else base + ".raw")
@@ -115,7 +118,7 @@ def read_rows(header: IdxHeader, start: int, stop: int) -> np.ndarray:
     if not 0 <= start <= stop <= header.count:
         raise IndexError(f"{header.path}: rows [{start}, {stop}) outside [0, {header.count})")
     n = stop - start
-    with open(header.path, "rb") as f:
+    with storage.open_file(header.path, "rb") as f:
         f.seek(header.data_offset + start * header.row_bytes)
         buf = f.read(n * header.row_bytes)
     if len(buf) != n * header.row_bytes:

@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 
+from pipelines.core import storage
 from pipelines.core.errors import SparkcnnError
 
 _NUMPY_GLOBALS = {
@@ -70,8 +71,7 @@ def _text_keys(obj):
 
 def load_data_pickle(path: str):
     """Unpickle a dataset file safely; dict keys come back as str whatever Python wrote them."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = storage.read_bytes(path)
     try:
         obj = _Restricted(io.BytesIO(data), path).load()
     except UnsafePickleError:

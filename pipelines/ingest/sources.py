@@ -17,6 +17,7 @@ from typing import Tuple
 
 import numpy as np
 
+from pipelines.core import storage
 from pipelines.core.errors import SparkcnnError
 from pipelines.ingest import idx
 from pipelines.ingest.safe_pickle import load_data_pickle
@@ -48,7 +49,10 @@ class IdxPairSource:
         return (rs[0], rs[1], rs[2] if len(rs) == 3 else 1)
 
     def describe(self) -> str:
-        return os.path.basename(self.images.path)
+        return storage.basename(self.images.path)
+
+    def paths(self) -> tuple:
+        return (self.images.path, self.labels.path)
 
     def read(self, start: int, stop: int) -> Tuple[np.ndarray, np.ndarray]:
         images = idx.read_rows(self.images, start, stop)
@@ -91,7 +95,10 @@ class _CifarFiles:
         return sum(c for _, c in self.files)
 
     def describe(self) -> str:
-        return ",".join(os.path.basename(p) for p, _ in self.files)
+        return ",".join(storage.basename(p) for p, _ in self.files)
+
+    def paths(self) -> tuple:
+        return tuple(p for p, _ in self.files)
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ class CifarBinarySource(_CifarFiles):
         labels = np.empty(stop - start, np.int64)
         for i, lo, hi, out in _locate(self.files, start, stop):
             path = self.files[i][0]
-            with open(path, "rb") as f:
+            with storage.open_file(path, "rb") as f:
                 f.seek(lo * rec)
                 raw = f.read((hi - lo) * rec)
             if len(raw) != (hi - lo) * rec:
@@ -121,7 +128,7 @@ def open_cifar_binary(paths: list, label_bytes: int, label_offset: int) -> Cifar
     rec = label_bytes + CIFAR_PIXELS
     files = []
     for path in paths:
-        size = os.path.getsize(path)
+        size = storage.size(path)
         if size == 0 or size % rec:
             raise SourceError(f"{path}: {size} bytes is not a whole number of {rec}-byte CIFAR records "
                               f"({label_bytes} label byte(s) + 3072 pixels); truncated or not this format?")
@@ -185,6 +192,9 @@ class NpySource:
     def describe(self) -> str:
         return os.path.basename(self.images_path)
 
+    def paths(self) -> tuple:
+        return (self.images_path, self.labels_path)
+
     def read(self, start: int, stop: int):
         images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)[start:stop]
         return _as_nhwc(np.ascontiguousarray(images)), self.read_labels(start, stop)
@@ -202,7 +212,11 @@ def _extract_member(zf: zipfile.ZipFile, member: str, dest: str) -> str:
 
 
 def open_npz(path: str, scratch: str) -> dict:
-    """{split: NpySource} from an .npz holding x/y (-> train) or x_train/y_train/x_test/y_test (Keras' layout)."""
+    """{split: NpySource} from an .npz holding x/y (-> train) or x_train/y_train/x_test/y_test (Keras' layout).
+
+    The arrays are extracted to plain .npy files in scratch (a remote .npz is downloaded first).
+    """
+    path = storage.local_copy(path, scratch)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:

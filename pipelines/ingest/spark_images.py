@@ -9,13 +9,13 @@ expects the image struct.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from pipelines.core import records
+from pipelines.core.parquet_io import read_frame
 from pipelines.ingest.folder_remote import stable_id
 
 CV_8UC = {1: 0, 3: 16, 4: 24}     # OpenCV type codes for 8-bit 1/3/4-channel images
@@ -102,5 +102,5 @@ def _records_to_struct(shape: tuple, batches: Iterator[pa.RecordBatch]):
 def to_spark_images(spark, dataset_dir: str):
     """A sparkcnn dataset as (image struct, label, id), the schema of pyspark.ml.image.ImageSchema."""
     meta = records.read_meta(dataset_dir)
-    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(records.ID, records.LABEL, records.IMAGE)
+    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.IMAGE])
     return frame.mapInArrow(functools.partial(_records_to_struct, meta.shape), IMAGE_STRUCT_DDL)

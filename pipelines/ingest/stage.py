@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pipelines.core import storage
 from pipelines.core.config import Config
 from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
+from pipelines.ingest.remote import IngestError
 
 
 def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
@@ -26,11 +28,25 @@ def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) 
     return ingest(spark, cfg, log)
 
 
+def _check_executors_can_read(spark, cfg: Config, found: dict) -> None:
+    """Remote raw files that had to be unpacked (gzip, tar, npz) are on the driver's disk only."""
+    from pipelines.core.session import is_local_master
+    if not (cfg.data.path and storage.is_remote(cfg.data.path)) or is_local_master(spark.sparkContext.master):
+        return
+    local = [p for src in found.values() if src is not None for p in src.paths() if not storage.is_remote(p)]
+    if local:
+        raise IngestError(f"data.path {storage.redact(cfg.data.path)}: {storage.basename(local[0])} had to be "
+                          "unpacked on the driver (gzip, tar or npz), and executors of a cluster cannot read the "
+                          "driver's disk: put the unpacked files in the store (e.g. gunzip the IDX files) "
+                          "or run with a local master")
+
+
 def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     """Fetch or open the configured source and write its splits. Returns {split: meta}."""
     if cfg.data.format == "folder":
         return ingest_folder(spark, cfg, log)
     found, class_names = open_sources(cfg, log)
+    _check_executors_can_read(spark, cfg, found)
     plan = plan_splits(found["train"], found.get("test"), cfg.ingest.limit_train, cfg.ingest.limit_test,
                        cfg.ingest.validation_rows)
     dests = {part.split: cfg.dataset_dir(part.split) for part in plan}

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.tf_runtime import (
     configure_threads,
     load_model_bytes,
@@ -50,8 +50,9 @@ def heatmap_batches(model_bc, digest: str, threads: int, batch_size: int,
             names=[records.ID, HEAT_HEIGHT, HEAT_WIDTH, HEATMAP])
 
 
-def check_equivalence(model_bytes: bytes, test_path: str, shape: tuple, threads: int) -> dict:
+def check_equivalence(model_bytes: bytes, test_path: str, shape: tuple, threads: int, options=None) -> dict:
     """Classifier vs its fully-convolutional form on every row of a split (runs inside one Spark task)."""
+    storage.configure(options)
     configure_threads(threads)
     model = load_model_bytes(model_bytes)
     images, _ = load_split(test_path, shape)

@@ -32,10 +32,10 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
+from pipelines.core.store import RunStore, atomic_dir, resolve, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.experiments.remote import TrialSpec, load_split
 from pipelines.experiments.stage import derive_seed, run_trials, to_markdown
@@ -75,7 +75,8 @@ def _train_pair(spark, cfg: Config, meta, log) -> dict:
                         train_samples=lo.train_samples, budget="epochs", epochs=lo.epochs, steps=1,
                         scramble=False, shift=shift, background=background)
         trials.append(TrialSpec(point=len(trials), repeat=0, settings=settings,
-                                train_path=os.path.realpath(train_dir), test_path=os.path.realpath(test_dir),
+                                train_path=resolve(train_dir), test_path=resolve(test_dir),
+                                storage=storage.current_options(),
                                 input_shape=meta.shape, num_classes=meta.num_classes + (background > 0),
                                 seed=derive_seed(lo.seed, "localise-model"),   # same init and order for both
                                 data_seed=derive_seed(lo.seed, "localise-rows"), scramble_seed=0,
@@ -114,24 +115,24 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
         training = {name: {k: r[k] for k in ("test_accuracy", "epoch_test_accuracy", "train_seconds", "params")}
                     for name, r in trained.items()}
     else:
-        with open(store.require(store.model_path, "train"), "rb") as f:
-            models = {"run": f.read()}
+        models = {"run": storage.read_bytes(store.require(store.model_path, "train"))}
         training = {}
-    digits, labels = load_split(os.path.realpath(test_dir), meta.shape)
+    digits, labels = load_split(resolve(test_dir), meta.shape)
     canvases, placements = compose(digits, labels, lo.images, lo.canvas, lo.cell, lo.fill, lo.seed)
     window = meta.height
-    out_dir = os.path.join(store.root, "localise")
+    out_dir = storage.join(store.root, "localise")
     report = {"composites": {"images": lo.images, "canvas": lo.canvas, "cell": lo.cell, "fill": lo.fill,
                              "seed": lo.seed, "digits": len(placements), "split": lo.split},
               "models": {}}
-    with atomic_dir(out_dir) as staging:
+    options, test_path = storage.current_options(), resolve(test_dir)
+    with atomic_dir(out_dir, local_build=True) as staging:
         os.makedirs(staging)
         with open(os.path.join(staging, "placements.json"), "w") as f:
             json.dump([p.__dict__ for p in placements], f)
         for name, model_bytes in models.items():
             t0 = time.perf_counter()
             equiv = spark.sparkContext.parallelize([0], 1).map(
-                lambda _, b=model_bytes: check_equivalence(b, os.path.realpath(test_dir), meta.shape, threads)).first()
+                lambda _, b=model_bytes: check_equivalence(b, test_path, meta.shape, threads, options)).first()
             t1 = time.perf_counter()
             heat = heatmaps_with_spark(spark, model_bytes, canvases, threads)
             seconds = time.perf_counter() - t1
@@ -155,7 +156,7 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
         write_json_atomic(os.path.join(staging, "localisation.json"), report)
         with open(os.path.join(staging, "results.md"), "w") as f:
             f.write(results_markdown(report))
-    log(f"[localise] -> {out_dir}/results.md")
+    log(f"[localise] -> {storage.join(resolve(out_dir), 'results.md')}")
     return report
 
 

@@ -15,9 +15,15 @@ from typing import Callable
 from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
-from pipelines.core.records import PREDICTIONS_DDL
 from pipelines.core.parquet_io import read_frame, write_frame
-from pipelines.core.store import RunStore, atomic_dir, published_url, resolve, write_json_atomic
+from pipelines.core.records import PREDICTIONS_DDL
+from pipelines.core.store import (
+    RunStore,
+    atomic_dir,
+    published_url,
+    resolve,
+    write_json_atomic,
+)
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.score.remote import score_batches
 

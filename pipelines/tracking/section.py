@@ -8,6 +8,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional
 
+from pipelines.core import storage
 from pipelines.core.config import ConfigError, setting
 
 
@@ -35,7 +36,12 @@ class TrackingSection:
         A value without a URI scheme is a local folder, made absolute here so that the store does not
         depend on the directory a later command happens to start in.
         """
-        uri = self.uri or os.path.join(os.path.expanduser(sections["run"].runs_dir), "mlruns")
+        runs_dir = sections["run"].runs_dir
+        if not self.uri and self.mlflow and storage.is_remote(runs_dir):
+            raise ConfigError(f"{where}.uri must be set when run.runs_dir is on a remote store "
+                              f"({storage.redact(runs_dir)}): MLflow's file store is local-only. Use an MLflow "
+                              "server (http://...) whose artifact root may be on the same store, or a local folder")
+        uri = self.uri or os.path.join(os.path.expanduser(runs_dir), "mlruns")
         if not urllib.parse.urlparse(uri).scheme:
             uri = pathlib.Path(os.path.abspath(os.path.expanduser(uri))).as_uri()
         return dataclasses.replace(self, uri=uri, experiment=self.experiment or sections["data"].dataset)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from typing import Callable, Iterator, Optional
 
+from pipelines.core import storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
-from pipelines.core.store import RunStore, read_json
+from pipelines.core.store import MANIFEST, RunStore, read_json, resolve
+from pipelines.core.store import exists as store_exists
 
 
 class TrackingError(SparkcnnError, RuntimeError):
@@ -118,6 +121,19 @@ class MlflowRun:
             self._call(f"log {what}", self.client.log_batch, self.run_id, metrics=metrics)
 
     def _artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
+        """Log a run file or directory output; one on a remote store is copied to local disk first
+        (MLflow's client uploads local files to its own artifact store)."""
+        if storage.is_remote(path):
+            with tempfile.TemporaryDirectory(prefix="sparkcnn-mlflow-") as tmp:
+                if store_exists(storage.join(path, MANIFEST)):
+                    local = os.path.join(tmp, storage.basename(path))
+                    self._call(f"copy {storage.redact(path)}", storage.download_dir, resolve(path), local)
+                else:
+                    local = os.path.join(tmp, storage.basename(path))
+                    with open(local, "wb") as f:
+                        f.write(self._call(f"read {storage.redact(path)}", storage.read_bytes, path))
+                self._artifact(local, artifact_path)
+            return
         path = os.path.realpath(path)   # directory outputs are symlinks to their current version
         if os.path.isdir(path):
             self._call(f"log {path}", self.client.log_artifacts, self.run_id, path, artifact_path)
@@ -134,7 +150,7 @@ class MlflowRun:
                    str(history.get("resumed_after_epoch", 0)))
         self._artifact(self.store.history_path)
         self._artifact(self.store.model_path, "model")
-        if os.path.isdir(self.store.saved_model_dir):
+        if store_exists(self.store.saved_model_dir):
             self._artifact(self.store.saved_model_dir, "model/saved_model")
 
     def _score(self) -> None:
@@ -160,7 +176,7 @@ class MlflowRun:
             logger()
 
     def end(self, status: str) -> None:
-        if os.path.exists(self.store.timings_path):
+        if store_exists(self.store.timings_path):
             self._artifact(self.store.timings_path)
         self._call(f"mark the run {status}", self.client.set_terminated, self.run_id, status)
 

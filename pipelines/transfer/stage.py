@@ -10,26 +10,74 @@ Steps, all Spark jobs (no images reach the driver):
   4. load it back and transform the test rows, as a user's scoring job would, writing
      predictions Parquet; metrics (accuracy, F1, confusion matrix) come from that Parquet;
   5. the run report (pipelines/report/stage.py) with the confusion matrix and misclassified images.
+
+With the run directory on a remote store, the features and predictions are written by the
+storage layer's Python tasks (vectors stored as float arrays, turned back into vectors on
+reading), and the PipelineModel, which only Spark ML's own writer can save, is saved to local
+disk and uploaded: that needs the driver and executors to share a disk (a local master).  On a
+cluster it is saved by Spark ML to the URL itself, which needs the cluster's Hadoop connector
+for that store (s3a, gcs, abfs).
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Optional
 
 from featurizers.registry import FeaturizerConfigError, check_weights, get_spec
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.metrics import prediction_metrics
+from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.records import PREDICTION
-from pipelines.core.store import RunStore, atomic_dir, write_json_atomic
+from pipelines.core.store import (
+    RunStore,
+    atomic_dir,
+    exists,
+    resolve,
+    write_json_atomic,
+)
 
 FEATURES = "features"
 PROBABILITY = "probability"
 
 
 def train_features_dir(store: RunStore) -> str:
-    return os.path.join(store.root, "transfer_features", "train")
+    return storage.join(store.root, "transfer_features", "train")
+
+
+def _vectors_as_arrays(frame, *columns):
+    """Remote outputs go through Arrow, which has no vector type: store vectors as float arrays."""
+    from pyspark.ml.functions import vector_to_array
+    for column in columns:
+        frame = frame.withColumn(column, vector_to_array(column, "float32"))
+    return frame
+
+
+def _save_model(spark, model, dest: str) -> None:
+    from pipelines.core.session import is_local_master
+    if not storage.is_remote(dest):
+        with atomic_dir(dest) as staging:
+            model.write().save(staging)
+    elif is_local_master(spark.sparkContext.master):
+        with atomic_dir(dest, local_build=True) as staging:
+            model.write().save(staging)
+    else:
+        model.write().overwrite().save(dest.replace("s3://", "s3a://", 1))   # the cluster's connector
+
+
+def _load_model(spark, dest: str):
+    import tempfile
+
+    from pyspark.ml import PipelineModel
+
+    from pipelines.core.session import is_local_master
+    if not storage.is_remote(dest):
+        return PipelineModel.load(dest)
+    if not is_local_master(spark.sparkContext.master):
+        return PipelineModel.load(dest.replace("s3://", "s3a://", 1))
+    local = tempfile.mkdtemp(prefix="sparkcnn-transfer-model-")
+    storage.download_dir(resolve(dest), local)
+    return PipelineModel.load(local)
 
 
 def first_rows(spark, dataset_dir: str, limit: Optional[int]):
@@ -40,7 +88,7 @@ def first_rows(spark, dataset_dir: str, limit: Optional[int]):
     """
     from pyspark.sql import functions as F
     meta = records.read_meta(dataset_dir)
-    frame = spark.read.parquet(os.path.realpath(dataset_dir)).select(*records.COLUMNS)
+    frame = read_frame(spark, dataset_dir, list(records.COLUMNS))
     rows = meta.num_rows
     if limit is not None and limit < meta.num_rows:
         start = frame.agg(F.min(records.ID)).first()[0]
@@ -64,7 +112,7 @@ def _featurizer(cfg: Config):
 def evaluate(spark, predictions_dir: str, class_names: list) -> dict:
     """The metrics every scoring stage writes (pipelines.core.metrics), plus Spark's weighted F1 and accuracy."""
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    preds = spark.read.parquet(predictions_dir)
+    preds = read_frame(spark, predictions_dir)
     metrics = prediction_metrics(preds, class_names, probabilities_col=PROBABILITY)
     evaluator = MulticlassClassificationEvaluator(labelCol=records.LABEL, predictionCol=PREDICTION)
     metrics["weighted_f1"] = evaluator.setMetricName("f1").evaluate(preds)
@@ -77,7 +125,7 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     from pyspark.ml.classification import LogisticRegression
     t = cfg.transfer
     featurizer = _featurizer(cfg)
-    if not os.path.exists(cfg.dataset_dir("train")) or not os.path.exists(cfg.dataset_dir("test")):
+    if not exists(cfg.dataset_dir("train")) or not exists(cfg.dataset_dir("test")):
         from pipelines.ingest.stage import ingest
         log("[transfer] datasets missing: ingesting first")
         ingest(spark, cfg, log)
@@ -87,8 +135,10 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     log(f"[transfer] {t.model} ({t.weights}) -> {dim}-d features for {train_rows} train / {test_rows} test images")
 
     t0 = time.perf_counter()
+    remote = storage.is_remote(store.root)
     with atomic_dir(train_features_dir(store)) as staging:
-        featurizer.transform(train).select(records.ID, records.LABEL, FEATURES).write.parquet(staging)
+        features = featurizer.transform(train).select(records.ID, records.LABEL, FEATURES)
+        write_frame(_vectors_as_arrays(features, FEATURES) if remote else features, staging)
     featurize_seconds = time.perf_counter() - t0
     log(f"[transfer] featurized {train_rows} train images in {featurize_seconds:.1f}s "
         f"({train_rows / featurize_seconds:.1f} images/s)")
@@ -97,25 +147,28 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     lr = LogisticRegression(featuresCol=FEATURES, labelCol=records.LABEL, predictionCol=PREDICTION,
                             probabilityCol=PROBABILITY, maxIter=t.max_iter, regParam=t.reg_param,
                             elasticNetParam=t.elastic_net, family="multinomial")
-    lr_model = lr.fit(spark.read.parquet(train_features_dir(store)))
+    features = read_frame(spark, train_features_dir(store))
+    if remote:
+        from pyspark.ml.functions import array_to_vector
+        features = features.withColumn(FEATURES, array_to_vector(FEATURES))
+    lr_model = lr.fit(features)
     fit_seconds = time.perf_counter() - t0
     train_accuracy = lr_model.summary.accuracy
     log(f"[transfer] LogisticRegression: {lr_model.summary.totalIterations} iterations, "
         f"train accuracy {train_accuracy:.4f} ({fit_seconds:.1f}s)")
 
-    with atomic_dir(store.transfer_model_dir) as staging:
-        PipelineModel(stages=[featurizer, lr_model]).write().save(staging)
+    _save_model(spark, PipelineModel(stages=[featurizer, lr_model]), store.transfer_model_dir)
 
     t0 = time.perf_counter()
-    loaded = PipelineModel.load(store.transfer_model_dir)  # score with what was saved, as a user's job would
+    loaded = _load_model(spark, store.transfer_model_dir)  # score with what was saved, as a user's job would
     with atomic_dir(store.predictions_dir) as staging:
-        (loaded.transform(test).select(records.ID, records.LABEL, PREDICTION, PROBABILITY)
-         .write.parquet(staging))
+        predictions = loaded.transform(test).select(records.ID, records.LABEL, PREDICTION, PROBABILITY)
+        write_frame(_vectors_as_arrays(predictions, PROBABILITY) if remote else predictions, staging)
     predict_seconds = time.perf_counter() - t0
     metrics = evaluate(spark, store.predictions_dir, meta.class_names)
     if metrics["rows"] != test_rows:
         raise RuntimeError(f"{store.predictions_dir}: {metrics['rows']} predictions for {test_rows} test rows")
-    metrics.update(split="test", dataset=os.path.realpath(cfg.dataset_dir("test")), model=store.transfer_model_dir,
+    metrics.update(split="test", dataset=resolve(cfg.dataset_dir("test")), model=store.transfer_model_dir,
                    transfer={"model": t.model, "weights": t.weights, "feature_dim": dim,
                              "train_rows": train_rows, "test_rows": test_rows,
                              "train_accuracy": train_accuracy,

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from pipelines.core import records
+from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.figures import agg_pyplot, plot_samples, sample_rows
-from pipelines.core.store import atomic_dir
+from pipelines.core.store import atomic_dir, resolve
 
 
 def plot_class_counts(meta: records.DatasetMeta, path: str) -> None:
@@ -33,17 +33,19 @@ def visualize(spark, cfg: Config, store, log: Callable[[str], None] = print) -> 
     dataset_dir = cfg.dataset_dir(split)
     meta = records.read_meta(dataset_dir)
     preds = store.require(store.predictions_dir, "score") if cfg.visualize.predictions else None
-    out_dir = os.path.join(store.root, "visualize")
+    out_dir = storage.join(store.root, "visualize")
     files = {}
-    with atomic_dir(out_dir) as staging:
+    with atomic_dir(out_dir, local_build=True) as staging:
         os.makedirs(staging)
         rows = sample_rows(spark, dataset_dir, cfg.visualize.samples_per_class, preds)
-        files["samples"] = os.path.join(out_dir, f"{split}_samples.png")
-        plot_samples(rows, meta, os.path.join(staging, os.path.basename(files["samples"])),
+        files["samples"] = storage.join(out_dir, f"{split}_samples.png")
+        plot_samples(rows, meta, os.path.join(staging, storage.basename(files["samples"])),
                      f"{meta.name} {split}: {cfg.visualize.samples_per_class} per class",
                      columns=cfg.visualize.samples_per_class)
-        files["class_counts"] = os.path.join(out_dir, f"{split}_class_counts.png")
-        plot_class_counts(meta, os.path.join(staging, os.path.basename(files["class_counts"])))
+        files["class_counts"] = storage.join(out_dir, f"{split}_class_counts.png")
+        plot_class_counts(meta, os.path.join(staging, storage.basename(files["class_counts"])))
+    if storage.is_remote(out_dir):       # the files are in the published version's prefix
+        files = {k: storage.join(resolve(out_dir), storage.basename(v)) for k, v in files.items()}
     for path in files.values():
         log(f"[visualize] {path}")
     return files
