@@ -18,8 +18,8 @@ from PIL import Image
 from conftest import make_conf
 from pipelines.core import storage
 from pipelines.core.parquet_io import read_frame
+from pipelines.core.publish_remote import LEASE
 from pipelines.core.store import (
-    LEASE,
     PublishConflict,
     atomic_dir,
     atomic_dirs,
@@ -116,7 +116,7 @@ def test_stale_staging_is_removed_by_owner_or_age_never_by_a_foreign_pid(s3_stor
     storage.put_bytes(storage.join(foreign, LEASE), b"{}")
     _write_part(foreign, 4)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    from pipelines.core.store import _host
+    from pipelines.core.leases import host as _host
     local_dead = storage.join(dest, f"v-20260101T000000-{int(dead.stdout)}-abcd0124-{_host()}")
     storage.put_bytes(storage.join(local_dead, LEASE), b"{}")
     _write_part(local_dead, 4)

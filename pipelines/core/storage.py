@@ -7,15 +7,15 @@ through `os` exactly as before this module existed (so symlink publishing and pl
 library Horovod's Spark store and Petastorm use too, so the three agree on URLs and on
 `storage.options`.  Why fsspec over pyarrow.fs: the pinned pyarrow (10.0.1) has S3 and HDFS
 but no GCS or Azure filesystem and no conditional PUT; s3fs (fsspec) has `IfNoneMatch` /
-`IfMatch` on put_object, which the manifest publish in pipelines.core.store needs, and
+`IfMatch` on put_object, which the manifest publish in pipelines.core.publish_remote needs, and
 gcsfs/adlfs cover the other stores with the same API.
 
 Credentials come from the usual places (environment, instance roles, ~/.aws, ...) or from
 `storage.options` in the conf, which are passed to the filesystem constructor.  Options are
 kept in a `StorageOptions` whose repr and `redacted()` hide every value not known to be
 harmless, and `redact()` scrubs secret values and URL user-info from any message, so they
-never reach logs, configs or reports.  Executors receive the options inside their task spec
-and call `configure()` before their first read or write.
+never reach logs, configs or reports (pipelines.core.storage_options).  Executors receive the
+options inside their task spec and call `configure()` before their first read or write.
 """
 from __future__ import annotations
 
@@ -23,18 +23,16 @@ import os
 import posixpath
 import re
 import shutil
-from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-# Option keys that are safe to show and to write into run outputs; every other value is hidden.
-PUBLIC_OPTION_KEYS = frozenset({
-    "endpoint_url", "region_name", "anon", "use_ssl", "client_kwargs", "config_kwargs", "account_name",
-    "project", "requester_pays", "version_aware", "host", "port", "user", "default_block_size",
-    "s3_additional_kwargs", "addressing_style", "signature_version", "use_listings_cache", "skip_instance_cache",
-})
-SCHEME_KEYS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "hdfs", "viewfs", "webhdfs",
-                         "memory", "http", "https"})
-HIDDEN = "<redacted>"
+from pipelines.core.storage_options import (  # noqa: F401 (part of this module's API)
+    HIDDEN,
+    SCHEME_KEYS,
+    StorageOptions,
+    configure,
+    current_options,
+    redact,
+)
 
 
 class StorageError(OSError):
@@ -79,95 +77,6 @@ def basename(location: str) -> str:
     return split(location)[1]
 
 
-# -- options ------------------------------------------------------------------------------------
-
-def _redact_tree(value, key: Optional[str] = None):
-    if isinstance(value, dict):
-        return {k: (_redact_tree(v, k) if (k in PUBLIC_OPTION_KEYS or k in SCHEME_KEYS) else HIDDEN)
-                for k, v in value.items()}
-    return value
-
-
-def _secret_values(value) -> list:
-    """Every option value that is hidden by redaction, as text (for scrubbing messages)."""
-    out = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k in PUBLIC_OPTION_KEYS or k in SCHEME_KEYS:
-                out += _secret_values(v) if isinstance(v, dict) else []
-            elif isinstance(v, dict):
-                out += [str(x) for x in _flatten(v)]
-            elif v not in (None, "", True, False):
-                out.append(str(v))
-    return [s for s in out if len(s) >= 4]
-
-
-def _flatten(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _flatten(v)
-    elif value not in (None, "", True, False):
-        yield value
-
-
-@dataclass(frozen=True)
-class StorageOptions:
-    """fsspec filesystem options: applied to every remote scheme, or per scheme under its name.
-
-    `{"endpoint_url": ...}` applies to all; `{"s3": {...}, "gs": {...}}` to one scheme each.
-    For s3, `endpoint_url` and `region_name` are moved into `client_kwargs` where s3fs expects them.
-    """
-    options: dict = field(default_factory=dict)
-
-    def for_scheme(self, scheme: str) -> dict:
-        opts = {k: v for k, v in (self.options or {}).items() if k not in SCHEME_KEYS}
-        opts.update((self.options or {}).get(scheme) or {})
-        if scheme in ("s3", "s3a"):
-            client = dict(opts.pop("client_kwargs", None) or {})
-            for key in ("endpoint_url", "region_name"):
-                if key in opts:
-                    client.setdefault(key, opts.pop(key))
-            if client:
-                opts["client_kwargs"] = client
-        return opts
-
-    def redacted(self) -> dict:
-        return _redact_tree(dict(self.options or {}))
-
-    def __repr__(self) -> str:
-        return f"StorageOptions({self.redacted()!r})"
-
-
-_OPTIONS = StorageOptions()
-
-
-def configure(options) -> None:
-    """Set this process's storage options (a StorageOptions or a plain dict; None clears)."""
-    global _OPTIONS
-    if options is None:
-        options = StorageOptions()
-    elif isinstance(options, dict):
-        options = StorageOptions(dict(options))
-    _OPTIONS = options
-
-
-def current_options() -> StorageOptions:
-    return _OPTIONS
-
-
-def redact(text: str) -> str:
-    """`text` with configured secret values and URL user-info (scheme://user:pass@) replaced."""
-    text = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", r"\1" + HIDDEN + "@", str(text))
-    for secret in sorted(set(_secret_values(_OPTIONS.options or {})), key=len, reverse=True):
-        text = text.replace(secret, HIDDEN)
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
-                 "AZURE_STORAGE_CONNECTION_STRING"):
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, HIDDEN)
-    return text
-
-
 # -- remote filesystems -------------------------------------------------------------------------
 
 class _About:
@@ -197,7 +106,7 @@ def filesystem(location: str):
     import fsspec
     scheme = scheme_of(location)
     try:
-        fs, path = fsspec.core.url_to_fs(location, **_OPTIONS.for_scheme(scheme))
+        fs, path = fsspec.core.url_to_fs(location, **current_options().for_scheme(scheme))
     except ImportError as exc:
         need = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
                 "az": "adlfs", "hdfs": "pyarrow with libhdfs (HADOOP_HOME, CLASSPATH)"}.get(scheme, "its fsspec package")

@@ -1,27 +1,11 @@
 """Every output path, and how outputs are published atomically, on local disks and object stores.
 
-Local filesystems (and local mounts): a directory output (a Parquet dataset, a predictions
-table, a report) is built in a staging directory next to its destination
-(`<name>.staging-<pid>-<id>-<host>`), renamed to a versioned directory (`<name>.v-<time>-<id>`),
-and the destination itself is a symbolic link switched to the new version with one `rename`:
-atomic on POSIX, so a reader sees the old complete output or the new complete one, and a job
-killed at any moment leaves the previous output readable.  Only the current version is kept.
-
-Remote filesystems (s3://, gs://, abfs://, hdfs://, see pipelines.core.storage) have no
-rename and no symlink.  There each publish writes a new versioned prefix
-`<dest>/v-<time>-<id>-<pid>-<host>/`, and then one small manifest object `<dest>/_manifest.json`
-(one PUT: atomic on S3, GCS and Azure) names the current version and its files with sizes and
-Parquet row counts.  The PUT is conditional on S3: If-Match on the manifest's ETag as it was
-when this job's staging began (If-None-Match when there was none), so of two jobs writing the
-same output at once the second to finish fails with a clear message instead of silently
-replacing the first one's output, and no manifest update is ever lost.  Readers of this project go through the manifest
-(`resolve`, `published_files`); the job logs the versioned URL, which plain Spark or pyarrow
-readers can use.  The last `storage.keep_versions` published versions are kept.
-
-Stale staging of killed jobs is removed by the next writer: at once when the writer was on
-this host and its pid is gone, otherwise when its lease (the staging folder's `_lease.json`,
-written when the staging began) is older than `storage.stale_after_hours`, so a job on another
-host sharing the same mount or bucket is never mistaken for dead.
+The API every stage uses: `atomic_dir`/`atomic_dirs` (build an output, publish it only when
+complete), `resolve` (the pinned current version to read), `published_files`, `exists`, one-shot
+file writes, and `RunStore` (the layout of a run directory).  How publishing works is in
+pipelines.core.publish_local (symlink swap, local paths) and pipelines.core.publish_remote
+(versioned prefix + manifest, object stores and HDFS); who may clean whose staging is in
+pipelines.core.leases.
 
 File outputs (metrics.json, the model) are one PUT on object stores, and written to a
 temporary name then `os.replace`d locally.
@@ -32,40 +16,23 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
-
-# Sibling names are not dot-prefixed: Spark ignores hidden paths, even one passed explicitly.
-_STAGING = ".staging-"
-_VERSION = ".v-"
-MANIFEST = "_manifest.json"
-LEASE = "_lease.json"
-MANIFEST_FORMAT = "sparkcnn-manifest/1"
-
-
-class PublishConflict(SparkcnnError, RuntimeError):
-    """Another job published the same output while this one was writing it."""
-
-
-@dataclass(frozen=True)
-class PublishPolicy:
-    keep_versions: int = 2          # object stores: published versions kept (the current one included)
-    stale_after_hours: float = 24.0  # staging of another host (or unknown owner) older than this is removed
-
-
-_POLICY = PublishPolicy()
-
-
-def configure_publishing(keep_versions: int, stale_after_hours: float) -> None:
-    global _POLICY
-    _POLICY = PublishPolicy(int(keep_versions), float(stale_after_hours))
+from pipelines.core.leases import PublishConflict, configure_publishing  # noqa: F401 (part of this API)
+from pipelines.core.publish_local import new_local_staging, publish_dir
+from pipelines.core.publish_remote import (  # noqa: F401 (read_manifest is part of this API)
+    MANIFEST,
+    STAGED_AGAINST,
+    check_unchanged,
+    has_output,
+    new_remote_version,
+    publish_version,
+    read_manifest,
+    remove_stale_remote,
+)
 
 
 def configure_from(cfg) -> None:
@@ -74,218 +41,15 @@ def configure_from(cfg) -> None:
     configure_publishing(cfg.storage.keep_versions, cfg.storage.stale_after_hours)
 
 
-def _host() -> str:
-    return socket.gethostname().replace("-", "_").replace(".", "_") or "host"
-
-
-def _owner_tag() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{_host()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _owner_gone(tag: str) -> Optional[bool]:
-    """True when the writer named by `<pid>-<id>[-<host>]` ran on this host and is gone; None if unknown."""
-    fields = tag.split("-", 2)
-    try:
-        pid = int(fields[0])
-    except (ValueError, IndexError):
-        return None
-    host = fields[2] if len(fields) > 2 else _host()     # names without a host: older, local-only writers
-    if host != _host():
-        return None
-    return not _pid_alive(pid)
-
-
-def _is_stale(tag: str, lease_location: str) -> bool:
-    gone = _owner_gone(tag)
-    if gone is not None:
-        return gone
-    age = storage.modified_age_seconds(lease_location)
-    return age is not None and age > _POLICY.stale_after_hours * 3600
-
-
-# -- local: staging siblings, versioned siblings, a symlink ----------------------------------------
-
-def _sibling(dest: str, kind: str, tag: str) -> str:
-    parent, name = os.path.split(os.path.abspath(dest))
-    return os.path.join(parent, f"{name}{kind}{tag}")
-
-
-def _siblings(dest: str, kind: str) -> list:
-    parent, name = os.path.split(os.path.abspath(dest))
-    prefix = f"{name}{kind}"
-    try:
-        return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)]
-    except FileNotFoundError:
-        return []
-
-
-def _remove_stale_staging(dest: str) -> None:
-    """Remove staging dirs left by killed writers (see the module docstring for 'stale')."""
-    for path in _siblings(dest, _STAGING):
-        tag = os.path.basename(path).rsplit(_STAGING, 1)[1]
-        if _is_stale(tag, path):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def publish_dir(staging: str, dest: str) -> None:
-    """Make the complete local directory `staging` the new content of local `dest`, atomically."""
-    dest = os.path.abspath(dest)
-    version = _sibling(dest, _VERSION, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
-    os.rename(staging, version)
-    link_tmp = _sibling(dest, ".link-", uuid.uuid4().hex[:8])
-    os.symlink(os.path.basename(version), link_tmp)
-    if os.path.isdir(dest) and not os.path.islink(dest):
-        # A plain directory (made by hand or by another tool) cannot be swapped by
-        # rename over it; move it aside first.  Only this first swap has a gap.
-        os.rename(dest, _sibling(dest, _VERSION, "legacy-" + uuid.uuid4().hex[:8]))
-    os.replace(link_tmp, dest)
-    current = os.path.realpath(dest)
-    for old in _siblings(dest, _VERSION):
-        if os.path.realpath(old) != current:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _new_local_staging(dest: str) -> str:
-    dest = os.path.abspath(dest)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    _remove_stale_staging(dest)
-    return _sibling(dest, _STAGING, _owner_tag())
-
-
-# -- remote: versioned prefixes and a manifest --------------------------------------------------
-
-_UNSET = object()
-_STAGED_AGAINST: dict = {}      # remote staging -> the manifest ETag when it began (None: no manifest yet)
-
-
-def _conflict(dest: str, version: str) -> PublishConflict:
-    return PublishConflict(f"{storage.redact(dest)}: another job published this output while this one was "
-                           f"writing it; this job's copy stays unpublished at {storage.redact(version)} "
-                           "(removed by a later writer once stale)")
-
-
-def _check_unchanged(staging: str, dest: str) -> None:
-    """Before publishing several outputs together: none of them was published by another job meanwhile."""
-    expected = _STAGED_AGAINST.get(staging, _UNSET)
-    if expected is not _UNSET and storage.etag(storage.join(dest, MANIFEST)) != expected:
-        raise _conflict(dest, staging)
-
-
-def _new_remote_version(dest: str) -> str:
-    """A fresh version prefix under `dest`, with its lease written (the prefix now 'exists')."""
-    name = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{_owner_tag()}"
-    version = storage.join(dest, name)
-    _STAGED_AGAINST[version] = storage.etag(storage.join(dest, MANIFEST))
-    storage.put_bytes(storage.join(version, LEASE), json.dumps(
-        {"host": _host(), "pid": os.getpid(), "started": time.time()}).encode())
-    return version
-
-
-def read_manifest(dest: str) -> Optional[dict]:
-    """The published manifest of a remote output, or None if nothing was published there."""
-    location = storage.join(dest, MANIFEST)
-    try:
-        return json.loads(storage.read_bytes(location))
-    except FileNotFoundError:
-        return None
-
-
-def _file_entries(version: str) -> list:
-    import pyarrow.parquet as pq
-    entries = []
-    for name in storage.walk_files(version):
-        if name == LEASE:
-            continue
-        location = storage.join(version, name)
-        entry = {"name": name, "bytes": storage.size(location)}
-        if name.endswith(".parquet") and not os.path.basename(name).startswith(("_", ".")):
-            with storage.open_file(location, "rb") as f:
-                entry["rows"] = pq.ParquetFile(f).metadata.num_rows
-        entries.append(entry)
-    return entries
-
-
-def publish_version(version: str, dest: str, expected_etag=_UNSET, log=None) -> dict:
-    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT).
-
-    `expected_etag`: the manifest's ETag this publish must replace (None: there must be no
-    manifest yet); by default the one recorded when `version`'s staging began.
-    """
-    manifest_location = storage.join(dest, MANIFEST)
-    if expected_etag is _UNSET:
-        expected_etag = _STAGED_AGAINST.pop(version, _UNSET)
-    tag = storage.etag(manifest_location) if expected_etag is _UNSET else expected_etag
-    old = read_manifest(dest)
-    files = _file_entries(version)
-    name = storage.basename(version)
-    history = [name] + [v for v in (old or {}).get("versions", []) if v != name]
-    manifest = {"format": MANIFEST_FORMAT, "version": name, "url": version,
-                "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": files, "rows": sum(e.get("rows", 0) for e in files),
-                "versions": history[:max(1, _POLICY.keep_versions)]}
-    try:
-        storage.put_bytes(manifest_location, (json.dumps(manifest, indent=2) + "\n").encode(),
-                          if_match=tag, if_absent=tag is None)
-    except storage.PreconditionFailed:
-        raise _conflict(dest, version) from None
-    storage.remove(storage.join(version, LEASE))
-    _clean_remote(dest, manifest, old)
-    if log:
-        log(f"[store] published {storage.redact(version)}")
-    return manifest
-
-
-def _stale_version(dest: str, name: str) -> bool:
-    """An unpublished version prefix whose writer is gone (no lease left, or a stale lease)."""
-    lease = storage.join(dest, name, LEASE)
-    if not storage.exists(lease):
-        return True                  # an aborted write's leftovers (a live writer's lease comes first)
-    return _is_stale(name.split("-", 2)[2] if name.count("-") >= 2 else "", lease)
-
-
-def _clean_remote(dest: str, manifest: dict, old: Optional[dict]) -> None:
-    """Drop versions beyond keep_versions and stale unpublished ones; fresh staging of live jobs stays."""
-    keep = set(manifest["versions"])
-    published_before = set((old or {}).get("versions", [])) | ({old["version"]} if old else set())
-    for name in storage.listdir(dest):
-        if name.startswith("v-") and name not in keep and (name in published_before or _stale_version(dest, name)):
-            storage.remove(storage.join(dest, name))
-
-
-def _remove_stale_remote(dest: str) -> None:
-    keep = set((read_manifest(dest) or {}).get("versions", []))
-    for name in storage.listdir(dest):
-        if name.startswith("v-") and name not in keep and _stale_version(dest, name):
-            storage.remove(storage.join(dest, name))
-
-
-def _has_output(staging: str) -> bool:
-    if not storage.is_remote(staging):
-        return os.path.isdir(staging)
-    return any(n != LEASE for n in storage.listdir(staging))
-
-
-# -- the API every stage uses -----------------------------------------------------------------------
-
 def _new_staging(dest: str) -> str:
     """A fresh staging location for `dest`, after clearing stale ones of killed jobs.
 
     Local: a sibling path that does not exist yet.  Remote: a new version prefix (leased).
     """
     if storage.is_remote(dest):
-        _remove_stale_remote(dest)
-        return _new_remote_version(dest)
-    return _new_local_staging(dest)
+        remove_stale_remote(dest)
+        return new_remote_version(dest)
+    return new_local_staging(dest)
 
 
 def _publish(staging: str, dest: str) -> None:
@@ -319,7 +83,7 @@ def atomic_dir(dest: str, local_build: bool = False):
     finally:
         if build:
             shutil.rmtree(os.path.dirname(build), ignore_errors=True)
-    if not _has_output(staging):
+    if not has_output(staging):
         storage.remove(staging)
         raise RuntimeError(f"nothing was written to {storage.redact(staging)} for {storage.redact(dest)}")
     _publish(staging, dest)
@@ -347,12 +111,12 @@ def atomic_dirs(dests: list):
         raise
     for dest, staging in stagings.items():
         if storage.is_remote(dest):
-            _check_unchanged(staging, dest)
+            check_unchanged(staging, dest)
     for dest, staging in stagings.items():
-        if _has_output(staging):
+        if has_output(staging):
             _publish(staging, dest)
         else:
-            _STAGED_AGAINST.pop(staging, None)
+            STAGED_AGAINST.pop(staging, None)
             storage.remove(staging)
 
 

@@ -1,0 +1,135 @@
+"""Publishing on remote filesystems (object stores, HDFS): versioned prefixes and one manifest.
+
+Object stores have no rename and no symlink.  Each publish writes a new versioned prefix
+`<dest>/v-<time>-<pid>-<id>-<host>/` (its `_lease.json` written first), then one small manifest
+object `<dest>/_manifest.json` (one PUT: atomic on S3, GCS and Azure) names the current version
+and its files with sizes and Parquet row counts.  The PUT is conditional on S3: If-Match on the
+manifest's ETag as it was when this job's staging began (If-None-Match when there was none), so
+of two jobs writing the same output at once the second to finish fails with a clear message
+instead of silently replacing the first one's output, and no manifest update is ever lost.
+Readers of this project go through the manifest; the versioned URL is what plain Spark or
+pyarrow readers open.  The last `storage.keep_versions` published versions are kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
+
+from pipelines.core import storage
+from pipelines.core.leases import POLICY, PublishConflict, host, is_stale, owner_tag
+
+MANIFEST = "_manifest.json"
+LEASE = "_lease.json"
+MANIFEST_FORMAT = "sparkcnn-manifest/1"
+
+_UNSET = object()
+STAGED_AGAINST: dict = {}      # remote staging -> the manifest ETag when it began (None: no manifest yet)
+
+
+def _conflict(dest: str, version: str) -> PublishConflict:
+    return PublishConflict(f"{storage.redact(dest)}: another job published this output while this one was "
+                           f"writing it; this job's copy stays unpublished at {storage.redact(version)} "
+                           "(removed by a later writer once stale)")
+
+
+def check_unchanged(staging: str, dest: str) -> None:
+    """Before publishing several outputs together: none of them was published by another job meanwhile."""
+    expected = STAGED_AGAINST.get(staging, _UNSET)
+    if expected is not _UNSET and storage.etag(storage.join(dest, MANIFEST)) != expected:
+        raise _conflict(dest, staging)
+
+
+def new_remote_version(dest: str) -> str:
+    """A fresh version prefix under `dest`, with its lease written (the prefix now 'exists')."""
+    name = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{owner_tag()}"
+    version = storage.join(dest, name)
+    STAGED_AGAINST[version] = storage.etag(storage.join(dest, MANIFEST))
+    storage.put_bytes(storage.join(version, LEASE), json.dumps(
+        {"host": host(), "pid": os.getpid(), "started": time.time()}).encode())
+    return version
+
+
+def read_manifest(dest: str) -> Optional[dict]:
+    """The published manifest of a remote output, or None if nothing was published there."""
+    location = storage.join(dest, MANIFEST)
+    try:
+        return json.loads(storage.read_bytes(location))
+    except FileNotFoundError:
+        return None
+
+
+def _file_entries(version: str) -> list:
+    import pyarrow.parquet as pq
+    entries = []
+    for name in storage.walk_files(version):
+        if name == LEASE:
+            continue
+        location = storage.join(version, name)
+        entry = {"name": name, "bytes": storage.size(location)}
+        if name.endswith(".parquet") and not os.path.basename(name).startswith(("_", ".")):
+            with storage.open_file(location, "rb") as f:
+                entry["rows"] = pq.ParquetFile(f).metadata.num_rows
+        entries.append(entry)
+    return entries
+
+
+def publish_version(version: str, dest: str, expected_etag=_UNSET, log=None) -> dict:
+    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT).
+
+    `expected_etag`: the manifest's ETag this publish must replace (None: there must be no
+    manifest yet); by default the one recorded when `version`'s staging began.
+    """
+    manifest_location = storage.join(dest, MANIFEST)
+    if expected_etag is _UNSET:
+        expected_etag = STAGED_AGAINST.pop(version, _UNSET)
+    tag = storage.etag(manifest_location) if expected_etag is _UNSET else expected_etag
+    old = read_manifest(dest)
+    files = _file_entries(version)
+    name = storage.basename(version)
+    history = [name] + [v for v in (old or {}).get("versions", []) if v != name]
+    manifest = {"format": MANIFEST_FORMAT, "version": name, "url": version,
+                "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "files": files, "rows": sum(e.get("rows", 0) for e in files),
+                "versions": history[:max(1, POLICY[0].keep_versions)]}
+    try:
+        storage.put_bytes(manifest_location, (json.dumps(manifest, indent=2) + "\n").encode(),
+                          if_match=tag, if_absent=tag is None)
+    except storage.PreconditionFailed:
+        raise _conflict(dest, version) from None
+    storage.remove(storage.join(version, LEASE))
+    _clean_remote(dest, manifest, old)
+    if log:
+        log(f"[store] published {storage.redact(version)}")
+    return manifest
+
+
+def _stale_version(dest: str, name: str) -> bool:
+    """An unpublished version prefix whose writer is gone (no lease left, or a stale lease)."""
+    lease = storage.join(dest, name, LEASE)
+    if not storage.exists(lease):
+        return True                  # an aborted write's leftovers (a live writer's lease comes first)
+    return is_stale(name.split("-", 2)[2] if name.count("-") >= 2 else "", lease)
+
+
+def _clean_remote(dest: str, manifest: dict, old: Optional[dict]) -> None:
+    """Drop versions beyond keep_versions and stale unpublished ones; fresh staging of live jobs stays."""
+    keep = set(manifest["versions"])
+    published_before = set((old or {}).get("versions", [])) | ({old["version"]} if old else set())
+    for name in storage.listdir(dest):
+        if name.startswith("v-") and name not in keep and (name in published_before or _stale_version(dest, name)):
+            storage.remove(storage.join(dest, name))
+
+
+def remove_stale_remote(dest: str) -> None:
+    keep = set((read_manifest(dest) or {}).get("versions", []))
+    for name in storage.listdir(dest):
+        if name.startswith("v-") and name not in keep and _stale_version(dest, name):
+            storage.remove(storage.join(dest, name))
+
+
+def has_output(staging: str) -> bool:
+    if not storage.is_remote(staging):
+        return os.path.isdir(staging)
+    return any(n != LEASE for n in storage.listdir(staging))
