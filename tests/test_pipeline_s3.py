@@ -75,7 +75,7 @@ def test_run_on_s3_gives_the_same_datasets_and_predictions_as_local(s3_server, s
     local_s = time.perf_counter() - t0
     assert here.returncode == 0, here.stderr[-3000:]
     t0 = time.perf_counter()
-    there = sparkcnn(conf, "run")
+    there = sparkcnn(conf, "run", "tracking.mlflow=true", f"tracking.uri={root}/mlruns")
     s3_s = time.perf_counter() - t0
     assert there.returncode == 0, there.stdout[-2000:] + there.stderr[-3000:]
     print(f"sparkcnn run: local {local_s:.0f}s, S3 {s3_s:.0f}s ({s3_s / local_s:.2f}x)")
@@ -98,6 +98,16 @@ def test_run_on_s3_gives_the_same_datasets_and_predictions_as_local(s3_server, s
     assert {"index.html", "samples.png", "confusion_matrix.png", "training_curves.png"} <= names
     assert f"report: {report['url']}/index.html" in there.stdout
     assert s3_server.secret not in there.stdout + there.stderr
+    # MLflow (a local store here) got the run's files from S3: the model, the report, config without secrets
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"file://{root}/mlruns")
+    run = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])[0]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "report", "config.yaml", "metrics.json"} <= logged, logged
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} >= {"report/index.html"}
+    config = open(client.download_artifacts(run.info.run_id, "config.yaml", str(root))).read()
+    assert s3_server.secret not in config and "<redacted>" in config
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 def _snapshot(dest):

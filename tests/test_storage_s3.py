@@ -274,3 +274,86 @@ def test_redaction_of_options_urls_and_messages(s3_storage):
     assert opts.for_scheme("s3") == {"key": "K", "secret": s3.secret, "token": "tok-123456",
                                      "client_kwargs": {"endpoint_url": "http://h:1"}}
     assert json.dumps(opts.redacted()).count("<redacted>") == 3
+
+
+def _local_digest(dataset_dir):
+    root = resolve(dataset_dir)
+    return _dataset_digest([os.path.join(root, n) for n in sorted(os.listdir(root)) if n.endswith(".parquet")])
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_raw_idx_files_on_s3(spark, s3_storage, mnist_files, tmp_path, suffix):
+    """IDX files in a bucket: uncompressed ones are read by byte range in the tasks, gzipped ones are
+    unpacked on the driver (a local master); either way the dataset equals the local ingest's."""
+    from pipelines.ingest import idx
+    from pipelines.ingest.stage import ingest
+    s3 = s3_storage
+    raw, raw_url = tmp_path / "raw", s3.url("idx" + suffix, "raw")
+    raw.mkdir()
+    for role, name, rows in (("train_images", "train-images-idx3-ubyte", 1500),
+                             ("train_labels", "train-labels-idx1-ubyte", 1500),
+                             ("test_images", "t10k-images-idx3-ubyte", 400),
+                             ("test_labels", "t10k-labels-idx1-ubyte", 400)):
+        header = idx.read_header(idx.ensure_uncompressed(mnist_files[role], str(tmp_path / "scratch")))
+        idx.write_idx(str(raw / (name + suffix)), idx.read_rows(header, 0, rows))
+        storage.put_bytes(storage.join(raw_url, name + suffix), (raw / (name + suffix)).read_bytes())
+    common = "data: {format: idx, dataset: digits, %s}\ningest: {validation_rows: 300, partition_mb: 1}\n"
+    local = make_conf(tmp_path, common % f"path: {raw}, datasets_dir: {tmp_path}/datasets")
+    ingest(spark, local, log=lambda m: None)
+    remote = make_conf(tmp_path, common % f"path: '{raw_url}', datasets_dir: '{s3.url('idx' + suffix, 'ds')}'"
+                       + s3.conf_yaml())
+    metas = ingest(spark, remote, log=lambda m: None)
+    assert {s: m.num_rows for s, m in metas.items()} == {"train": 1200, "val": 300, "test": 400}
+    for split in metas:
+        assert _dataset_digest(published_files(remote.dataset_dir(split))) == _local_digest(local.dataset_dir(split))
+
+
+def test_augment_and_export_on_s3_round_trip(spark, s3_storage, mnist_files, tmp_path):
+    """Augment an S3 dataset into S3 (the same rows and bytes as locally), export it to PNGs in the
+    bucket, and ingest that image folder back from S3: the pixels come back unchanged."""
+    from pipelines.augment.stage import augment
+    from pipelines.export.stage import export_stage
+    from pipelines.ingest.stage import ingest
+    from pipelines.core.store import RunStore
+    s3 = s3_storage
+    common = """
+ingest: {limit_train: 400, limit_test: 100, validation_rows: 0}
+augment: {seed: 7, n_per_image: 2, splits: [train], report_images: 3,
+          pipeline: [{op: rotate, p: 0.9, degrees: [-20, 20]}, {op: shift, p: 0.5, x: [-0.2, 0.2], y: [-0.2, 0.2]}]}
+export: {splits: [test]}
+"""
+    local = make_conf(tmp_path, f"run: {{name: aug, runs_dir: {tmp_path}/runs}}\n"
+                      f"data: {{datasets_dir: {tmp_path}/datasets}}\n" + common)
+    ingest(spark, local, log=lambda m: None)
+    augment(spark, local, RunStore(local.run_dir), log=lambda m: None)
+    remote = make_conf(tmp_path, f"run: {{name: aug, runs_dir: '{s3.url('aug', 'runs')}'}}\n"
+                       f"data: {{datasets_dir: '{s3.url('aug', 'datasets')}'}}\n" + common + s3.conf_yaml())
+    ingest(spark, remote, log=lambda m: None)
+    store = RunStore(remote.run_dir)
+    metas = augment(spark, remote, store, log=lambda m: None)
+    assert metas["train"].num_rows == 400 * 3
+    assert _dataset_digest(published_files(remote.dataset_dir("train_aug"))) == \
+        _local_digest(local.dataset_dir("train_aug"))
+    assert storage.exists(storage.join(store.augment_figures_dir, "train_before_after.png"))
+
+    counts = export_stage(spark, remote, store, log=lambda m: None)
+    assert counts == {"test": 100}
+    exported = storage.join(store.root, "export", "test")
+    pngs = [f for f in storage.walk_files(resolve(exported)) if f.endswith(".png")]
+    assert len(pngs) == 100
+    back = make_conf(tmp_path, f"data: {{format: folder, dataset: back, path: '{resolve(exported)}', "
+                     f"datasets_dir: '{s3.url('aug', 'datasets')}'}}\ningest: {{test_fraction: 0}}\n" + s3.conf_yaml())
+    returned = ingest(spark, back, log=lambda m: None)
+    assert returned["train"].num_rows == 100
+    original = read_frame(spark, remote.dataset_dir("test"), ["label", "image"]).toPandas()
+    again = read_frame(spark, back.dataset_dir("train"), ["label", "image"]).toPandas()
+    assert sorted(zip(original["label"], original["image"])) == sorted(zip(again["label"], again["image"]))
+
+
+def test_mlflow_file_store_needs_an_explicit_uri_when_runs_are_remote(s3_storage, tmp_path):
+    from pipelines.core.config import ConfigError
+    with pytest.raises(ConfigError, match=r"tracking.uri must be set when run.runs_dir is on a remote store"):
+        make_conf(tmp_path, f"run: {{runs_dir: '{s3_storage.url('runs')}'}}\ntracking: {{mlflow: true}}\n")
+    cfg = make_conf(tmp_path, f"run: {{runs_dir: '{s3_storage.url('runs')}'}}\n"
+                    f"tracking: {{mlflow: true, uri: {tmp_path}/mlruns}}\n")
+    assert cfg.tracking.uri == f"file://{tmp_path}/mlruns" and cfg.run_dir == s3_storage.url("runs", "conf")
