@@ -33,6 +33,15 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
    || echo "[bootstrap] could not install chromium; the report rendering test will be skipped"
 fi
 
+# Azure's Blob emulator for the object-store tests (tests/conftest.py looks here); best effort, cached.
+azurite_dir="${XDG_CACHE_HOME:-$HOME/.cache}/sparkcnn/azurite-3.37.0"
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ] && command -v npm >/dev/null 2>&1; then
+  echo "[bootstrap] installing Azurite 3.37.0 (Azure Blob emulator, tests) into $azurite_dir"
+  mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --silent azurite@3.37.0 >/dev/null 2>&1 \
+   || echo "[bootstrap] could not install Azurite; the Azure object-store tests will be skipped"
+fi
+
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip="$venv/bin/python -m pip"
 $pip install -q --upgrade "pip<25" >/dev/null

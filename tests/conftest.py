@@ -185,3 +185,86 @@ def s3_storage(s3_server):
     yield s3_server
     storage.configure(None)
     configure_publishing(2, 24.0)
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key (the emulator accepts no other): not a secret of anyone's.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_binary():
+    """Azurite's blob server, installed from npm by scripts/bootstrap.sh (or SPARKCNN_AZURITE)."""
+    path = os.environ.get("SPARKCNN_AZURITE") or os.path.expanduser(
+        "~/.cache/sparkcnn/azurite-3.37.0/node_modules/.bin/azurite-blob")
+    return path if os.path.exists(path) else None
+
+
+class AzuriteServer:
+    """Microsoft's Azure Blob Storage emulator (Azurite, from npm) on 127.0.0.1, with one container."""
+
+    def __init__(self, tmp):
+        import socket
+        import subprocess
+        import time
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen([azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                                      "--location", str(tmp), "--silent", "--skipApiVersionCheck", "--loose"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            self.proc.kill()
+            raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within 30 s")
+        self.container = "sparkcnn-test"
+        self.secret = AZURITE_KEY
+        self.connection_string = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                                  f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+        self.options = {"abfs": {"connection_string": self.connection_string}}
+        self.fs().mkdir(self.container)
+
+    def url(self, *parts) -> str:
+        return "abfs://" + "/".join((self.container,) + parts)
+
+    def conf_yaml(self) -> str:
+        return f"storage: {{options: {{abfs: {{connection_string: '{self.connection_string}'}}}}}}\n"
+
+    def fs(self):
+        import adlfs
+        return adlfs.AzureBlobFileSystem(connection_string=self.connection_string, skip_instance_cache=True)
+
+    def stop(self):
+        import subprocess
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:     # it keeps serving open keep-alive connections
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory):
+    if azurite_binary() is None:
+        pytest.skip("Azurite is not installed: `make install` installs it from npm into ~/.cache/sparkcnn/azurite-3.37.0")
+    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["s3", "azure"])
+def object_store(request):
+    """The storage layer pointed at a real S3-protocol server, then at Azurite (and reset afterwards)."""
+    from pipelines.core import storage
+    from pipelines.core.store import configure_publishing
+    server = request.getfixturevalue("s3_server" if request.param == "s3" else "azurite_server")
+    storage.configure(dict(server.options))
+    yield server
+    storage.configure(None)
+    configure_publishing(2, 24.0)

@@ -120,7 +120,7 @@ def exists(location: str) -> bool:
         return os.path.exists(location)
     with _About(location):
         fs, path = filesystem(location)
-        return fs.exists(path)
+        return _fresh(fs, path).exists(path)
 
 
 def isdir(location: str) -> bool:
@@ -128,7 +128,7 @@ def isdir(location: str) -> bool:
         return os.path.isdir(location)
     with _About(location):
         fs, path = filesystem(location)
-        return fs.isdir(path)
+        return _fresh(fs, path).isdir(path)
 
 
 def isfile(location: str) -> bool:
@@ -136,7 +136,7 @@ def isfile(location: str) -> bool:
         return os.path.isfile(location)
     with _About(location):
         fs, path = filesystem(location)
-        return fs.isfile(path)
+        return _fresh(fs, path).isfile(path)
 
 
 def listdir(location: str) -> list:
@@ -149,7 +149,7 @@ def listdir(location: str) -> list:
     with _About(location):
         fs, path = filesystem(location)
         try:
-            entries = fs.ls(path, detail=False, refresh=True)
+            entries = _fresh(fs, path).ls(path, detail=False)
         except FileNotFoundError:
             return []
         return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
@@ -166,7 +166,7 @@ def entries(location: str) -> list:
     with _About(location):
         fs, path = filesystem(location)
         try:
-            found = fs.ls(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.ls(path, detail=True)
+            found = _fresh(fs, path).ls(path, detail=True)
         except FileNotFoundError:
             return []
         out = {posixpath.basename(e["name"].rstrip("/")): e.get("type") == "directory" for e in found}
@@ -178,7 +178,7 @@ def walk_sizes(location: str) -> dict:
     with _About(location):
         fs, path = filesystem(location)
         base = path.rstrip("/") + "/"
-        found = fs.find(path, detail=True, refresh=True) if _accepts_refresh(fs) else fs.find(path, detail=True)
+        found = _fresh(fs, path).find(path, detail=True)
         return {name[len(base):]: int(info.get("size") or 0) for name, info in sorted(found.items())
                 if name.startswith(base) and info.get("type") != "directory"}
 
@@ -192,15 +192,17 @@ def walk_files(location: str) -> Iterator[str]:
         return
     with _About(location):
         fs, path = filesystem(location)
-        found = sorted(fs.find(path, refresh=True) if _accepts_refresh(fs) else fs.find(path))
+        found = sorted(_fresh(fs, path).find(path))
     base = path.rstrip("/") + "/"
     for name in found:
         if name.startswith(base):
             yield name[len(base):]
 
 
-def _accepts_refresh(fs) -> bool:
-    return type(fs).__module__.startswith("s3fs")
+def _fresh(fs, path: str):
+    """Drop fsspec's cached listings below `path`: other processes (executors) write there too."""
+    fs.invalidate_cache(path)
+    return fs
 
 
 def size(location: str) -> int:
@@ -208,7 +210,7 @@ def size(location: str) -> int:
         return os.path.getsize(location)
     with _About(location):
         fs, path = filesystem(location)
-        return int(fs.size(path))
+        return int(_fresh(fs, path).size(path))
 
 
 def modified_age_seconds(location: str) -> Optional[float]:
@@ -274,39 +276,50 @@ class PreconditionFailed(StorageError):
     """A conditional write lost a race: the object changed (or appeared) since it was read."""
 
 
+AZURE_SCHEMES = ("abfs", "abfss", "az")
+
+
 def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_absent: bool = False) -> None:
     """One PUT of `data` (atomic on object stores); optionally conditional on the object's ETag.
 
-    Conditions are sent on s3 (S3, MinIO and other S3-protocol stores honour If-Match /
-    If-None-Match); other stores write unconditionally (last writer wins).
+    Conditions are sent on S3 (S3, MinIO and other S3-protocol stores honour If-Match /
+    If-None-Match) and Azure Blob (ETag match conditions); other stores write unconditionally
+    (last writer wins).
     """
     fs, path = filesystem(location)
-    kwargs = {}
-    if scheme_of(location) in ("s3", "s3a"):
-        if if_match:
+    scheme, kwargs = scheme_of(location), {}
+    if scheme in ("s3", "s3a") + AZURE_SCHEMES:
+        if if_match and scheme in AZURE_SCHEMES:
+            from azure.core import MatchConditions
+            kwargs = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
+        elif if_match:
             kwargs["IfMatch"] = if_match
         elif if_absent:
             kwargs["mode"] = "create"
     try:
         fs.pipe_file(path, data, **kwargs)
-    except OSError as exc:
+    except Exception as exc:                     # noqa: BLE001 (stores raise their own types)
         text = str(exc).lower()
-        if isinstance(exc, FileExistsError) or "pre-condition" in text or "precondition" in text:
+        if (isinstance(exc, FileExistsError) or "pre-condition" in text or "precondition" in text
+                or type(exc).__name__ in ("ResourceModifiedError", "ResourceExistsError")):
             raise PreconditionFailed(f"{redact(location)} changed while this job was publishing") from None
+        if not isinstance(exc, OSError):
+            raise
         with _About(location):
             raise
 
 
 def etag(location: str) -> Optional[str]:
-    """The object's ETag (s3) for a later conditional write; None elsewhere or when missing."""
-    if scheme_of(location) not in ("s3", "s3a"):
+    """The object's ETag (S3, Azure) for a later conditional write; None elsewhere or when missing."""
+    if scheme_of(location) not in ("s3", "s3a") + AZURE_SCHEMES:
         return None
     with _About(location):
         fs, path = filesystem(location)
         try:
-            return fs.info(path, refresh=True).get("ETag") if _accepts_refresh(fs) else fs.info(path).get("ETag")
+            info = _fresh(fs, path).info(path)
         except FileNotFoundError:
             return None
+        return info.get("ETag") or info.get("etag")
 
 
 def upload_dir(local_dir: str, location: str) -> list:

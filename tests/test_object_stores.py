@@ -1,7 +1,8 @@
-"""The storage layer against a real S3-protocol server on 127.0.0.1 (moto's ThreadedMotoServer):
-manifest publishing, versions kept N deep, staging cleaned by age or owner, conditional PUTs that
-lose races, datasets ingested to s3:// (array source and an image folder whose raw files are on S3),
-and credentials that never reach outputs or messages."""
+"""The storage layer against real object-store servers on 127.0.0.1: an S3-protocol server (moto's
+ThreadedMotoServer) and Azure's Blob emulator (Azurite, through adlfs).  On both: manifest publishing,
+versions kept N deep, staging cleaned by age or owner, conditional PUTs that lose races, ingest equal
+to the local one.  On S3: raw inputs (IDX, an image folder) in the bucket, augment and export, and
+credentials that never reach outputs or messages."""
 import hashlib
 import io
 import json
@@ -50,9 +51,9 @@ def _versions(s3, dest):
     return sorted(n for n in storage.listdir(dest) if n.startswith("v-"))
 
 
-def test_publish_goes_through_one_manifest_and_keeps_versions_n_deep(s3_storage):
-    s3 = s3_storage
-    dest = s3.url("publish", "ds")
+def test_publish_goes_through_one_manifest_and_keeps_versions_n_deep(object_store):
+    store = object_store
+    dest = store.url("publish", "ds")
     assert not storage.exists(storage.join(dest, "_manifest.json"))
     for n in (3, 5, 7):
         with atomic_dir(dest) as staging:
@@ -61,36 +62,36 @@ def test_publish_goes_through_one_manifest_and_keeps_versions_n_deep(s3_storage)
         assert _rows(dest) == n
     manifest = read_manifest(dest)
     assert manifest["rows"] == 7 and [e["rows"] for e in manifest["files"]] == [7]
-    assert _versions(s3, dest) == sorted(manifest["versions"]) and len(manifest["versions"]) == 2
+    assert _versions(store, dest) == sorted(manifest["versions"]) and len(manifest["versions"]) == 2
     assert resolve(dest) == manifest["url"] == storage.join(dest, manifest["version"])
     # a plain pyarrow reader, given the versioned URL the job prints, reads the same complete table
-    assert pq.read_table(manifest["url"][len("s3://"):], filesystem=s3.fs()).num_rows == 7
+    assert pq.read_table(manifest["url"].split("://", 1)[1], filesystem=store.fs()).num_rows == 7
     assert not storage.exists(storage.join(manifest["url"], LEASE))
     configure_publishing(keep_versions=1, stale_after_hours=24)
     with atomic_dir(dest) as staging:
         _write_part(staging, 2)
-    assert _versions(s3, dest) == [read_manifest(dest)["version"]] and _rows(dest) == 2
+    assert _versions(store, dest) == [read_manifest(dest)["version"]] and _rows(dest) == 2
 
 
-def test_failed_job_publishes_nothing_and_leaves_no_staging(s3_storage):
-    s3 = s3_storage
-    dest = s3.url("failed", "ds")
+def test_failed_job_publishes_nothing_and_leaves_no_staging(object_store):
+    store = object_store
+    dest = store.url("failed", "ds")
     with atomic_dir(dest) as staging:
         _write_part(staging, 3)
     with pytest.raises(RuntimeError, match="mid-write"):
         with atomic_dir(dest) as staging:
             _write_part(staging, 9)
             raise RuntimeError("job failed mid-write")
-    assert _rows(dest) == 3 and _versions(s3, dest) == [read_manifest(dest)["version"]]
+    assert _rows(dest) == 3 and _versions(store, dest) == [read_manifest(dest)["version"]]
     with pytest.raises(RuntimeError, match="nothing was written"):
         with atomic_dir(dest):
             pass
-    assert _rows(dest) == 3 and len(_versions(s3, dest)) == 1
+    assert _rows(dest) == 3 and len(_versions(store, dest)) == 1
 
 
-def test_outputs_of_one_job_are_published_together_or_not_at_all(s3_storage):
-    s3 = s3_storage
-    train, test = s3.url("together", "train"), s3.url("together", "test")
+def test_outputs_of_one_job_are_published_together_or_not_at_all(object_store):
+    store = object_store
+    train, test = store.url("together", "train"), store.url("together", "test")
     with atomic_dirs([train, test]) as staging:
         _write_part(staging[train], 3)
         _write_part(staging[test], 2)
@@ -102,14 +103,14 @@ def test_outputs_of_one_job_are_published_together_or_not_at_all(s3_storage):
         _write_part(staging[train], 5)
         storage.remove(staging[test])                     # a split with no rows is not written
     assert (_rows(train), _rows(test)) == (5, 2)
-    assert len(_versions(s3, test)) == 1
+    assert len(_versions(store, test)) == 1
 
 
-def test_stale_staging_is_removed_by_owner_or_age_never_by_a_foreign_pid(s3_storage):
+def test_stale_staging_is_removed_by_owner_or_age_never_by_a_foreign_pid(object_store):
     """A staging prefix of a job on another host is kept while its lease is fresh, removed once stale;
     one of a dead process on this host is removed at once."""
-    s3 = s3_storage
-    dest = s3.url("stale", "ds")
+    store = object_store
+    dest = store.url("stale", "ds")
     with atomic_dir(dest) as staging:
         _write_part(staging, 1)
     foreign = storage.join(dest, "v-20260101T000000-4242-abcd0123-otherhost")
@@ -122,17 +123,17 @@ def test_stale_staging_is_removed_by_owner_or_age_never_by_a_foreign_pid(s3_stor
     _write_part(local_dead, 4)
     with atomic_dir(dest) as staging:
         _write_part(staging, 2)
-    names = _versions(s3, dest)
+    names = _versions(store, dest)
     assert storage.basename(foreign) in names and storage.basename(local_dead) not in names
     configure_publishing(keep_versions=2, stale_after_hours=0)   # now every foreign lease is stale
     with atomic_dir(dest) as staging:
         _write_part(staging, 3)
-    assert storage.basename(foreign) not in _versions(s3, dest) and _rows(dest) == 3
+    assert storage.basename(foreign) not in _versions(store, dest) and _rows(dest) == 3
 
 
-def test_conditional_puts_lose_races_on_the_real_server(s3_storage):
-    s3 = s3_storage
-    location = s3.url("cond", "pointer.json")
+def test_conditional_puts_lose_races_on_the_real_server(object_store):
+    store = object_store
+    location = store.url("cond", "pointer.json")
     storage.put_bytes(location, b"1", if_absent=True)
     with pytest.raises(storage.PreconditionFailed):
         storage.put_bytes(location, b"2", if_absent=True)
@@ -143,9 +144,9 @@ def test_conditional_puts_lose_races_on_the_real_server(s3_storage):
     assert storage.read_bytes(location) == b"3"
 
 
-def test_two_jobs_writing_one_output_the_second_to_finish_fails(s3_storage):
-    s3 = s3_storage
-    dest = s3.url("race", "ds")
+def test_two_jobs_writing_one_output_the_second_to_finish_fails(object_store):
+    store = object_store
+    dest = store.url("race", "ds")
     with atomic_dir(dest) as staging:
         _write_part(staging, 1)
     slow = atomic_dir(dest)
@@ -173,14 +174,14 @@ def _dataset_digest(location_files):
     return len(ids), ids.tolist(), labels.tolist(), digest
 
 
-def test_ingest_to_s3_gives_the_same_datasets_as_local(spark, s3_storage, mnist_files, tmp_path):
-    s3 = s3_storage
+def test_ingest_to_an_object_store_gives_the_same_datasets_as_local(spark, object_store, mnist_files, tmp_path):
+    store = object_store
     common = "ingest: {limit_train: 3000, limit_test: 1000, validation_rows: 500, partition_mb: 1}\n"
     from pipelines.ingest.stage import ingest
     local = make_conf(tmp_path, f"data: {{datasets_dir: {tmp_path}/datasets}}\n" + common)
     local_metas = ingest(spark, local, log=lambda m: None)
-    remote = make_conf(tmp_path, f"data: {{datasets_dir: '{s3.url('ingest', 'datasets')}'}}\n"
-                       + common + s3.conf_yaml())
+    remote = make_conf(tmp_path, f"data: {{datasets_dir: '{store.url('ingest', 'datasets')}'}}\n"
+                       + common + store.conf_yaml())
     logged = []
     remote_metas = ingest(spark, remote, log=logged.append)
     for split in ("train", "val", "test"):
@@ -234,6 +235,7 @@ def test_image_folder_whose_raw_files_are_on_s3(spark, s3_storage, foolbox_image
     assert "decode" in rows[0]["reason"] or "image" in rows[0]["reason"]
 
 
+@pytest.mark.slow   # two sparkcnn processes
 def test_credentials_never_reach_outputs_logs_or_error_lines(s3_server, mnist_files, tmp_path):
     """A user's job, as run from the shell: every object it wrote and everything it printed is
     searched for the secret key; a store that cannot be reached gives one line, no traceback."""
@@ -308,6 +310,7 @@ def test_raw_idx_files_on_s3(spark, s3_storage, mnist_files, tmp_path, suffix):
         assert _dataset_digest(published_files(remote.dataset_dir(split))) == _local_digest(local.dataset_dir(split))
 
 
+@pytest.mark.slow   # four Spark jobs
 def test_augment_and_export_on_s3_round_trip(spark, s3_storage, mnist_files, tmp_path):
     """Augment an S3 dataset into S3 (the same rows and bytes as locally), export it to PNGs in the
     bucket, and ingest that image folder back from S3: the pixels come back unchanged."""
