@@ -99,6 +99,30 @@ def kill_job(proc, mark: str) -> None:
             continue
 
 
+def kill_rounds(argv, snapshot, outputs, rounds, window, seed, label=None):
+    """Start `argv` (a sparkcnn job) `rounds` times and SIGKILL it at a random point in `window`
+    seconds each time; after every kill each output must read as before.  -> the snapshots."""
+    import random
+    import subprocess
+    import time
+    import uuid
+    rng = random.Random(seed)
+    before = {p: snapshot(p) for p in outputs}
+    points = []
+    for _ in range(rounds):
+        mark = uuid.uuid4().hex
+        proc = subprocess.Popen(argv, start_new_session=True, env=dict(os.environ, SPARKCNN_TEST_MARK=mark),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        at = rng.uniform(*window)
+        points.append(round(at, 1))
+        time.sleep(at)
+        kill_job(proc, mark)
+        for p in outputs:
+            assert snapshot(p) == before[p], f"{p} changed after a kill at {at:.1f}s"
+    print(f"{label or ' '.join(argv[1:2])}: killed at {points} s; previous output intact each time")
+    return before
+
+
 def petastorm_first_pass(path: str, rows: int, fields: list, timeout_s: float = 120) -> list:
     """The ids of the first `rows` rows an endless Petastorm reader delivers, read the way training
     reads (num_epochs=None, bounded by count).  Petastorm 0.13.1's finite reader (num_epochs=1,

@@ -1,16 +1,13 @@
 """Nothing lost, nothing half-written: ingest and scoring jobs SIGKILLed at random points, repeatedly.
 The previous output stays readable and unchanged; a rerun completes with exactly the expected rows."""
 import os
-import random
 import subprocess
 import sys
-import time
-import uuid
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import kill_job
+from conftest import kill_rounds as kill_job_rounds
 
 pytestmark = pytest.mark.slow   # jobs killed mid-write and run again: minutes
 
@@ -30,22 +27,7 @@ def snapshot(path):
 
 
 def kill_rounds(conf, stage, outputs, rounds, window, seed):
-    rng = random.Random(seed)
-    before = {p: snapshot(p) for p in outputs}
-    points = []
-    for _ in range(rounds):
-        mark = uuid.uuid4().hex
-        proc = subprocess.Popen([SPARKCNN, stage, "--conf", str(conf)], start_new_session=True,
-                                env=dict(os.environ, SPARKCNN_TEST_MARK=mark),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        at = rng.uniform(*window)
-        points.append(round(at, 1))
-        time.sleep(at)
-        kill_job(proc, mark)
-        for p in outputs:
-            assert snapshot(p) == before[p], f"{p} changed after a kill at {at:.1f}s"
-    print(f"{stage}: killed at {points} s; previous output intact each time")
-    return before
+    return kill_job_rounds([SPARKCNN, stage, "--conf", str(conf)], snapshot, outputs, rounds, window, seed, stage)
 
 
 @pytest.fixture(scope="module")

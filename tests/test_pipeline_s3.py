@@ -4,7 +4,6 @@ scoring SIGKILLed at random points leave the previous output readable through th
 training resumes from its checkpoint in S3."""
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import kill_job
+from conftest import kill_job, kill_rounds
 from pipelines.core import storage
 from pipelines.core.store import published_files, read_manifest
 
@@ -123,22 +122,8 @@ def _unpublished(dest):
 
 
 def _kill_rounds(conf, stage, outputs, window, seed, rounds=3):
-    rng = random.Random(seed)
-    before = {d: _snapshot(d) for d in outputs}
-    points = []
-    for _ in range(rounds):
-        mark = uuid.uuid4().hex
-        proc = subprocess.Popen([SPARKCNN, stage, "--conf", str(conf)], start_new_session=True,
-                                env=dict(os.environ, SPARKCNN_TEST_MARK=mark),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        at = rng.uniform(*window)
-        points.append(round(at, 1))
-        time.sleep(at)
-        kill_job(proc, mark)
-        for d in outputs:
-            assert _snapshot(d) == before[d], f"{d} changed after a kill at {at:.1f}s"
-    print(f"{stage} on S3: killed at {points} s; previous output intact each time")
-    return before
+    return kill_rounds([SPARKCNN, stage, "--conf", str(conf)], _snapshot, outputs, rounds, window, seed,
+                       f"{stage} on S3")
 
 
 def test_ingest_and_scoring_killed_on_s3_keep_the_previous_output(s3_server, s3_conf):

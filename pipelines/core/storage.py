@@ -115,28 +115,25 @@ def filesystem(location: str):
     return fs, path
 
 
-def exists(location: str) -> bool:
+def _ask(location: str, local, remote_method: str):
+    """One yes/no question about a location: `local(path)` on local disks, fsspec's method remotely."""
     if not is_remote(location):
-        return os.path.exists(location)
+        return local(location)
     with _About(location):
         fs, path = filesystem(location)
-        return _fresh(fs, path).exists(path)
+        return getattr(_fresh(fs, path), remote_method)(path)
+
+
+def exists(location: str) -> bool:
+    return _ask(location, os.path.exists, "exists")
 
 
 def isdir(location: str) -> bool:
-    if not is_remote(location):
-        return os.path.isdir(location)
-    with _About(location):
-        fs, path = filesystem(location)
-        return _fresh(fs, path).isdir(path)
+    return _ask(location, os.path.isdir, "isdir")
 
 
 def isfile(location: str) -> bool:
-    if not is_remote(location):
-        return os.path.isfile(location)
-    with _About(location):
-        fs, path = filesystem(location)
-        return _fresh(fs, path).isfile(path)
+    return _ask(location, os.path.isfile, "isfile")
 
 
 def listdir(location: str) -> list:
@@ -206,11 +203,7 @@ def _fresh(fs, path: str):
 
 
 def size(location: str) -> int:
-    if not is_remote(location):
-        return os.path.getsize(location)
-    with _About(location):
-        fs, path = filesystem(location)
-        return int(_fresh(fs, path).size(path))
+    return int(_ask(location, os.path.getsize, "size"))
 
 
 def modified_age_seconds(location: str) -> Optional[float]:

@@ -52,42 +52,29 @@ def _write_pngs(out_dir: str, folders: list, shape: tuple, options,
 
     On a remote store each PNG is one PUT into the staging prefix (`options`: the driver's storage options).
     """
-    from PIL import Image
-    storage.configure(options)
-    if storage.is_remote(out_dir):
-        yield from _put_pngs(out_dir, folders, shape, batches)
-        return
-    root = os.path.realpath(out_dir)
-    for batch in batches:
-        images = records.decode_images(batch.column(records.IMAGE), shape)
-        ids = batch.column(records.ID).to_numpy()
-        labels = batch.column(records.LABEL).to_numpy()
-        paths = []
-        for img, i, label in zip(images, ids, labels):
-            folder = os.path.join(root, folders[int(label)])
-            path = os.path.join(folder, f"{int(i)}.png")
-            if os.path.commonpath([root, os.path.realpath(path)]) != root:
-                raise ValueError(f"refusing to write {path}: outside {root}")
-            os.makedirs(folder, exist_ok=True)
-            Image.fromarray(img[..., 0] if shape[2] == 1 else img).save(path, format="PNG")
-            paths.append(path)
-        yield pa.RecordBatch.from_arrays([pa.array(ids), pa.array(paths, pa.string())], names=["id", "path"])
-
-
-def _put_pngs(out_dir: str, folders: list, shape: tuple, batches) -> Iterator[pa.RecordBatch]:
     import io
 
     from PIL import Image
+    storage.configure(options)
+    remote = storage.is_remote(out_dir)
+    root = out_dir if remote else os.path.realpath(out_dir)
     for batch in batches:
         images = records.decode_images(batch.column(records.IMAGE), shape)
         ids = batch.column(records.ID).to_numpy()
         labels = batch.column(records.LABEL).to_numpy()
         paths = []
         for img, i, label in zip(images, ids, labels):
-            path = storage.join(out_dir, folders[int(label)], f"{int(i)}.png")   # folder names are cleaned
+            path = storage.join(root, folders[int(label)], f"{int(i)}.png")     # folder names are cleaned
+            if not remote and os.path.commonpath([root, os.path.realpath(path)]) != root:
+                raise ValueError(f"refusing to write {path}: outside {root}")
             buf = io.BytesIO()
             Image.fromarray(img[..., 0] if shape[2] == 1 else img).save(buf, format="PNG")
-            storage.put_bytes(path, buf.getvalue())
+            if remote:
+                storage.put_bytes(path, buf.getvalue())
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(buf.getvalue())
             paths.append(path)
         yield pa.RecordBatch.from_arrays([pa.array(ids), pa.array(paths, pa.string())], names=["id", "path"])
 
