@@ -52,6 +52,12 @@ def _new_staging(dest: str) -> str:
     return new_local_staging(dest)
 
 
+def _discard(staging: str) -> None:
+    """Remove a staging location that will not be published."""
+    STAGED_AGAINST.pop(staging, None)
+    storage.remove(staging)
+
+
 def _publish(staging: str, dest: str) -> None:
     if storage.is_remote(dest):
         publish_version(staging, dest)
@@ -78,13 +84,13 @@ def atomic_dir(dest: str, local_build: bool = False):
                 raise RuntimeError(f"nothing was written to {build} for {storage.redact(dest)}")
             storage.upload_dir(build, staging)
     except BaseException:
-        storage.remove(staging)
+        _discard(staging)
         raise
     finally:
         if build:
             shutil.rmtree(os.path.dirname(build), ignore_errors=True)
     if not has_output(staging):
-        storage.remove(staging)
+        _discard(staging)
         raise RuntimeError(f"nothing was written to {storage.redact(staging)} for {storage.redact(dest)}")
     _publish(staging, dest)
 
@@ -107,7 +113,7 @@ def atomic_dirs(dests: list):
         yield stagings
     except BaseException:
         for staging in stagings.values():
-            storage.remove(staging)
+            _discard(staging)
         raise
     for dest, staging in stagings.items():
         if storage.is_remote(dest):
@@ -116,8 +122,7 @@ def atomic_dirs(dests: list):
         if has_output(staging):
             _publish(staging, dest)
         else:
-            STAGED_AGAINST.pop(staging, None)
-            storage.remove(staging)
+            _discard(staging)
 
 
 def resolve(dest: str) -> str:
