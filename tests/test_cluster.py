@@ -110,3 +110,35 @@ def test_worker_killed_mid_job_still_completes(tmp_path, py_files, mnist_files, 
     for rel, rows in expected:
         n, unique, _ = _ids(tmp_path / rel)
         assert n == unique == rows, (rel, n, unique)
+
+
+def test_pipeline_on_a_standalone_cluster_with_datasets_and_runs_on_s3(tmp_path, py_files, mnist_files, s3_server):
+    """The same submit, with both folders in a bucket: the executors (separate JVMs and Python workers)
+    read and write S3 through the storage layer with the options shipped in their task specs; the
+    JVMs have no Hadoop S3 connector."""
+    from pipelines.core import storage
+    from pipelines.core.store import published_files, read_manifest
+    conf = tmp_path / "cluster_s3.yaml"
+    conf.write_text(f"""
+run: {{name: c, runs_dir: '{s3_server.url("cluster", "runs")}'}}
+data: {{datasets_dir: '{s3_server.url("cluster", "datasets")}'}}
+ingest: {{limit_train: 3000, validation_rows: 500, limit_test: 1000}}
+train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], export_saved_model: false}}
+""" + s3_server.conf_yaml())
+    with LocalCluster(workers=2, cores_per_worker=1) as cluster:
+        proc = subprocess.run(submit_command(cluster, os.path.join(ROOT, "jobs", "run.py"), "--conf", str(conf),
+                                             py_files=py_files),
+                              capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
+                              env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert s3_server.secret not in proc.stdout + proc.stderr
+    storage.configure(dict(s3_server.options))
+    try:
+        metrics = json.loads(storage.read_bytes(s3_server.url("cluster", "runs", "c", "metrics.json")))
+        history = json.loads(storage.read_bytes(s3_server.url("cluster", "runs", "c", "history.json")))
+        predictions = read_manifest(s3_server.url("cluster", "runs", "c", "predictions"))
+        test_files = published_files(s3_server.url("cluster", "datasets", "mnist", "test"))
+    finally:
+        storage.configure(None)
+    assert metrics["rows"] == 1000 and metrics["accuracy"] > 0.6 and history["workers"] == 2
+    assert predictions["rows"] == 1000 and len(test_files) >= 2
