@@ -355,6 +355,8 @@ export: {splits: [test]}
 
 def test_mlflow_file_store_needs_an_explicit_uri_when_runs_are_remote(s3_storage, tmp_path):
     from pipelines.core.config import ConfigError
+    with pytest.raises(ConfigError, match=r"data.cache_dir 's3://.*' must be a local folder"):
+        make_conf(tmp_path, f"data: {{cache_dir: '{s3_storage.url('cache')}'}}\n")
     with pytest.raises(ConfigError, match=r"tracking.uri must be set when run.runs_dir is on a remote store"):
         make_conf(tmp_path, f"run: {{runs_dir: '{s3_storage.url('runs')}'}}\ntracking: {{mlflow: true}}\n")
     cfg = make_conf(tmp_path, f"run: {{runs_dir: '{s3_storage.url('runs')}'}}\n"

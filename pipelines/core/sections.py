@@ -53,6 +53,9 @@ class DataSection:
         _check_plain_name(f"{where}.dataset", self.dataset)
         if self.format in FORMATS_READING_PATH and not self.path:
             raise ConfigError(f"{where}.path is required for data.format '{self.format}'")
+        if storage.is_remote(self.cache_dir):
+            raise ConfigError(f"{where}.cache_dir {storage.redact(self.cache_dir)!r} must be a local folder: it is "
+                              "this host's cache of verified downloads (datasets go to data.datasets_dir)")
         if self.source == "dir" and not self.path:
             raise ConfigError(f"{where}.source 'dir' needs data.path (the folder holding the files)")
 
