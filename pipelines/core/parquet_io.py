@@ -13,37 +13,46 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import storage
-from pipelines.core.store import published_files, resolve
+from pipelines.core.store import published_entries, published_files, resolve
 
 MB = 1 << 20
 
 
-def _row_groups(files: list) -> tuple:
-    """([(file, row group)], arrow schema of the first file) from the files' footers."""
+def _row_groups(parts: list) -> tuple:
+    """([(file, row group)], arrow schema) of [(file, manifest entry)]: row-group counts come from the
+    manifest where it has them (then only the first footer is read, for the schema)."""
     units, schema = [], None
-    for location in files:
-        with storage.open_file(location, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
-            if schema is None:
-                schema = meta.schema.to_arrow_schema()
-        units += [(location, g) for g in range(meta.num_row_groups)]
+    for location, entry in parts:
+        groups = entry.get("row_groups")
+        if schema is None or groups is None:
+            with storage.open_file(location, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+            schema = schema or meta.schema.to_arrow_schema()
+            groups = meta.num_row_groups
+        units += [(location, g) for g in range(groups)]
     return units, schema
 
 
-def _read_units(units: list, columns: Optional[list], options, batches: Iterator[pa.RecordBatch]):
-    storage.configure(options)
-    for batch in batches:
-        for unit in batch.column(0).to_pylist():
-            location, group = units[unit]
-            with storage.open_file(location, "rb") as f:
-                table = pq.ParquetFile(f).read_row_group(group, columns=columns)
-            yield from table.to_batches()
+class _ReadUnits:
+    """Task body of read_frame: each input row is a unit index, read as one Parquet row group."""
+
+    def __init__(self, units, columns, options):
+        self.units, self.columns, self.options = units, columns, options
+
+    def __call__(self, batches):
+        storage.configure(self.options)
+        for batch in batches:
+            for unit in batch.column(0).to_pylist():
+                location, group = self.units[unit]
+                with storage.open_file(location, "rb") as f:
+                    table = pq.ParquetFile(f).read_row_group(group, columns=self.columns)
+                yield from table.to_batches()
 
 
 def read_table(location: str, columns: Optional[list] = None) -> pa.Table:
@@ -68,24 +77,14 @@ def read_frame(spark, dest: str, columns: Optional[list] = None):
         frame = spark.read.parquet(resolve(dest))
         return frame.select(*columns) if columns else frame
     from pyspark.sql.pandas.types import from_arrow_schema
-    files = published_files(dest)
-    if not files:
+    parts = published_entries(dest)
+    if not parts:
         raise FileNotFoundError(f"{storage.redact(dest)}: no published Parquet files")
-    units, schema = _row_groups(files)
+    units, schema = _row_groups(parts)
     if columns:
         schema = pa.schema([schema.field(c) for c in columns])
     read = _ReadUnits(units, columns, storage.current_options())
     return spark.range(len(units), numPartitions=max(1, len(units))).mapInArrow(read, from_arrow_schema(schema))
-
-
-class _ReadUnits:
-    """Picklable task body for read_frame (a closure over the unit list would be too)."""
-
-    def __init__(self, units, columns, options):
-        self.units, self.columns, self.options = units, columns, options
-
-    def __call__(self, batches):
-        return _read_units(self.units, self.columns, self.options, batches)
 
 
 class _WritePartitions:

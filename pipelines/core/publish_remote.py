@@ -61,30 +61,28 @@ def read_manifest(dest: str) -> Optional[dict]:
 
 
 def _file_entries(version: str) -> list:
+    """The version's files with their sizes (from one listing) and Parquet row and row-group counts."""
     import pyarrow.parquet as pq
     entries = []
-    for name in storage.walk_files(version):
+    for name, size in storage.walk_sizes(version).items():
         if name == LEASE:
             continue
-        location = storage.join(version, name)
-        entry = {"name": name, "bytes": storage.size(location)}
+        entry = {"name": name, "bytes": size}
         if name.endswith(".parquet") and not os.path.basename(name).startswith(("_", ".")):
-            with storage.open_file(location, "rb") as f:
-                entry["rows"] = pq.ParquetFile(f).metadata.num_rows
+            with storage.open_file(storage.join(version, name), "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+            entry.update(rows=meta.num_rows, row_groups=meta.num_row_groups)
         entries.append(entry)
     return entries
 
 
-def publish_version(version: str, dest: str, expected_etag=_UNSET, log=None) -> dict:
-    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT).
-
-    `expected_etag`: the manifest's ETag this publish must replace (None: there must be no
-    manifest yet); by default the one recorded when `version`'s staging began.
-    """
+def publish_version(version: str, dest: str) -> dict:
+    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT), conditional
+    on the manifest as it was when `version`'s staging began."""
     manifest_location = storage.join(dest, MANIFEST)
-    if expected_etag is _UNSET:
-        expected_etag = STAGED_AGAINST.pop(version, _UNSET)
-    tag = storage.etag(manifest_location) if expected_etag is _UNSET else expected_etag
+    tag = STAGED_AGAINST.pop(version, _UNSET)
+    if tag is _UNSET:                   # a prefix not staged by this process: the manifest as it is now
+        tag = storage.etag(manifest_location)
     old = read_manifest(dest)
     files = _file_entries(version)
     name = storage.basename(version)
@@ -99,9 +97,8 @@ def publish_version(version: str, dest: str, expected_etag=_UNSET, log=None) -> 
     except storage.PreconditionFailed:
         raise _conflict(dest, version) from None
     storage.remove(storage.join(version, LEASE))
-    _clean_remote(dest, manifest, old)
-    if log:
-        log(f"[store] published {storage.redact(version)}")
+    published_before = set((old or {}).get("versions", [])) | ({old["version"]} if old else set())
+    _remove_versions(dest, set(manifest["versions"]), published_before)
     return manifest
 
 
@@ -113,23 +110,19 @@ def _stale_version(dest: str, name: str) -> bool:
     return is_stale(name.split("-", 2)[2] if name.count("-") >= 2 else "", lease)
 
 
-def _clean_remote(dest: str, manifest: dict, old: Optional[dict]) -> None:
-    """Drop versions beyond keep_versions and stale unpublished ones; fresh staging of live jobs stays."""
-    keep = set(manifest["versions"])
-    published_before = set((old or {}).get("versions", [])) | ({old["version"]} if old else set())
+def _remove_versions(dest: str, keep: set, published_before: set = frozenset()) -> None:
+    """Drop every version prefix not in `keep` that was published before (beyond keep_versions) or is
+    stale staging; fresh staging of live jobs stays."""
     for name in storage.listdir(dest):
         if name.startswith("v-") and name not in keep and (name in published_before or _stale_version(dest, name)):
             storage.remove(storage.join(dest, name))
 
 
 def remove_stale_remote(dest: str) -> None:
-    keep = set((read_manifest(dest) or {}).get("versions", []))
-    for name in storage.listdir(dest):
-        if name.startswith("v-") and name not in keep and _stale_version(dest, name):
-            storage.remove(storage.join(dest, name))
+    """Before a new staging begins: clear stale staging of killed jobs (the kept versions stay)."""
+    _remove_versions(dest, set((read_manifest(dest) or {}).get("versions", [])))
 
 
-def has_output(staging: str) -> bool:
-    if not storage.is_remote(staging):
-        return os.path.isdir(staging)
-    return any(n != LEASE for n in storage.listdir(staging))
+def has_output(version: str) -> bool:
+    """Something besides the lease was written into a remote staging prefix."""
+    return any(n != LEASE for n in storage.listdir(version))

@@ -109,7 +109,8 @@ def filesystem(location: str):
         fs, path = fsspec.core.url_to_fs(location, **current_options().for_scheme(scheme))
     except ImportError as exc:
         need = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
-                "az": "adlfs", "hdfs": "pyarrow with libhdfs (HADOOP_HOME, CLASSPATH)"}.get(scheme, "its fsspec package")
+                "az": "adlfs", "hdfs": "pyarrow with libhdfs (HADOOP_HOME, CLASSPATH)"}.get(scheme,
+                                                                                          "its fsspec package")
         raise StorageError(f"{redact(location)}: the '{scheme}' filesystem needs {need} on this host "
                            f"({redact(str(exc))})") from None
     return fs, path
@@ -138,18 +139,7 @@ def isfile(location: str) -> bool:
 
 def listdir(location: str) -> list:
     """Names directly under a folder/prefix (files and sub-prefixes); [] when it does not exist."""
-    if not is_remote(location):
-        try:
-            return sorted(os.listdir(location))
-        except FileNotFoundError:
-            return []
-    with _About(location):
-        fs, path = filesystem(location)
-        try:
-            entries = _fresh(fs, path).ls(path, detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
+    return [name for name, _ in entries(location)]
 
 
 def entries(location: str) -> list:
@@ -187,13 +177,7 @@ def walk_files(location: str) -> Iterator[str]:
             for name in sorted(files):
                 yield os.path.relpath(os.path.join(root, name), location).replace(os.sep, "/")
         return
-    with _About(location):
-        fs, path = filesystem(location)
-        found = sorted(_fresh(fs, path).find(path))
-    base = path.rstrip("/") + "/"
-    for name in found:
-        if name.startswith(base):
-            yield name[len(base):]
+    yield from walk_sizes(location)
 
 
 def _fresh(fs, path: str):
@@ -270,6 +254,7 @@ class PreconditionFailed(StorageError):
 
 
 AZURE_SCHEMES = ("abfs", "abfss", "az")
+CONDITIONAL_SCHEMES = ("s3", "s3a") + AZURE_SCHEMES   # stores whose PUT can be conditional on an ETag
 
 
 def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_absent: bool = False) -> None:
@@ -281,7 +266,7 @@ def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_abs
     """
     fs, path = filesystem(location)
     scheme, kwargs = scheme_of(location), {}
-    if scheme in ("s3", "s3a") + AZURE_SCHEMES:
+    if scheme in CONDITIONAL_SCHEMES:
         if if_match and scheme in AZURE_SCHEMES:
             from azure.core import MatchConditions
             kwargs = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
@@ -304,7 +289,7 @@ def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_abs
 
 def etag(location: str) -> Optional[str]:
     """The object's ETag (S3, Azure) for a later conditional write; None elsewhere or when missing."""
-    if scheme_of(location) not in ("s3", "s3a") + AZURE_SCHEMES:
+    if scheme_of(location) not in CONDITIONAL_SCHEMES:
         return None
     with _About(location):
         fs, path = filesystem(location)

@@ -52,6 +52,10 @@ def _new_staging(dest: str) -> str:
     return new_local_staging(dest)
 
 
+def _has_output(staging: str) -> bool:
+    return has_output(staging) if storage.is_remote(staging) else os.path.isdir(staging)
+
+
 def _discard(staging: str) -> None:
     """Remove a staging location that will not be published."""
     STAGED_AGAINST.pop(staging, None)
@@ -89,7 +93,7 @@ def atomic_dir(dest: str, local_build: bool = False):
     finally:
         if build:
             shutil.rmtree(os.path.dirname(build), ignore_errors=True)
-    if not has_output(staging):
+    if not _has_output(staging):
         _discard(staging)
         raise RuntimeError(f"nothing was written to {storage.redact(staging)} for {storage.redact(dest)}")
     _publish(staging, dest)
@@ -119,7 +123,7 @@ def atomic_dirs(dests: list):
         if storage.is_remote(dest):
             check_unchanged(staging, dest)
     for dest, staging in stagings.items():
-        if has_output(staging):
+        if _has_output(staging):
             _publish(staging, dest)
         else:
             _discard(staging)
@@ -144,20 +148,26 @@ def published_url(dest: str) -> str:
     return f"{storage.redact(dest)} (version {storage.redact(resolve(dest))})"
 
 
-def published_files(dest: str, suffix: str = ".parquet") -> list:
-    """Full locations of the current version's files ending in `suffix`, in name order.
+def published_entries(dest: str, suffix: str = ".parquet") -> list:
+    """[(full location, manifest entry)] of the current version's files ending in `suffix`, in name order.
 
     Remote outputs of this project list exactly their manifest's files (nothing left by a
-    killed task attempt is read); plain folders are listed.
+    killed task attempt is read), with what the manifest knows of each (bytes, rows,
+    row_groups); plain folders are listed, with empty entries.
     """
     if storage.is_remote(dest):
         manifest = read_manifest(dest)
         if manifest:
-            return [storage.join(manifest["url"], e["name"]) for e in manifest["files"]
+            return [(storage.join(manifest["url"], e["name"]), e) for e in manifest["files"]
                     if e["name"].endswith(suffix)]
     root = resolve(dest)
-    return [storage.join(root, n) for n in storage.walk_files(root)
+    return [(storage.join(root, n), {}) for n in storage.walk_files(root)
             if n.endswith(suffix) and not os.path.basename(n).startswith(("_", "."))]
+
+
+def published_files(dest: str, suffix: str = ".parquet") -> list:
+    """Full locations of the current version's files ending in `suffix` (see published_entries)."""
+    return [location for location, _ in published_entries(dest, suffix)]
 
 
 def exists(location: str) -> bool:

@@ -76,10 +76,9 @@ def walk_files(folder: str) -> list:
     """Every file under folder, as a path relative to it, in sorted order: the accounting list.
 
     Like os.walk (symlinked folders are listed, not entered), without a stat per file:
-    the directory scan says what is a folder.  On a remote store: one recursive listing.
+    the directory scan says what is a folder.  Local folders only: a remote one is listed
+    once, with its sizes, by storage.walk_sizes.
     """
-    if storage.is_remote(folder):
-        return list(storage.walk_sizes(folder))
     out = []
 
     def scan(path: str, prefix: str) -> None:
@@ -98,15 +97,15 @@ def walk_files(folder: str) -> list:
     return out
 
 
-def estimated_bytes(layout: dict, files: list, sample: int = 1000) -> int:
+def estimated_bytes(layout: dict, files: list, listed: dict, sample: int = 1000) -> int:
     """Total size of `files` from the sizes of up to `sample` of them, evenly spread.
 
     Only the task count depends on it; a stat of every file cost the driver ~0.15 s per 60k files,
-    a tenth of a whole ingest's time.
+    a tenth of a whole ingest's time.  `listed`: {split folder: {file: size}} of remote folders,
+    from their listing.
     """
     picks = files[::max(1, len(files) // sample)]
     sizes = []
-    listed = {s: storage.walk_sizes(f) for s, f in layout.items() if storage.is_remote(f)}
     for split_folder, rel in picks:
         if split_folder in listed:
             sizes.append(listed[split_folder].get(rel, 0))
@@ -142,14 +141,17 @@ def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
 def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     root = cfg.data.path
     if not root or not storage.isdir(root):
-        raise IngestError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders for format 'folder'")
+        raise IngestError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders "
+                          "for format 'folder'")
     root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
     layout = folder_layout(root)
     classes = class_folders(root, layout)
     class_index = {folder: k for k, (folder, _) in enumerate(classes)}
     class_names = [name for _, name in classes]
+    listed = {s: storage.walk_sizes(f) for s, f in layout.items() if storage.is_remote(f)}
     files = [(split_folder, rel) for split_folder, folder in layout.items()
-             for rel in walk_files(folder) if rel != CLASS_MANIFEST]          # the manifest is not data
+             for rel in (listed[split_folder] if split_folder in listed else walk_files(folder))
+             if rel != CLASS_MANIFEST]                                       # the manifest is not data
     n_files = len(files)
     if n_files == 0:
         raise IngestError(f"{root}: no files found")
@@ -162,7 +164,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     c = ing.channels or probe[2]
     log(f"[ingest] {root}: {n_files} files, {len(classes)} classes, image shape {h}x{w}x{c}")
 
-    n_parts = partition_count(estimated_bytes(layout, files) + n_files * h * w * c, n_files, ing.partition_mb,
+    n_parts = partition_count(estimated_bytes(layout, files, listed) + n_files * h * w * c, n_files, ing.partition_mb,
                               spark.sparkContext.defaultParallelism)       # bytes read + bytes written
     tasks = list(enumerate(interleaved_shares(files, n_parts)))
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \

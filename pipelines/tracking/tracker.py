@@ -125,11 +125,10 @@ class MlflowRun:
         (MLflow's client uploads local files to its own artifact store)."""
         if storage.is_remote(path):
             with tempfile.TemporaryDirectory(prefix="sparkcnn-mlflow-") as tmp:
-                if store_exists(storage.join(path, MANIFEST)):
-                    local = os.path.join(tmp, storage.basename(path))
+                local = os.path.join(tmp, storage.basename(path))
+                if storage.exists(storage.join(path, MANIFEST)):      # a published directory output
                     self._call(f"copy {storage.redact(path)}", storage.download_dir, resolve(path), local)
                 else:
-                    local = os.path.join(tmp, storage.basename(path))
                     with open(local, "wb") as f:
                         f.write(self._call(f"read {storage.redact(path)}", storage.read_bytes, path))
                 self._artifact(local, artifact_path)

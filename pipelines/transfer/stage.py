@@ -53,6 +53,11 @@ def _vectors_as_arrays(frame, *columns):
     return frame
 
 
+def _hadoop_url(dest: str) -> str:
+    """The URL Spark ML's own (JVM) writer and reader need: the cluster's connector's scheme for S3."""
+    return dest.replace("s3://", "s3a://", 1)
+
+
 def _save_model(spark, model, dest: str) -> None:
     from pipelines.core.session import is_local_master
     if not storage.is_remote(dest):
@@ -62,7 +67,7 @@ def _save_model(spark, model, dest: str) -> None:
         with atomic_dir(dest, local_build=True) as staging:
             model.write().save(staging)
     else:
-        model.write().overwrite().save(dest.replace("s3://", "s3a://", 1))   # the cluster's connector
+        model.write().overwrite().save(_hadoop_url(dest))
 
 
 def _load_model(spark, dest: str):
@@ -74,7 +79,7 @@ def _load_model(spark, dest: str):
     if not storage.is_remote(dest):
         return PipelineModel.load(dest)
     if not is_local_master(spark.sparkContext.master):
-        return PipelineModel.load(dest.replace("s3://", "s3a://", 1))
+        return PipelineModel.load(_hadoop_url(dest))
     local = tempfile.mkdtemp(prefix="sparkcnn-transfer-model-")
     storage.download_dir(resolve(dest), local)
     return PipelineModel.load(local)
