@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment pyfiles clean
+.PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment bench-predict pyfiles clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -28,7 +28,7 @@ test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow" tests
 
 # Each benchmark prints side-by-side ratios against the plain-library baseline measured in the same run.
-bench: bench-spine bench-ingest bench-featurizer bench-augment
+bench: bench-spine bench-ingest bench-featurizer bench-augment bench-predict
 
 bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
@@ -43,6 +43,11 @@ bench-featurizer: install
 # Augmentation vs the Augmentor package (installed for the benchmark only, into ~/.cache/sparkcnn).
 bench-augment: install
 	$(PY) -m benchmarks.augment $(BENCH_AUGMENT_ARGS)
+
+# Batch scoring of raw JPEG files: sparkcnn vs a plain loop, predict_batch_udf and Ray Data (installed for the
+# benchmark only, into ~/.cache/sparkcnn/bench-ray), against the decode + model limit measured in the same run.
+bench-predict: install
+	$(PY) -m benchmarks.predict $(BENCH_PREDICT_ARGS)
 
 # The library as one zip for spark-submit --py-files (executors import pipelines/ and featurizers/ from it).
 pyfiles: dist/sparkcnn-libs.zip

@@ -28,6 +28,8 @@ from pipelines.ingest.section import IngestSection
 from pipelines.ingest.stage import ingest_stage
 from pipelines.localise.section import LocaliseSection
 from pipelines.localise.stage import localise
+from pipelines.predict.section import PredictSection
+from pipelines.predict.stage import predict
 from pipelines.report.section import ReportSection
 from pipelines.report.stage import report
 from pipelines.score.section import ScoreSection
@@ -63,6 +65,11 @@ STAGES = {
     "score": Stage(score, {"score": ScoreSection},
                    "batch-score a split with the trained model: predictions Parquet + metrics.json",
                    "sparkcnn score --conf conf/mnist.yaml"),
+    "predict": Stage(predict, {"predict": PredictSection},
+                     "score raw image files (folder, glob, list; any storage) with any model: a partitioned "
+                     "predictions table + rejects, resumable and incremental",
+                     "sparkcnn predict --conf conf/predict.yaml --set predict.input='photos/**/*.jpg' "
+                     "--set predict.output=predictions"),
     "report": Stage(report, {"report": ReportSection},
                     "write runs/<run>/report/index.html with samples, curves, confusion matrix",
                     "sparkcnn report --conf conf/mnist.yaml"),

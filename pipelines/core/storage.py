@@ -180,6 +180,78 @@ def walk_files(location: str) -> Iterator[str]:
     yield from walk_sizes(location)
 
 
+def _stat_fields(info: dict) -> tuple:
+    """(size, modified as epoch seconds or None, ETag or None) from an fsspec listing entry."""
+    modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get("created")
+    if hasattr(modified, "timestamp"):
+        modified = modified.timestamp()
+    try:
+        modified = float(modified) if modified is not None else None
+    except (TypeError, ValueError):
+        modified = None
+    tag = info.get("ETag") or info.get("etag")
+    return int(info.get("size") or 0), modified, (str(tag).strip('"') if tag else None)
+
+
+def walk_details(location: str) -> Iterator[tuple]:
+    """(relative path, size, modified epoch seconds, ETag or None) of every file below a folder/prefix.
+
+    One listing: the store's list calls already carry size, time and ETag (S3 pages of 1,000),
+    so no file is stat-ed one by one; locally os.scandir's entries are stat-ed as walked.
+    """
+    if not is_remote(location):
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            try:
+                with os.scandir(os.path.join(location, rel) if rel else location) as it:
+                    found = sorted(it, key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            for entry in reversed(found):
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir():
+                    stack.append(name)
+                elif entry.is_file():
+                    st = entry.stat()
+                    yield name, st.st_size, st.st_mtime, None
+        return
+    with _About(location):
+        fs, path = filesystem(location)
+        base = path.rstrip("/") + "/"
+        for name, info in sorted(_fresh(fs, path).find(path, detail=True).items()):
+            if name.startswith(base) and info.get("type") != "directory":
+                yield (name[len(base):], *_stat_fields(info))
+
+
+def glob_details(pattern: str) -> Iterator[tuple]:
+    """(location, size, modified, ETag) of every file matching a glob (`**` recursive), from listings."""
+    if not is_remote(pattern):
+        import glob as globbing
+        for name in sorted(globbing.glob(pattern, recursive=True)):
+            if os.path.isfile(name):
+                st = os.stat(name)
+                yield name, st.st_size, st.st_mtime, None
+        return
+    with _About(pattern):
+        fs, path = filesystem(pattern)
+        prefix = pattern[:len(pattern) - len(path)] if pattern.endswith(path) else scheme_of(pattern) + "://"
+        for name, info in sorted(fs.glob(path, detail=True).items()):
+            if info.get("type") != "directory":
+                url = prefix + name.lstrip("/") if prefix.endswith("://") else prefix + "/" + name.lstrip("/")
+                yield (url, *_stat_fields(info))
+
+
+def stat(location: str) -> tuple:
+    """(size, modified epoch seconds, ETag or None) of one file: one stat or HEAD."""
+    if not is_remote(location):
+        st = os.stat(location)
+        return st.st_size, st.st_mtime, None
+    with _About(location):
+        fs, path = filesystem(location)
+        return _stat_fields(_fresh(fs, path).info(path))
+
+
 def _fresh(fs, path: str):
     """Drop fsspec's cached listings below `path`: other processes (executors) write there too."""
     fs.invalidate_cache(path)

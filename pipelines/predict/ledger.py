@@ -1,0 +1,98 @@
+"""What has been scored already: the predictions table is its own ledger (driver side).
+
+There is no separate state file to lose or to disagree with the data: the files a model has
+scored are exactly the rows of the committed part files under its `model=` partition (and its
+rejects).  A run reads only their identity columns (path, size, modified, etag: a few percent of
+the bytes), compares them with the listing and scores what is missing or changed; a changed
+file's old row is first removed from its part file (rewritten whole, committed like any part),
+so the table keeps exactly one row per file.  Files no longer listed keep their rows: predictions
+are history, and a listing of a slice (one day's folder) must not erase the others.
+Cost at 10M files: the identity columns are about 0.5 GB of Arrow on the driver, read from the
+part files with a pool of threads (about 40k files of 256 rows); see README "Batch scoring".
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core import storage
+from pipelines.predict import layout
+from pipelines.predict.listing import ETAG, MODIFIED, PATH, SIZE
+
+PART = "_part"
+READ_THREADS = 16
+
+
+@dataclass
+class Plan:
+    todo: pa.Table          # the listing's rows still to score (listing schema)
+    unchanged: int          # listed files already scored (or rejected) as they are now
+    changed: int            # listed files scored before but different now: their old rows are dropped
+    scored_before: int      # rows of this model before the run (including files no longer listed)
+
+
+def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Times as int64 microseconds (the table's timestamp unit), from float seconds or timestamps."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(column, pa.int64())
+    return pc.cast(pc.round(pc.multiply(column, 1e6)), pa.int64())
+
+
+def scored_identities(output: str, digest: str) -> pa.Table:
+    """(path, size, modified µs, etag, part file) of every row this model has written, scored or rejected."""
+    parts = layout.part_files(layout.model_dir(output, digest)) + layout.part_files(layout.rejects_dir(output, digest))
+
+    def read(location):
+        table = layout.read_part(location, columns=layout.IDENTITY_COLUMNS)
+        return table.append_column(PART, pa.array([location] * table.num_rows, pa.string()))
+    threads = READ_THREADS if storage.is_remote(output) else 4
+    with ThreadPoolExecutor(threads) as pool:
+        tables = list(pool.map(read, parts))
+    schema = pa.schema([(PATH, pa.string()), (SIZE, pa.int64()), (MODIFIED, pa.int64()), (ETAG, pa.string()),
+                        (PART, pa.string())])
+    if not tables:
+        return schema.empty_table()
+    table = pa.concat_tables(tables)
+    return pa.table([table[PATH], table[SIZE], _micros(table[MODIFIED]), table[ETAG], table[PART]], schema=schema)
+
+
+def plan(listing: pa.Table, done: pa.Table) -> tuple:
+    """-> (Plan, {part file: [paths whose rows it must drop]})."""
+    if done.num_rows == 0:
+        return Plan(listing, 0, 0, 0), {}
+    ours = pa.table({PATH: listing[PATH], "l_size": listing[SIZE], "l_mod": _micros(listing[MODIFIED]),
+                     "l_etag": listing[ETAG], "_row": pa.array(range(listing.num_rows), pa.int64())})
+    joined = ours.join(done, keys=PATH, join_type="left outer")
+    seen = pc.invert(pc.is_null(joined[PART]))
+    same_tag = pc.and_(pc.invert(pc.is_null(joined["l_etag"])), pc.equal(joined["l_etag"], joined[ETAG]))
+    no_tag = pc.or_(pc.is_null(joined["l_etag"]), pc.is_null(joined[ETAG]))
+    same_time = pc.equal(joined["l_mod"], joined[MODIFIED])
+    same = pc.and_(pc.equal(joined["l_size"], joined[SIZE]),
+                   pc.or_(pc.fill_null(same_tag, False), pc.and_(no_tag, pc.fill_null(same_time, False))))
+    same = pc.fill_null(pc.and_(seen, same), False)
+    changed = pc.fill_null(pc.and_(seen, pc.invert(same)), False)
+    todo_rows = pc.filter(joined["_row"], pc.invert(same))
+    todo = listing.take(pc.unique(todo_rows).sort() if len(todo_rows) else todo_rows)
+    drops: dict = {}
+    for path, part in zip(pc.filter(joined[PATH], changed).to_pylist(), pc.filter(joined[PART], changed).to_pylist()):
+        drops.setdefault(part, []).append(path)
+    unchanged = pc.sum(same).as_py() or 0
+    return Plan(todo, unchanged, len(set(p for paths in drops.values() for p in paths)), done.num_rows), drops
+
+
+def drop_rows(drops: dict) -> int:
+    """Remove the given paths' rows from their part files (each rewritten whole, or removed when emptied)."""
+    removed = 0
+    for part, paths in sorted(drops.items()):
+        table = layout.read_part(part)
+        keep = pc.invert(pc.is_in(table[PATH], value_set=pa.array(paths, pa.string())))
+        kept = table.filter(keep)
+        removed += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            layout.commit_table(part, kept)
+        else:
+            storage.remove(part)
+    return removed

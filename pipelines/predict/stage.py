@@ -1,0 +1,172 @@
+"""`sparkcnn predict`: score raw image files (or a table of images) with any model, resumably and incrementally.
+
+Driver side, top to bottom: resolve the model (its digest names its partition of the output);
+list the input (pipelines.predict.listing); compare with what this model has already written
+(pipelines.predict.ledger: the table is its own ledger) and drop superseded rows of changed files;
+deal the rest into chunks (runs of files by path, at most `files_per_task` files and `task_mb`
+MB each); one Spark task per chunk reads its files, the model scores them, and the task commits its
+part files (pipelines.predict.remote).  A killed run leaves whole part files only; the same
+command again scores what is missing.  At the end the table is read back and checked:
+`listed N = scored S + rejected R + unchanged U`, every listed file with exactly one row.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable
+
+import pyarrow as pa
+
+from pipelines.core import storage
+from pipelines.core.config import Config, ConfigError
+from pipelines.core.errors import SparkcnnError
+from pipelines.core.storage_options import current_options
+from pipelines.core.store import RunStore, write_json_atomic
+from pipelines.predict import layout, ledger
+from pipelines.predict.listing import PATH, SIZE, list_inputs
+from pipelines.predict.models import ResolvedModel, resolve
+from pipelines.predict.remote import CHUNK, CONTENT, READ_ERROR, SUMMARY_DDL, TaskPlan, commit_chunks, read_chunks
+
+READ_DDL = f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, {CONTENT} BINARY, {READ_ERROR} STRING"
+RECORDS_DDL = (f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, image BINARY, height INT, "
+               f"width INT, channels INT, {READ_ERROR} STRING")
+
+
+class AccountingError(SparkcnnError, RuntimeError):
+    """The table read back does not hold exactly one row per listed file."""
+
+
+def chunk_offsets(sizes: list, files_per_task: int, task_bytes: int) -> list:
+    """Row offsets cutting the (path-sorted) to-do list into runs of <= files_per_task files and ~task_bytes."""
+    offsets, count, volume = [0], 0, 0
+    for i, size in enumerate(sizes):
+        if count and (count >= files_per_task or volume + (size or 0) > task_bytes):
+            offsets.append(i)
+            count, volume = 0, 0
+        count += 1
+        volume += size or 0
+    if count:
+        offsets.append(len(sizes))
+    return offsets
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@contextmanager
+def _arrow_batch_rows(spark, rows: int):
+    """Arrow batches of `rows` rows between the JVM and Python for this job: photos are 0.1-3 MB each."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def _score_frame(model: ResolvedModel, frame, section):
+    """The model applied to the read rows, with the columns commit_chunks takes."""
+    from pyspark.sql import functions as F
+    if model.cnn is not None:
+        cnn = model.cnn.copy().setInputCol(CONTENT)
+        cnn._set(inputFormat="encoded", imageHeightCol="image_height", imageWidthCol="image_width",
+                 probabilityCol="probabilities" if section.probabilities else "",
+                 embeddingCol="embedding")
+        return cnn.transform(frame).drop(CONTENT)
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import vector_to_array
+    scored = PipelineModel.load(model.pipeline_dir).transform(frame)
+    if "probability" not in scored.columns or "prediction" not in scored.columns:
+        raise ConfigError(f"predict.model: {model.description} adds no prediction/probability columns "
+                          "(a classifier as its last stage)")
+    return scored.select(CHUNK, "path", "size", "modified", "etag", F.col("height").alias("image_height"),
+                         F.col("width").alias("image_width"), F.col("prediction").cast("int").alias("prediction"),
+                         vector_to_array("probability", "float32").alias("probabilities"), READ_ERROR)
+
+
+def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
+    """(scored, rejected) rows committed by this run, counted from the part files themselves."""
+    import pyarrow.compute as pc
+    tag = f"part-{batch}-"
+    parts = pc.match_substring(done[ledger.PART], tag)
+    rejected_dir = layout.rejects_dir(output, digest)
+    in_rejects = pc.starts_with(done[ledger.PART], rejected_dir)
+    rejected = pc.sum(pc.and_(parts, in_rejects)).as_py() or 0
+    scored = pc.sum(pc.and_(parts, pc.invert(in_rejects))).as_py() or 0
+    return scored, rejected
+
+
+def predict_files(spark, section, where: str = "predict", log: Callable[[str], None] = print) -> dict:
+    """Score everything `section.input` lists that this model has not scored as it is now; -> the run's summary."""
+    if not section.output:
+        raise ConfigError(f"{where}.output is empty: name the predictions table (a folder or URL)")
+    if section.input_column:
+        raise ConfigError(f"{where}.input_column: table inputs are scored with CNNModel.transform "
+                          "(see README 'Batch scoring'); predict.input takes files")
+    t0 = time.perf_counter()
+    model = resolve(section, where)
+    listing = list_inputs(section.input, section.path_column)
+    output = storage.normalize(section.output)
+    log(f"[predict] {listing.num_rows} files listed under {storage.redact(section.input)}; "
+        f"model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
+    plan, drops = ledger.plan(listing, ledger.scored_identities(output, model.digest))
+    if drops:
+        log(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
+        ledger.drop_rows(drops)
+    batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    todo = plan.todo
+    if todo.num_rows:
+        offsets = chunk_offsets(todo[SIZE].to_pylist(), section.files_per_task, section.task_mb << 20)
+        chunks = len(offsets) - 1
+        log(f"[predict] scoring {todo.num_rows} files in {chunks} tasks ({plan.unchanged} already scored)")
+        task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
+                        top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
+                        embedding=bool(section.embedding_layer), decode_records=model.pipeline_dir is not None,
+                        max_pixels=section.max_pixels)
+        files_bc = spark.sparkContext.broadcast(_ipc_bytes(todo.select([PATH, SIZE, "modified", "etag"])))
+        with _arrow_batch_rows(spark, max(section.batch_size, 16)):
+            reader = functools.partial(read_chunks, task, files_bc, offsets)
+            frame = spark.range(0, chunks, 1, chunks).mapInArrow(
+                reader, RECORDS_DDL if task.decode_records else READ_DDL)
+            scored = _score_frame(model, frame, section)
+            scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
+        files_bc.unpersist()
+    else:
+        log(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
+    seconds = time.perf_counter() - t0
+    done = ledger.scored_identities(output, model.digest)
+    after, _ = ledger.plan(listing, done)
+    scored_now, rejected_now = _this_run(done, output, model.digest, batch)
+    summary = {"batch": batch, "input": storage.redact(section.input), "output": storage.redact(output),
+               "model": model.description, "model_digest": model.digest, "listed": listing.num_rows,
+               "scored": scored_now, "rejected": rejected_now, "unchanged": plan.unchanged,
+               "changed": plan.changed, "seconds": round(seconds, 3),
+               "images_per_second": round(todo.num_rows / seconds, 2) if todo.num_rows else None}
+    log(f"[predict] listed {listing.num_rows} = scored {scored_now} + rejected {rejected_now} + unchanged "
+        f"{plan.unchanged} ({seconds:.1f}s) -> {storage.redact(layout.model_dir(output, model.digest))}")
+    if after.todo.num_rows or scored_now + rejected_now + plan.unchanged != listing.num_rows:
+        missing = after.todo[PATH].to_pylist()[:3]
+        raise AccountingError(f"{storage.redact(output)}: after scoring, {after.todo.num_rows} listed files have no "
+                              f"row of this model (e.g. {', '.join(missing)}); run the same command again")
+    if todo.num_rows:
+        layout.commit_file(storage.join(layout.runs_dir(output), f"{batch}.json"),
+                          json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def predict(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+    """The `sparkcnn predict` stage; the run directory gets a copy of the last run's summary."""
+    summary = predict_files(spark, cfg.predict, f"{cfg.source}: predict" if cfg.source else "predict", log)
+    write_json_atomic(storage.join(store.root, "predict_summary.json"), summary)
+    return summary
