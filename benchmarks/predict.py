@@ -75,6 +75,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -348,6 +349,7 @@ class RayPredictor:
 
 def _ray_pass(ray_data, folder: str, model_name: str) -> tuple:
     """(rows, job seconds, seconds from the first actor being ready to the last row)."""
+    # the two actors hold both CPUs; reading bytes from the page cache is light, so the read tasks ask for none
     ds = ray_data.read_binary_files(folder, file_extensions=["jpg"], ray_remote_args={"num_cpus": 0})
     ds = ds.map_batches(RayPredictor, fn_constructor_kwargs={"model_name": model_name}, concurrency=CORES,
                         num_cpus=1, batch_size=BATCH, batch_format="numpy")
@@ -569,6 +571,15 @@ def check_targets(results: dict) -> list:
 
 # ------------------------------------------------------------------------------------------------- main
 
+def guarded(row, *args) -> dict:
+    """A row that fails is reported as failed (traceback on stderr) and the other rows still run."""
+    try:
+        return row(*args)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]}
+
+
 def bench_model(model_name: str, folder: str, warm_folder: str, args, spark) -> dict:
     rows = {}
     lim = ["--folder", folder, "--model", model_name, "--limit-images", args.limit_images,
@@ -584,8 +595,8 @@ def bench_model(model_name: str, folder: str, warm_folder: str, args, spark) -> 
     if spark is None:
         rows["udf"] = rows["sparkcnn"] = {"error": "skipped (--skip-spark)"}
     else:
-        rows["udf"] = spark_udf_row(spark, folder, warm_folder, model_name, args.repeats)
-        rows["sparkcnn"] = sparkcnn_row(spark, folder, warm_folder, model_name, args.repeats)
+        rows["udf"] = guarded(spark_udf_row, spark, folder, warm_folder, model_name, args.repeats)
+        rows["sparkcnn"] = guarded(sparkcnn_row, spark, folder, warm_folder, model_name, args.repeats)
     return rows
 
 

@@ -59,19 +59,17 @@ def bench_scoring(spark, cfg, model_path, repeats):
     dataset_dir = cfg.dataset_dir("train")  # 55k rows: enough to amortise Spark's per-job overhead
     meta = records.read_meta(dataset_dir)
     base = plain("predict", os.path.realpath(dataset_dir), model_path, cfg.score.batch_size, repeats)
-    with open(model_path, "rb") as f:
-        model_bytes = f.read()
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats + 1):
-            frame, _ = predict_dataset(spark, dataset_dir, model_bytes, cfg.score.batch_size)
+            frame, _ = predict_dataset(spark, dataset_dir, model_path, cfg.score.batch_size)
             t0 = time.perf_counter()
             frame.write.mode("overwrite").parquet(os.path.join(tmp, "p"))
             times.append(time.perf_counter() - t0)
     spark_rps = meta.num_rows / statistics.median(times[1:])
     return [("model.predict, in-memory numpy (baseline)", base["predict_rows_per_second"], None),
             ("traced model call loop, in-memory numpy", base["call_rows_per_second"], None),
-            ("Spark score stage (mapInArrow -> Parquet)", spark_rps, times)], meta.num_rows
+            ("Spark score stage (CNNModel -> Parquet)", spark_rps, times)], meta.num_rows
 
 
 def main(argv=None):

@@ -302,16 +302,22 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
                               image_height=g(self.imageHeightCol), image_width=g(self.imageWidthCol))
 
     def output_schema(self, dataset: DataFrame, cols: remote.Columns) -> T.StructType:
+        """The input's fields (those in cols.keep, or all) followed by the added ones."""
         types = {cols.prediction: T.IntegerType(), cols.top_k: TOP_K_TYPE, cols.probabilities: FLOATS,
                  cols.embedding: FLOATS, cols.error: T.StringType(), cols.image_height: T.IntegerType(),
                  cols.image_width: T.IntegerType()}
         added = cols.added()
-        kept = [f for f in dataset.schema.fields if f.name not in added]
+        kept = [f for f in dataset.schema.fields if f.name not in added and (cols.keep is None or f.name in cols.keep)]
         return T.StructType(kept + [T.StructField(name, types[name], True) for name in added])
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self.transform_keeping(dataset, None)
+
+    def transform_keeping(self, dataset: DataFrame, keep) -> DataFrame:
+        """transform(), passing through only the input columns in `keep` (None: all): a scorer that wants
+        (id, label) beside the predictions spares the images' trip back from Python."""
         network = self.network
-        cols = self.columns_for(dataset)
+        cols = dataclasses.replace(self.columns_for(dataset), keep=None if keep is None else tuple(keep))
         g = self.getOrDefault
         if g(self.batchSize) < 1 or g(self.topK) < 1:
             raise NetworkError(f"batchSize and topK must be at least 1; got {g(self.batchSize)}, {g(self.topK)}")

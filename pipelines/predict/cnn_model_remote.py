@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core import records
 from pipelines.core.worker_remote import tune_worker
 from pipelines.ingest.decode import Reject
 from pipelines.predict import pixels
@@ -38,15 +39,34 @@ class Columns:
     error: str = "error"
     image_height: str = ""   # height/width of the image as stored (before fitting it to the network)
     image_width: str = ""
+    keep: Optional[tuple] = None   # input columns passed through (None: all of them, as a Transformer does)
 
     def added(self):
         return [name for name in (self.prediction, self.top_k, self.probabilities, self.embedding,
                                   self.error, self.image_height, self.image_width) if name]
 
 
+def _records_as_is(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec):
+    """Record rows already at the network's shape (a sparkcnn dataset scored by its own model): one
+    zero-copy view of the Arrow buffer instead of a PIL round trip per row; None when any row differs."""
+    if cols.form != RECORD:
+        return None
+    column = batch.column(batch.schema.get_field_index(cols.input))
+    if column.null_count:
+        return None
+    for name, want in ((cols.height, spec.height), (cols.width, spec.width), (cols.channels, spec.channels)):
+        values = batch.column(batch.schema.get_field_index(name))
+        if values.null_count or not np.all(values.to_numpy(zero_copy_only=False) == want):
+            return None
+    return records.decode_images(column, spec.size + (spec.channels,))
+
+
 def _decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pixels: int):
     """-> (pixels of the decodable rows, their row positions, per-row (h, w) or None, per-row error or None)."""
     n = batch.num_rows
+    same = _records_as_is(batch, cols, spec)
+    if same is not None:
+        return same, list(range(n)), [spec.size] * n, [None] * n
     out = np.empty((n, spec.height, spec.width, spec.channels), np.uint8)
     ok, sizes, errors = [], [None] * n, [None] * n
     column = batch.column(batch.schema.get_field_index(cols.input))
@@ -154,7 +174,7 @@ def predict_batch(run, batch: pa.RecordBatch, spec: NetworkSpec, cols: Columns, 
         probs = np.concatenate([p for p, _ in parts])
         embeddings = np.concatenate([e for _, e in parts]) if spec.embedding_layer else None
     added = _outputs(n, ok, probs, embeddings, sizes, errors, cols, top_k, spec.class_names)
-    names = [name for name in batch.schema.names if name not in added]
+    names = [name for name in batch.schema.names if name not in added and (cols.keep is None or name in cols.keep)]
     arrays = [batch.column(batch.schema.get_field_index(name)) for name in names]
     return pa.RecordBatch.from_arrays(arrays + list(added.values()), names=names + list(added))
 

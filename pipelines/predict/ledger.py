@@ -41,6 +41,11 @@ def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.round(pc.multiply(column, 1e6)), pa.int64())
 
 
+def _equal(a, b):
+    """Element-wise a == b, where two nulls are equal (a listed path that was missing, and still is)."""
+    return pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+
+
 def scored_identities(output: str, digest: str) -> pa.Table:
     """(path, size, modified µs, etag, part file) of every row this model has written, scored or rejected."""
     parts = layout.part_files(layout.model_dir(output, digest)) + layout.part_files(layout.rejects_dir(output, digest))
@@ -67,15 +72,15 @@ def plan(listing: pa.Table, done: pa.Table) -> tuple:
                      "l_etag": listing[ETAG], "_row": pa.array(range(listing.num_rows), pa.int64())})
     joined = ours.join(done, keys=PATH, join_type="left outer")
     seen = pc.invert(pc.is_null(joined[PART]))
-    same_tag = pc.and_(pc.invert(pc.is_null(joined["l_etag"])), pc.equal(joined["l_etag"], joined[ETAG]))
+    same_tag = _equal(joined["l_etag"], joined[ETAG])
     no_tag = pc.or_(pc.is_null(joined["l_etag"]), pc.is_null(joined[ETAG]))
-    same_time = pc.equal(joined["l_mod"], joined[MODIFIED])
-    same = pc.and_(pc.equal(joined["l_size"], joined[SIZE]),
-                   pc.or_(pc.fill_null(same_tag, False), pc.and_(no_tag, pc.fill_null(same_time, False))))
-    same = pc.fill_null(pc.and_(seen, same), False)
+    same_time = _equal(joined["l_mod"], joined[MODIFIED])
+    same = pc.and_(seen, pc.and_(_equal(joined["l_size"], joined[SIZE]),
+                                 pc.or_(pc.and_(pc.invert(no_tag), same_tag), pc.and_(no_tag, same_time))))
     changed = pc.fill_null(pc.and_(seen, pc.invert(same)), False)
     todo_rows = pc.filter(joined["_row"], pc.invert(same))
-    todo = listing.take(pc.unique(todo_rows).sort() if len(todo_rows) else todo_rows)
+    rows = pc.unique(todo_rows)                  # a path scored twice (never, but) joins twice
+    todo = listing.take(pc.take(rows, pc.sort_indices(rows)))
     drops: dict = {}
     for path, part in zip(pc.filter(joined[PATH], changed).to_pylist(), pc.filter(joined[PART], changed).to_pylist()):
         drops.setdefault(part, []).append(path)

@@ -2,21 +2,18 @@
 
 The model travels to executors as a broadcast of its bytes (a few MB), so
 executors need no access to the run directory; they load it once per Python
-worker (see score_remote).  Metrics are computed by Spark from the written
+worker (CNNModel, the engine `sparkcnn predict` uses too).  Metrics are computed by Spark from the written
 predictions, so nothing image-sized is ever collected to the driver.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import time
 from typing import Callable
 
-from pipelines.core import records, storage
+from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.parquet_io import read_frame, write_frame
-from pipelines.core.records import PREDICTIONS_DDL
 from pipelines.core.store import (
     RunStore,
     atomic_dir,
@@ -24,26 +21,31 @@ from pipelines.core.store import (
     resolve,
     write_json_atomic,
 )
-from pipelines.core.tf_runtime import threads_per_task
-from pipelines.score.remote import score_batches
 
 
-def predict_dataset(spark, dataset_dir: str, model_bytes: bytes, batch_size: int):
-    """A lazy DataFrame of predictions for every row of the dataset."""
+def predict_dataset(spark, dataset_dir: str, model_location: str, batch_size: int):
+    """A lazy DataFrame of predictions (id, label, prediction, probabilities) for every row of the dataset.
+
+    The same engine as `sparkcnn predict` (pipelines.predict.cnn_model): rows already at the model's
+    shape go in as one zero-copy view of their Arrow buffer.
+    """
+    from pipelines.predict.cnn_model import CNNModel
     meta = records.read_meta(dataset_dir)
-    model_bc = spark.sparkContext.broadcast(model_bytes)
-    digest = hashlib.sha256(model_bytes).hexdigest()
-    scorer = functools.partial(score_batches, model_bc, digest, meta.shape, batch_size, threads_per_task(spark))
-    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.IMAGE])
-    return frame.mapInArrow(scorer, PREDICTIONS_DDL), meta
+    model = CNNModel.from_file(model_location, inputCol=records.IMAGE, inputFormat="record", topKCol="",
+                               probabilityCol=records.PROBABILITIES, predictionCol=records.PREDICTION,
+                               errorCol="", batchSize=batch_size, resizeMode="stretch",
+                               classNames=list(meta.class_names))
+    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.HEIGHT, records.WIDTH,
+                                            records.CHANNELS, records.IMAGE])
+    return model.transform_keeping(frame, [records.ID, records.LABEL]), meta
 
 
 def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
     split = cfg.score.split
     dataset_dir = cfg.dataset_dir(split)
-    model_bytes = storage.read_bytes(store.require(store.model_path, "train"))
+    model_location = store.require(store.model_path, "train")
     t0 = time.perf_counter()
-    predictions, meta = predict_dataset(spark, dataset_dir, model_bytes, cfg.score.batch_size)
+    predictions, meta = predict_dataset(spark, dataset_dir, model_location, cfg.score.batch_size)
     with atomic_dir(store.predictions_dir) as staging:
         write_frame(predictions, staging)
     seconds = time.perf_counter() - t0
