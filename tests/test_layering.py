@@ -45,7 +45,7 @@ def test_the_rules_catch_core_importing_a_stage_and_featurizers_reaching_past_co
     })
     found = violations(root)
     assert "pipelines.core.store -> pipelines.score.stage: the core imports no stage and not featurizers" in found
-    assert "pipelines.score.stage -> featurizers.registry: only the transfer stage uses featurizers" in found
+    assert "pipelines.score.stage -> featurizers.registry: only the transfer and predict stages use featurizers" in found
     assert "featurizers.registry -> pipelines.score.stage: featurizers use pipelines.core only" in found
     assert "jobs.score -> pipelines.score.stage: a job is a thin shell over the CLI" in found
     assert any(v.startswith("circle: featurizers.registry <-> pipelines.score.stage") for v in found)

@@ -14,10 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines.core.config import ConfigError
 from pipelines.predict import layout
 from pipelines.predict.section import PredictSection
-from pipelines.predict.stage import chunk_offsets, predict_files
+from pipelines.predict.stage import chunk_offsets, files_per_task, predict_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("circle", "square", "stripes", "noise")
@@ -235,6 +234,8 @@ def test_chunks_are_balanced_runs():
     assert chunk_offsets([1] * 10, 4, 100) == [0, 4, 8, 10]
     assert chunk_offsets([60, 60, 10, 10, 90], 10, 100) == [0, 1, 4, 5]   # bytes cut too
     assert chunk_offsets([], 4, 100) == [0]
+    assert files_per_task(600, 256, 2) == 75 and files_per_task(10 ** 6, 256, 2) == 256
+    assert files_per_task(3, 256, 8) == 1
 
 
 def test_settings_errors_are_one_line(tmp_path):
@@ -271,3 +272,185 @@ def test_run_directory_model_brings_its_class_names(spark, tmp_path):
     rows = predictions(output)
     assert summary["model"].startswith("run ") and len(rows) == 5
     assert {t[0]["className"] for t in rows.top_k} <= set(CLASSES)
+
+
+def test_input_and_output_on_s3(spark, s3_storage, model_file, tmp_path):
+    """Files on the loopback S3 server, listed by a glob; the table and its rejects written there too."""
+    s3 = s3_storage
+    root = str(tmp_path / "photos")
+    good = make_folder(root, count=10)
+    fs = s3.fs()
+    for rel in [os.path.relpath(os.path.join(r, n), root) for r, _, ns in os.walk(root) for n in ns]:
+        fs.put_file(os.path.join(root, rel), f"{s3.bucket}/photos/{rel}")
+    output = s3.url("predictions")
+    conf = section(input=s3.url("photos", "**", "*.jpg"), model=model_file, output=output)
+    lines = []
+    summary = predict_files(spark, conf, log=lines.append)
+    jpegs = [p for p in good if p.endswith(".jpg")]
+    assert (summary["scored"], summary["rejected"]) == (len(jpegs), 2)   # empty.jpg and truncated.jpg
+    table = {k: v for k, v in s3.all_bytes("predictions").items() if layout.is_part(k.rsplit("/", 1)[-1])}
+    rows = [pq.read_table(io.BytesIO(v)).to_pandas() for k, v in table.items() if "/_rejects/" not in k]
+    import pandas as pd
+    rows = pd.concat(rows)
+    assert sorted(rows.path) == sorted(s3.url("photos", os.path.relpath(p, root)) for p in jpegs)
+    etags = {info["name"]: info["ETag"].strip('"') for info in fs.find(f"{s3.bucket}/photos", detail=True).values()}
+    assert all(rows.etag == [etags[p[len("s3://"):]] for p in rows.path])
+    again = predict_files(spark, conf, log=lines.append)
+    assert (again["scored"], again["unchanged"]) == (0, summary["listed"])
+    blob = b"".join(s3.all_bytes("predictions").values()) + "\n".join(lines).encode()
+    assert s3.secret.encode() not in blob and s3.key.encode() not in blob
+
+
+def image_folder_of_pngs(root, count=6):
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(count):
+        path = os.path.join(root, f"p{i}.png")
+        os.makedirs(root, exist_ok=True)
+        Image.fromarray(photo(rng, 40 + 7 * i, 60)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_cnn_model_takes_files_image_structs_and_records_alike(spark, model_file, tmp_path):
+    from pyspark.sql import functions as F
+
+    from pipelines.predict.cnn_model import CNNModel
+    paths = image_folder_of_pngs(str(tmp_path / "png"))
+    model = CNNModel.from_file(model_file, probabilityCol="probability")
+    files = spark.read.format("binaryFile").load(str(tmp_path / "png"))
+    encoded = {r.path.replace("file:", ""): r.probability
+               for r in model.setInputCol("content").transform(files).collect()}
+    structs = spark.read.format("image").load(str(tmp_path / "png"))
+    by_struct = {r.image.origin.replace("file://", ""): r.probability
+                 for r in model.copy().setInputCol("image").transform(structs).collect()}
+    from pipelines.core import records
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    rows = spark.createDataFrame([(p, a.shape[0], a.shape[1], 3, a.tobytes()) for p, a in zip(paths, arrays)],
+                                 f"path STRING, {records.HEIGHT} INT, {records.WIDTH} INT, "
+                                 f"{records.CHANNELS} INT, {records.IMAGE} BINARY")
+    by_record = {r.path: r.probability for r in model.copy().setInputCol(records.IMAGE).transform(rows).collect()}
+    assert sorted(encoded) == sorted(by_struct) == sorted(by_record) == sorted(paths)
+    for p in paths:
+        np.testing.assert_allclose(encoded[p], by_struct[p], atol=1e-6)
+        np.testing.assert_allclose(encoded[p], by_record[p], atol=1e-6)
+    bad = spark.createDataFrame([("x", bytearray(b"junk"))], "path STRING, content BINARY")
+    out = model.copy().setInputCol("content").transform(bad).select("prediction", "error").first()
+    assert out.prediction is None and "not an image" in out.error
+    assert files.select(F.col("content")).count() == len(paths)
+
+
+ROUND_TRIP = """
+import json, sys
+from pyspark.ml import PipelineModel
+from pipelines.core.sections import SparkSection
+from pipelines.core.session import build_spark
+spark = build_spark(SparkSection(master="local[1]", app_name="roundtrip", driver_memory="1g", conf={{}}))
+model = PipelineModel.load({path!r})
+rows = model.transform(spark.read.format("binaryFile").load({folder!r})).select("path", "prediction", "top_k").collect()
+print(json.dumps(sorted([r.path, r.prediction, [t.probability for t in r.top_k]] for r in rows)))
+"""
+
+
+def test_cnn_model_saved_in_a_pipeline_model_predicts_the_same_in_a_new_process(spark, model_file, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    from pipelines.predict.cnn_model import CNNModel
+    folder = str(tmp_path / "png")
+    image_folder_of_pngs(folder)
+    import shutil
+    copy = str(tmp_path / "copy.keras")
+    shutil.copyfile(model_file, copy)
+    stage = CNNModel.from_file(copy, inputCol="content", topK=2, classNames=list(CLASSES))
+    saved = str(tmp_path / "pipeline")
+    PipelineModel(stages=[stage]).write().overwrite().save(saved)
+    os.remove(copy)                       # the saved stage holds the model: the file is not needed again
+    rows = PipelineModel(stages=[stage]).transform(spark.read.format("binaryFile").load(folder)) \
+        .select("path", "prediction", "top_k").collect()
+    here = sorted([r.path, r.prediction, [t.probability for t in r.top_k]] for r in rows)
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP.format(path=saved, folder=folder)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert there == json.loads(json.dumps(here))            # identical, float for float
+    loaded = PipelineModel.load(saved).stages[0]
+    assert isinstance(loaded, CNNModel) and loaded.digest == stage.digest and loaded.getTopK() == 2
+
+
+@pytest.mark.slow
+def test_a_saved_spark_ml_pipeline_as_the_model(spark, tmp_path):
+    """DeepImageFeaturizer + LogisticRegression (what `sparkcnn transfer` saves) scores files directly."""
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import LogisticRegression
+
+    from featurizers.transformers import DeepImageFeaturizer
+    from pipelines.core import records
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / "photos")
+    rows = []
+    for i in range(16):
+        image = photo(rng, 48, 64) if i % 2 else 255 - photo(rng, 48, 64)
+        path = os.path.join(root, f"c{i % 2}", f"{i}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(image).save(path)
+        rows.append((path, i % 2, 48, 64, 3, image.tobytes()))
+    frame = spark.createDataFrame(rows, f"path STRING, {records.LABEL} INT, {records.HEIGHT} INT, "
+                                        f"{records.WIDTH} INT, {records.CHANNELS} INT, {records.IMAGE} BINARY")
+    pipeline = Pipeline(stages=[
+        DeepImageFeaturizer(inputCol=records.IMAGE, outputCol="features", modelName="EfficientNetLite0",
+                            weights="random-untrained"),
+        LogisticRegression(labelCol=records.LABEL, maxIter=20)]).fit(frame)
+    saved = str(tmp_path / "transfer_model")
+    pipeline.write().overwrite().save(saved)
+    expected = {r.path: int(r.prediction) for r in PipelineModel.load(saved).transform(frame).collect()}
+    open(os.path.join(root, "broken.png"), "wb").write(b"\x89PNG broken")
+    output = str(tmp_path / "out")
+    summary = predict_files(spark, section(input=root, model=saved, output=output, top_k=2), log=lambda m: None)
+    assert (summary["scored"], summary["rejected"]) == (16, 1)
+    got = predictions(output).set_index("path")
+    assert {p: int(got.prediction[p]) for p in expected} == expected
+    assert all(len(t) == 2 and t[0]["classIndex"] == got.prediction[p] for p, t in got.top_k.items())
+
+
+@pytest.mark.slow
+def test_killed_predict_reruns_to_exactly_one_row_per_file(model_file, tmp_path):
+    """SIGKILL `sparkcnn predict` mid-run three times; each time the table holds whole part files and no
+    file twice; the same command then completes it to exactly one row per file."""
+    import random
+    import time
+
+    from conftest import kill_job
+    root, output = str(tmp_path / "photos"), str(tmp_path / "out")
+    rng = np.random.default_rng(11)
+    good = []
+    for i in range(400):
+        path = os.path.join(root, f"d{i % 5}", f"{i:04d}.jpg")
+        write_jpeg(path, photo(rng, 48, 48))
+        good.append(path)
+    argv = [sys.executable, "-m", "pipelines.cli", "predict", "--conf", os.path.join(ROOT, "conf", "predict.yaml"),
+            "--set", f"predict.input={root}", "--set", f"predict.model={model_file}",
+            "--set", f"predict.output={output}", "--set", "predict.files_per_task=5",
+            "--set", "spark.master=local[2]", "--set", f"run.runs_dir={tmp_path}/runs"]
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    pick = random.Random(3)
+    counts = []
+    for _ in range(3):
+        mark = f"predict-kill-{pick.random()}"
+        proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=dict(env, SPARKCNN_TEST_MARK=mark))
+        time.sleep(pick.uniform(14, 24))
+        kill_job(proc, mark)
+        rows = predictions(output)
+        n = 0 if rows is None else len(rows)
+        assert rows is None or rows.path.is_unique
+        counts.append(n)
+    assert counts[-1] < len(good), f"the kills came too late to test anything: {counts}"
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = predictions(output)
+    assert rows.path.is_unique and sorted(rows.path) == sorted(good)
+    done_before = counts[-1]
+    assert f"scored {len(good) - done_before} + rejected 0 + unchanged {done_before}" in proc.stdout, \
+        (counts, proc.stdout[-1500:])
+    print(f"killed with {counts} of {len(good)} files scored; the rerun scored the other {len(good) - done_before}")

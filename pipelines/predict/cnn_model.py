@@ -38,7 +38,14 @@ from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -272,6 +279,11 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
                                    class_names=tuple(g(self.classNames)), embedding_layer=g(self.embeddingLayer))
 
     @property
+    def payload(self) -> Optional[bytes]:
+        """The model file's bytes (None for a registry model: its weights are named, not carried)."""
+        return self._payload
+
+    @property
     def digest(self) -> str:
         """sha256 of the weights (file bytes, or the registry name and weights): what a prediction came from."""
         return self.network.digest
@@ -295,6 +307,11 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
             missing = [c for c in RECORD_SHAPE_COLUMNS if c not in dataset.columns]
             if missing:
                 raise NetworkError(f"inputFormat record needs the columns {', '.join(missing)} beside '{name}'")
+        return self.columns(name, form)
+
+    def columns(self, name: str, form: str) -> remote.Columns:
+        """The executor's view of this stage's column Params, for input column `name` in `form`."""
+        g = self.getOrDefault
         embedding = g(self.embeddingCol) if g(self.embeddingLayer) else ""
         return remote.Columns(input=name, form=form, height="height", width="width", channels="channels",
                               prediction=g(self.predictionCol), top_k=g(self.topKCol),
@@ -364,6 +381,7 @@ class _CNNModelWriter(MLWriter):
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, extraMetadata={"network": fields})
         if network.kind in _PAYLOAD_NAMES:
             name = _PAYLOAD_NAMES[network.kind].format(suffix=network.suffix)
+            storage.makedirs(storage.join(path, "data"))
             storage.put_bytes(storage.join(path, "data", name), self.instance._payload)
 
 

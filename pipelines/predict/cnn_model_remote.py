@@ -163,11 +163,29 @@ def _outputs(n: int, ok: list, probs: Optional[np.ndarray], embeddings, sizes, e
     return arrays
 
 
+def stack_decoded(results: list, spec: NetworkSpec):
+    """[(pixels, stored size) or an error string per row] -> what _decode_rows returns."""
+    n = len(results)
+    out = np.empty((n, spec.height, spec.width, spec.channels), np.uint8)
+    ok, sizes, errors = [], [None] * n, [None] * n
+    for i, result in enumerate(results):
+        if isinstance(result, str):
+            errors[i] = result
+            continue
+        out[len(ok)], sizes[i] = result
+        ok.append(i)
+    return out[:len(ok)], ok, sizes, errors
+
+
 def predict_batch(run, batch: pa.RecordBatch, spec: NetworkSpec, cols: Columns, batch_size: int, top_k: int,
-                  max_pixels: int) -> pa.RecordBatch:
-    """One Arrow batch -> the same columns plus the added ones (see Columns)."""
+                  max_pixels: int, decoded=None) -> pa.RecordBatch:
+    """One Arrow batch -> the same columns plus the added ones (see Columns).
+
+    `decoded`: the rows' pixels already decoded (stack_decoded), by a caller that decodes in
+    threads ahead of the model; otherwise the input column is decoded here.
+    """
     n = batch.num_rows
-    images, ok, sizes, errors = _decode_rows(batch, cols, spec, max_pixels)
+    images, ok, sizes, errors = decoded if decoded is not None else _decode_rows(batch, cols, spec, max_pixels)
     probs = embeddings = None
     if len(ok):
         parts = [run(images[i:i + batch_size]) for i in range(0, len(ok), batch_size)]

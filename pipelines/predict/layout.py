@@ -96,6 +96,20 @@ def commit_table(location: str, table: pa.Table) -> None:
     commit_file(location, parquet_bytes(table))
 
 
+def remove_stale_temporaries(folder: str, older_than_seconds: float) -> int:
+    """Hidden temporaries a killed task left in a local partition folder (object stores have none)."""
+    import time
+    if storage.is_remote(folder) or not os.path.isdir(folder):
+        return 0
+    removed = 0
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".part-") and name.endswith(".tmp") and time.time() - os.path.getmtime(path) > older_than_seconds:
+            os.remove(path)
+            removed += 1
+    return removed
+
+
 def part_files(folder: str) -> list:
     """The committed part files of one partition folder, sorted (hidden temporaries are not parts)."""
     return [storage.join(folder, name) for name in storage.listdir(folder) if is_part(name)]

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import storage
+from pipelines.core.leases import POLICY
 from pipelines.predict import layout
 from pipelines.predict.listing import ETAG, MODIFIED, PATH, SIZE
 
@@ -48,7 +49,10 @@ def _equal(a, b):
 
 def scored_identities(output: str, digest: str) -> pa.Table:
     """(path, size, modified µs, etag, part file) of every row this model has written, scored or rejected."""
-    parts = layout.part_files(layout.model_dir(output, digest)) + layout.part_files(layout.rejects_dir(output, digest))
+    folders = (layout.model_dir(output, digest), layout.rejects_dir(output, digest))
+    for folder in folders:
+        layout.remove_stale_temporaries(folder, POLICY[0].stale_after_hours * 3600)
+    parts = [part for folder in folders for part in layout.part_files(folder)]
 
     def read(location):
         table = layout.read_part(location, columns=layout.IDENTITY_COLUMNS)

@@ -1,13 +1,16 @@
-"""Executor side of `sparkcnn predict`: read a task's files, and commit its share of the table.
+"""Executor side of `sparkcnn predict`: a task reads its chunk of files, scores them and commits them.
 
-A task is one chunk of the plan (a run of files, sorted by path, balanced by bytes).  `read_chunks`
-fetches the chunk's files with a few threads (object-store GETs are latency-bound) and yields them
-in small Arrow batches; the model runs in between (CNNModel, or a saved PipelineModel); then
-`commit_chunks` writes the chunk's rejects and predictions as one part file each
-(pipelines.predict.layout) and yields one summary row.  Nothing here imports the driver side.
+A task is one chunk of the plan (a run of files, sorted by path, balanced by bytes).  For a CNN
+(CNNModel's engine) one function does it all in one Python worker (`score_chunks`): fetch and
+decode in threads ahead of the model, score, and commit the chunk's rejects and predictions as one
+part file each (pipelines.predict.layout).  A saved PipelineModel runs as Spark stages between two
+of ours: `read_chunks` decodes the files into sparkcnn record columns (rejecting what does not
+decode), the pipeline transforms them, `commit_chunks` commits.  Nothing here imports the driver side.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -19,12 +22,18 @@ import pyarrow.compute as pc
 from pipelines.core import storage
 from pipelines.core.worker_remote import tune_worker
 from pipelines.ingest.decode import Reject, open_image, to_channels
-from pipelines.predict import layout
-from pipelines.predict.cnn_model_remote import top_k_arrays
+from pipelines.predict import layout, pixels
+from pipelines.predict.cnn_model_remote import (
+    predict_batch,
+    stack_decoded,
+    top_k_arrays,
+)
+from pipelines.predict.network import load_network
 
-CHUNK, CONTENT, READ_ERROR = "_chunk", "content", "_read_error"
+CHUNK, READ_ERROR = "_chunk", "_read_error"
 READ_THREADS = 8
 READ_BATCH_ROWS = 16
+LOOKAHEAD = 2          # batches fetched and decoded ahead of the model
 SUMMARY_DDL = "chunk INT, scored LONG, rejected LONG"
 
 
@@ -39,7 +48,6 @@ class TaskPlan:
     class_names: tuple
     probabilities: bool
     embedding: bool
-    decode_records: bool = False  # PipelineModel input: decode to sparkcnn record columns in the read step
     max_pixels: int = 89_478_485
 
 
@@ -71,11 +79,10 @@ def _decoded_record(data: bytes, max_pixels: int):
 
 
 def read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """spark.range(chunks) -> rows (_chunk, path, size, modified, etag, content, _read_error) per file.
+    """spark.range(chunks) -> sparkcnn record rows (_chunk, path, size, modified, etag, image, height, width,
+    channels, _read_error) for a PipelineModel; files that do not decode are committed as rejects here.
 
-    `files_bc`: the run's to-do listing (Arrow IPC), sorted by chunk; chunk c is rows
-    offsets[c]:offsets[c + 1].  With `decode_records`, content is decoded to sparkcnn's record
-    columns (image, height, width, channels) and undecodable files are committed as rejects here.
+    `files_bc`: the run's to-do listing (Arrow IPC), sorted by chunk; chunk c is rows offsets[c]:offsets[c + 1].
     """
     tune_worker()
     storage.configure(plan.storage_options)
@@ -90,13 +97,7 @@ def read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.Re
                 for lo in range(0, len(listed), READ_BATCH_ROWS):
                     group = listed[lo:lo + READ_BATCH_ROWS]
                     contents, errors = zip(*[next(fetched) for _ in group])
-                    if plan.decode_records:
-                        yield from _record_batch(plan, chunk, group, contents, errors, rejects)
-                        continue
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array([chunk] * len(group), pa.int32()), *_identity_arrays(group),
-                         pa.array(contents, pa.binary()), pa.array(errors, pa.string())],
-                        names=[CHUNK, *layout.IDENTITY_COLUMNS, CONTENT, READ_ERROR])
+                    yield from _record_batch(plan, chunk, group, contents, errors, rejects)
             if rejects:
                 _commit_rejects(plan, chunk, rejects, tag="read")
 
@@ -144,50 +145,107 @@ def _top_k_column(probabilities: pa.ChunkedArray, k: int, class_names) -> pa.Arr
                     layout.TOP_K_TYPE)
 
 
+def _commit_chunk(plan: TaskPlan, chunk: int, rows: pa.Table) -> tuple:
+    """One chunk's model output -> its rejects part, then its predictions part; -> (scored, rejected)."""
+    nulls = pa.nulls(rows.num_rows, pa.string())
+    error = rows["error"] if "error" in rows.column_names else nulls
+    read_error = rows[READ_ERROR] if READ_ERROR in rows.column_names else nulls
+    reason = pc.coalesce(read_error, error)
+    bad = pc.invert(pc.is_null(reason))
+    rejected = rows.filter(bad)
+    if rejected.num_rows:
+        ident = [rejected[c] for c in layout.IDENTITY_COLUMNS]
+        table = _as_schema([*ident, pc.filter(reason, bad), pa.array([plan.digest] * rejected.num_rows,
+                                                                      pa.string()), _now(rejected.num_rows)],
+                           layout.REJECTS_SCHEMA)
+        layout.commit_table(storage.join(layout.rejects_dir(plan.output, plan.digest),
+                                         layout.part_name(plan.batch, chunk)), table)
+    scored = rows.filter(pc.invert(bad))
+    n = scored.num_rows
+    if n:
+        names = scored.column_names
+        top_k = scored["top_k"] if "top_k" in names else _top_k_column(scored["probabilities"], plan.top_k,
+                                                                       plan.class_names)
+        columns = {c: scored[c] for c in layout.IDENTITY_COLUMNS}
+        columns.update(height=scored["image_height"] if "image_height" in names else pa.nulls(n, pa.int32()),
+                       width=scored["image_width"] if "image_width" in names else pa.nulls(n, pa.int32()),
+                       prediction=scored["prediction"], top_k=top_k)
+        if plan.probabilities:
+            columns["probabilities"] = scored["probabilities"]
+        if plan.embedding:
+            columns["embedding"] = scored["embedding"]
+        columns.update(model_digest=pa.array([plan.digest] * n, pa.string()), scored_at=_now(n))
+        schema = layout.predictions_schema(plan.probabilities, plan.embedding)
+        layout.commit_table(storage.join(layout.model_dir(plan.output, plan.digest),
+                                         layout.part_name(plan.batch, chunk)),
+                            _as_schema([columns[f.name] for f in schema], schema))
+    return n, rejected.num_rows
+
+
+def _summary(chunk: int, scored: int, rejected: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([chunk], pa.int32()), pa.array([scored], pa.int64()),
+                                       pa.array([rejected], pa.int64())], names=["chunk", "scored", "rejected"])
+
+
 def commit_chunks(plan: TaskPlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Model output rows of one task -> its rejects and predictions part files; one summary row per chunk."""
+    """Model output rows (a PipelineModel's) -> each chunk's part files; one summary row per chunk."""
     tune_worker()
     storage.configure(plan.storage_options)
-    keep = [layout.IDENTITY_COLUMNS, ["image_height", "image_width", "prediction", "top_k", "probabilities",
-                                      "embedding", "error", READ_ERROR, CHUNK]]
-    wanted = set(keep[0] + keep[1])
+    wanted = set(layout.IDENTITY_COLUMNS) | {"image_height", "image_width", "prediction", "top_k", "probabilities",
+                                             "embedding", "error", READ_ERROR, CHUNK}
     pieces: dict = {}
     for batch in batches:
         table = pa.Table.from_batches([batch])
         table = table.select([n for n in table.column_names if n in wanted])
         for chunk in pc.unique(table[CHUNK]).to_pylist():
             pieces.setdefault(chunk, []).append(table.filter(pc.equal(table[CHUNK], chunk)))
-    schema = layout.predictions_schema(plan.probabilities, plan.embedding)
     for chunk, tables in sorted(pieces.items()):
-        rows = pa.concat_tables(tables)
-        error = rows["error"] if "error" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
-        reason = pc.coalesce(rows[READ_ERROR], error)
-        bad = pc.invert(pc.is_null(reason))
-        rejected = rows.filter(bad)
-        if rejected.num_rows:
-            ident = [rejected[c] for c in layout.IDENTITY_COLUMNS]
-            table = _as_schema([*ident, pc.filter(reason, bad), pa.array([plan.digest] * rejected.num_rows,
-                                                                          pa.string()), _now(rejected.num_rows)],
-                               layout.REJECTS_SCHEMA)
-            layout.commit_table(storage.join(layout.rejects_dir(plan.output, plan.digest),
-                                             layout.part_name(plan.batch, chunk)), table)
-        scored = rows.filter(pc.invert(bad))
-        n = scored.num_rows
-        if n:
-            top_k = (scored["top_k"] if "top_k" in scored.column_names
-                     else _top_k_column(scored["probabilities"], plan.top_k, plan.class_names))
-            columns = {c: scored[c] for c in layout.IDENTITY_COLUMNS}
-            columns.update(height=scored["image_height"] if "image_height" in scored.column_names else pa.nulls(n, pa.int32()),
-                           width=scored["image_width"] if "image_width" in scored.column_names else pa.nulls(n, pa.int32()),
-                           prediction=scored["prediction"], top_k=top_k)
-            if plan.probabilities:
-                columns["probabilities"] = scored["probabilities"]
-            if plan.embedding:
-                columns["embedding"] = scored["embedding"]
-            columns.update(model_digest=pa.array([plan.digest] * n, pa.string()), scored_at=_now(n))
-            table = _as_schema([columns[f.name] for f in schema], schema)
-            layout.commit_table(storage.join(layout.model_dir(plan.output, plan.digest),
-                                             layout.part_name(plan.batch, chunk)), table)
-        yield pa.RecordBatch.from_arrays([pa.array([chunk], pa.int32()), pa.array([n], pa.int64()),
-                                          pa.array([rejected.num_rows], pa.int64())],
-                                         names=["chunk", "scored", "rejected"])
+        yield _summary(chunk, *_commit_chunk(plan, chunk, pa.concat_tables(tables)))
+
+
+def _fetch_decoded(spec, max_pixels: int, path: str):
+    """A file's pixels for the network and its stored size, or the reason it has none."""
+    data, error = _fetch(path)
+    if error is not None:
+        return error
+    try:
+        return pixels.from_encoded(data, spec, max_pixels)
+    except Reject as exc:
+        return str(exc)
+
+
+def score_chunks(plan: TaskPlan, files_bc, offsets: list, spec, payload_bc, cols, batch_size: int, threads: int,
+                 batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """spark.range(chunks) -> each chunk read, decoded, scored and committed in this one Python worker.
+
+    The CNNModel engine (cnn_model_remote.predict_batch) in one task: a pool of threads fetches and
+    decodes up to LOOKAHEAD batches ahead of the model (object-store GETs wait on the network, PIL
+    releases the GIL), and the worker's one cached network scores them; no image crosses the JVM.
+    One Python worker per task also means the model is loaded once per worker, not once per
+    worker per step of a chain of UDFs.
+    """
+    from collections import deque
+    tune_worker()
+    storage.configure(plan.storage_options)
+    run = load_network(spec, lambda: payload_bc.value if payload_bc is not None else None, threads)
+    files = pa.ipc.open_stream(files_bc.value).read_all()
+    decode = functools.partial(_fetch_decoded, spec, plan.max_pixels)
+    for batch in batches:
+        for chunk in batch.column(0).to_pylist():
+            rows = files.slice(offsets[chunk], offsets[chunk + 1] - offsets[chunk]).to_pylist()
+            listed = [(r["path"], r["size"], r["modified"], r["etag"]) for r in rows]
+            outputs = []
+            with ThreadPoolExecutor(READ_THREADS) as pool:
+                pending = deque()
+                ahead = iter(listed)
+                for row in itertools.islice(ahead, LOOKAHEAD * batch_size):
+                    pending.append(pool.submit(decode, row[0]))
+                for lo in range(0, len(listed), batch_size):
+                    group = listed[lo:lo + batch_size]
+                    results = [pending.popleft().result() for _ in group]
+                    for row in itertools.islice(ahead, len(group)):
+                        pending.append(pool.submit(decode, row[0]))
+                    identity = pa.RecordBatch.from_arrays(_identity_arrays(group), names=layout.IDENTITY_COLUMNS)
+                    outputs.append(predict_batch(run, identity, spec, cols, batch_size, plan.top_k, plan.max_pixels,
+                                                 decoded=stack_decoded(results, spec)))
+            yield _summary(chunk, *_commit_chunk(plan, chunk, pa.Table.from_batches(outputs)))

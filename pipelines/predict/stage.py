@@ -25,12 +25,20 @@ from pipelines.core.config import Config, ConfigError
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
+from pipelines.core.tf_runtime import threads_per_task
 from pipelines.predict import layout, ledger
 from pipelines.predict.listing import PATH, SIZE, list_inputs
 from pipelines.predict.models import ResolvedModel, resolve
-from pipelines.predict.remote import CHUNK, CONTENT, READ_ERROR, SUMMARY_DDL, TaskPlan, commit_chunks, read_chunks
+from pipelines.predict.remote import (
+    CHUNK,
+    READ_ERROR,
+    SUMMARY_DDL,
+    TaskPlan,
+    commit_chunks,
+    read_chunks,
+    score_chunks,
+)
 
-READ_DDL = f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, {CONTENT} BINARY, {READ_ERROR} STRING"
 RECORDS_DDL = (f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, image BINARY, height INT, "
                f"width INT, channels INT, {READ_ERROR} STRING")
 
@@ -51,6 +59,12 @@ def chunk_offsets(sizes: list, files_per_task: int, task_bytes: int) -> list:
     if count:
         offsets.append(len(sizes))
     return offsets
+
+
+def files_per_task(files: int, most: int, slots: int, waves: int = 4) -> int:
+    """At most `most` files per task, and few enough that every task slot gets `waves` tasks: the
+    last wave's stragglers then cost a fraction of a task, not a third of the job (3 tasks on 2 slots)."""
+    return max(1, min(most, -(-files // (waves * max(1, slots)))))
 
 
 def _ipc_bytes(table: pa.Table) -> bytes:
@@ -75,24 +89,37 @@ def _arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
-def _score_frame(model: ResolvedModel, frame, section):
-    """The model applied to the read rows, with the columns commit_chunks takes."""
+def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, offsets: list) -> None:
+    """One Spark task per chunk: a CNN scores in one Python worker per task (score_chunks); a saved
+    PipelineModel runs as Spark stages between our read and commit steps."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType
+    chunks = len(offsets) - 1
+    plan = spark.range(0, chunks, 1, chunks)
     if model.cnn is not None:
-        cnn = model.cnn.copy().setInputCol(CONTENT)
-        cnn._set(inputFormat="encoded", imageHeightCol="image_height", imageWidthCol="image_width",
-                 probabilityCol="probabilities" if section.probabilities else "",
-                 embeddingCol="embedding")
-        return cnn.transform(frame).drop(CONTENT)
+        from pipelines.predict.cnn_model_remote import ENCODED
+        cnn = model.cnn.copy()
+        cnn._set(imageHeightCol="image_height", imageWidthCol="image_width", embeddingCol="embedding",
+                 probabilityCol="probabilities" if section.probabilities else "")
+        payload_bc = spark.sparkContext.broadcast(cnn.payload) if cnn.payload is not None else None
+        body = functools.partial(score_chunks, task, files_bc, offsets, cnn.network, payload_bc,
+                                 cnn.columns("content", ENCODED), section.batch_size, threads_per_task(spark))
+        plan.mapInArrow(body, SUMMARY_DDL).collect()
+        if payload_bc is not None:
+            payload_bc.unpersist()
+        return
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
-    scored = PipelineModel.load(model.pipeline_dir).transform(frame)
+    records = plan.mapInArrow(functools.partial(read_chunks, task, files_bc, offsets), RECORDS_DDL)
+    scored = PipelineModel.load(model.pipeline_dir).transform(records)
     if "probability" not in scored.columns or "prediction" not in scored.columns:
         raise ConfigError(f"predict.model: {model.description} adds no prediction/probability columns "
                           "(a classifier as its last stage)")
-    return scored.select(CHUNK, "path", "size", "modified", "etag", F.col("height").alias("image_height"),
-                         F.col("width").alias("image_width"), F.col("prediction").cast("int").alias("prediction"),
-                         vector_to_array("probability", "float32").alias("probabilities"), READ_ERROR)
+    scored = scored.select(CHUNK, "path", "size", "modified", "etag", F.col("height").alias("image_height"),
+                           F.col("width").alias("image_width"),
+                           F.col("prediction").cast(IntegerType()).alias("prediction"),
+                           vector_to_array("probability", "float32").alias("probabilities"), READ_ERROR)
+    scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
 def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
@@ -127,20 +154,17 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     todo = plan.todo
     if todo.num_rows:
-        offsets = chunk_offsets(todo[SIZE].to_pylist(), section.files_per_task, section.task_mb << 20)
+        offsets = chunk_offsets(todo[SIZE].to_pylist(), files_per_task(todo.num_rows, section.files_per_task,
+                                                                       spark.sparkContext.defaultParallelism),
+                                section.task_mb << 20)
         chunks = len(offsets) - 1
         log(f"[predict] scoring {todo.num_rows} files in {chunks} tasks ({plan.unchanged} already scored)")
         task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
                         top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
-                        embedding=bool(section.embedding_layer), decode_records=model.pipeline_dir is not None,
-                        max_pixels=section.max_pixels)
+                        embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
         files_bc = spark.sparkContext.broadcast(_ipc_bytes(todo.select([PATH, SIZE, "modified", "etag"])))
         with _arrow_batch_rows(spark, max(section.batch_size, 16)):
-            reader = functools.partial(read_chunks, task, files_bc, offsets)
-            frame = spark.range(0, chunks, 1, chunks).mapInArrow(
-                reader, RECORDS_DDL if task.decode_records else READ_DDL)
-            scored = _score_frame(model, frame, section)
-            scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
+            _run_tasks(spark, model, section, task, files_bc, offsets)
         files_bc.unpersist()
     else:
         log(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
