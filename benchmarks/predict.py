@@ -503,6 +503,32 @@ def sparkcnn_row(spark, folder: str, warm_folder: str, model_name: str, repeats:
     return {"images": counts[0], "images_per_s": counts[0] / statistics.median(times), "seconds": times}
 
 
+def rss_rows(spark, folder: str, model_name: str) -> dict:
+    """Peak RSS of the whole process tree (this driver, the JVM, the Python workers) while sparkcnn scores
+    a tenth of the files (as a path list) and then all of them: memory must not grow with the file count."""
+    from benchmarks.ingest import PeakRss
+    from pipelines.predict.bench_entry import score_folder
+    files = list_photos(folder)
+    scratch = tempfile.mkdtemp(prefix="bench_predict_rss-", dir=os.path.join(ROOT, "runs"))
+    try:
+        tenth = os.path.join(scratch, "tenth.txt")
+        with open(tenth, "w") as f:
+            f.write("\n".join(sample(files, len(files) // 10)) + "\n")
+        peaks = {}
+        for name, source in (("1x", tenth), ("10x", os.path.join(folder, "**", "*.jpg"))):
+            with PeakRss() as rss:
+                n = score_folder(spark, source, model_name, WEIGHTS[model_name], os.path.join(scratch, name), BATCH)
+            peaks[name] = {"files": n, "peak_rss_mib": rss.peak / 2 ** 20}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ratio = peaks["10x"]["peak_rss_mib"] / peaks["1x"]["peak_rss_mib"]
+    print(f"\nPEAK RSS, whole process tree (driver + JVM + Python workers), sparkcnn {model_name}: "
+          f"{peaks['1x']['files']} files {peaks['1x']['peak_rss_mib']:.0f} MiB, {peaks['10x']['files']} files "
+          f"{peaks['10x']['peak_rss_mib']:.0f} MiB: {ratio:.2f}x (target <= 1.2x: {'met' if ratio <= 1.2 else 'not met'})")
+    peaks["ratio"] = ratio
+    return peaks
+
+
 # ----------------------------------------------------------------------------------------------- report
 
 ROW_NAMES = {
@@ -615,6 +641,7 @@ def parse_args(argv):
     ap.add_argument("--limit-repeats", type=int, default=3, help="passes of the limit rows (median)")
     ap.add_argument("--limit-images", type=int, default=256, help="photos (spread over the set) in the limit rows")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-rss", action="store_true", help="no peak-RSS rows (1/10 of the files vs all of them)")
     ap.add_argument("--skip-spark", action="store_true", help="no predict_batch_udf and no sparkcnn row")
     ap.add_argument("--out", default="runs/bench_predict.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -650,6 +677,8 @@ def main(argv=None):
         results[model_name] = bench_model(model_name, folder, warm_folder, args, spark)
         print_table(model_name, results[model_name])
     targets = check_targets(results)
+    if spark is not None and not args.skip_rss:
+        results["peak_rss"] = rss_rows(spark, folder, args.models.split(",")[0])
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nSpark driver (this process, no TensorFlow) peak RSS: {rss_mib:.0f} MiB; executors' RSS not measured")
     print(f"total {time.perf_counter() - t_start:.0f}s")

@@ -31,7 +31,7 @@ from pipelines.predict.cnn_model_remote import (
 from pipelines.predict.network import load_network
 
 CHUNK, READ_ERROR = "_chunk", "_read_error"
-READ_THREADS = 8
+READ_THREADS = 8          # fetch+decode threads per task: object-store GETs wait on the network
 READ_BATCH_ROWS = 16
 LOOKAHEAD = 2          # batches fetched and decoded ahead of the model
 SUMMARY_DDL = "chunk INT, scored LONG, rejected LONG"
