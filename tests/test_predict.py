@@ -157,7 +157,7 @@ def test_top_k_agrees_with_keras_on_the_same_pixels(scored_folder, model_file):
     import tensorflow as tf
 
     from pipelines.predict import pixels
-    from pipelines.predict.cnn_model import network_from_file
+    from pipelines.predict.model_files import network_from_file
     _, good, output, _, _ = scored_folder
     rows = predictions(output).set_index("path")
     spec, _ = network_from_file(model_file)

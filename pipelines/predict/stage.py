@@ -23,10 +23,10 @@ import pyarrow as pa
 from pipelines.core import storage
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.errors import SparkcnnError
+from pipelines.core.parquet_io import read_frame
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
-from pipelines.core.parquet_io import read_frame
 from pipelines.predict import layout, ledger, table_input
 from pipelines.predict.listing import PATH, SIZE, list_inputs
 from pipelines.predict.models import ResolvedModel, resolve
