@@ -166,25 +166,25 @@ predict: {{input: '{s3_server.url("cluster", "photos")}', model: '{s3_server.url
           output: '{s3_server.url("cluster", "predictions")}', files_per_task: 4, max_pixels: 1000000}}
 """ + s3_server.conf_yaml())
 
-    def submit():
-        with LocalCluster(workers=2, cores_per_worker=1) as cluster:
-            proc = subprocess.run(submit_command(cluster, os.path.join(ROOT, "jobs", "predict.py"), "--conf",
-                                                 str(conf), py_files=py_files),
-                                  capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
-                                  env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+    def submit(cluster):
+        proc = subprocess.run(submit_command(cluster, os.path.join(ROOT, "jobs", "predict.py"), "--conf",
+                                             str(conf), py_files=py_files),
+                              capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
+                              env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert s3_server.secret not in proc.stdout + proc.stderr
         return proc.stdout
     listed = len(good) + 4                                 # the four bad files are listed and rejected
-    out = submit()
-    assert f"listed {listed} = scored {len(good)} + rejected 4 + unchanged 0" in out, out[-2000:]
-    rng = np.random.default_rng(9)
-    for i in range(2):
-        new = tmp_path / f"new{i}.jpg"
-        write_jpeg(str(new), photo(rng, 80, 60))
-        fs.put_file(str(new), f"{s3_server.bucket}/cluster/photos/late/new{i}.jpg")
-    out = submit()
-    assert f"listed {listed + 2} = scored 2 + rejected 0 + unchanged {listed}" in out, out[-2000:]
+    with LocalCluster(workers=2, cores_per_worker=1) as cluster:
+        out = submit(cluster)
+        assert f"listed {listed} = scored {len(good)} + rejected 4 + unchanged 0" in out, out[-2000:]
+        rng = np.random.default_rng(9)
+        for i in range(2):
+            new = tmp_path / f"new{i}.jpg"
+            write_jpeg(str(new), photo(rng, 80, 60))
+            fs.put_file(str(new), f"{s3_server.bucket}/cluster/photos/late/new{i}.jpg")
+        out = submit(cluster)
+        assert f"listed {listed + 2} = scored 2 + rejected 0 + unchanged {listed}" in out, out[-2000:]
     parts = [k for k in fs.find(f"{s3_server.bucket}/cluster/predictions") if k.endswith(".parquet")
              and "/_rejects/" not in k]
     rows = pd.concat([pq.read_table(io.BytesIO(fs.cat_file(k))).to_pandas() for k in parts])

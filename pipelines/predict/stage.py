@@ -140,6 +140,17 @@ def _score_table(spark, model: ResolvedModel, section, task: TaskPlan, rows, ima
     scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
+def _heal(done: pa.Table, log) -> int:
+    """Drop the extra rows of files scored twice (two runs on one output at once); -> rows dropped."""
+    extra = ledger.duplicates(done)
+    if not extra:
+        return 0
+    dropped = ledger.drop_rows(extra)
+    log(f"[predict] {dropped} rows of files scored twice (another run on this output at the same time?) "
+        "removed: each file keeps one row")
+    return dropped
+
+
 def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
     """(scored, rejected) rows committed by this run, counted from the part files themselves."""
     import pyarrow.compute as pc
@@ -171,7 +182,10 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     output = storage.normalize(section.output)
     log(f"[predict] {listing.num_rows} {'rows' if table is not None else 'files'} listed in "
         f"{storage.redact(section.input)}; model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
-    plan, drops = ledger.plan(listing, ledger.scored_identities(output, model.digest))
+    done = ledger.scored_identities(output, model.digest)
+    if _heal(done, log):
+        done = ledger.scored_identities(output, model.digest)
+    plan, drops = ledger.plan(listing, done)
     if drops:
         log(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
         ledger.drop_rows(drops)
@@ -201,6 +215,8 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
         log(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
     seconds = time.perf_counter() - t0
     done = ledger.scored_identities(output, model.digest)
+    if _heal(done, log):
+        done = ledger.scored_identities(output, model.digest)
     after, _ = ledger.plan(listing, done)
     scored_now, rejected_now = _this_run(done, output, model.digest, batch)
     summary = {"batch": batch, "input": storage.redact(section.input), "output": storage.redact(output),
