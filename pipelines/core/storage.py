@@ -161,13 +161,8 @@ def entries(location: str) -> list:
 
 
 def walk_sizes(location: str) -> dict:
-    """{relative path: size} of every file below a remote prefix, from one listing."""
-    with _About(location):
-        fs, path = filesystem(location)
-        base = path.rstrip("/") + "/"
-        found = _fresh(fs, path).find(path, detail=True)
-        return {name[len(base):]: int(info.get("size") or 0) for name, info in sorted(found.items())
-                if name.startswith(base) and info.get("type") != "directory"}
+    """{relative path: size} of every file below a folder/prefix, from one listing (walk_details)."""
+    return {rel: size for rel, size, _, _ in walk_details(location)}
 
 
 def walk_files(location: str) -> Iterator[str]:
@@ -230,8 +225,7 @@ def glob_details(pattern: str) -> Iterator[tuple]:
         import glob as globbing
         for name in sorted(globbing.glob(pattern, recursive=True)):
             if os.path.isfile(name):
-                st = os.stat(name)
-                yield name, st.st_size, st.st_mtime, None
+                yield (name, *stat(name))
         return
     with _About(pattern):
         fs, path = filesystem(pattern)

@@ -178,11 +178,17 @@ def exists(location: str) -> bool:
 
 
 def write_bytes_atomic(dest: str, data: bytes) -> None:
+    """`data` at `dest`, whole or not at all: one PUT on a store; locally a temporary beside it, renamed.
+
+    The temporary's name starts with '.', so Spark, pyarrow and Petastorm readers of the folder
+    skip it while it is written (or if a kill leaves it behind).
+    """
     if storage.is_remote(dest):
         storage.put_bytes(dest, data)       # one PUT: the object appears complete or not at all
         return
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f"{dest}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    folder, name = os.path.split(os.path.abspath(dest))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

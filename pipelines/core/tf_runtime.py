@@ -42,14 +42,17 @@ def cores_per_local_worker(local_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(local_workers)))
 
 
-def load_model_bytes(model_bytes: bytes):
-    """A .keras file's bytes as a model, in Keras safe mode: loading cannot run arbitrary code."""
+def load_model_bytes(model_bytes: bytes, suffix: str = ".keras"):
+    """A model file's bytes as a model: a .keras file in Keras safe mode (loading cannot run arbitrary
+    code); an .h5/.hdf5 file (`suffix`: Keras picks its loader by it) has no safe mode."""
     import tensorflow as tf
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
+        path = os.path.join(tmp, "model" + suffix)
         with open(path, "wb") as f:
             f.write(model_bytes)
-        return tf.keras.models.load_model(path, compile=False, safe_mode=True)
+        if suffix == ".keras":
+            return tf.keras.models.load_model(path, compile=False, safe_mode=True)
+        return tf.keras.models.load_model(path, compile=False)
 
 
 def model_to_bytes(model) -> bytes:

@@ -132,10 +132,7 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
                  batchSize=32, maxPixels=DEFAULT_MAX_PIXELS):
         super().__init__()
         self._setDefault(**_DEFAULTS)
-        kwargs = dict(self._input_kwargs)
-        if kwargs.get("classNames") is None:
-            kwargs.pop("classNames", None)
-        self._set(**kwargs)
+        self._set(**self._given())
         self._network: Optional[NetworkSpec] = None
         self._payload: Optional[bytes] = None
 
@@ -144,10 +141,11 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
                   topK=5, probabilityCol="", embeddingLayer="", embeddingCol="embedding", errorCol="error",
                   imageHeightCol="", imageWidthCol="", resizeMode="crop", scale="raw", classNames=None,
                   batchSize=32, maxPixels=DEFAULT_MAX_PIXELS):
-        kwargs = dict(self._input_kwargs)
-        if kwargs.get("classNames") is None:
-            kwargs.pop("classNames", None)
-        return self._set(**kwargs)
+        return self._set(**self._given())
+
+    def _given(self) -> dict:
+        """The keyword arguments passed to __init__/setParams (classNames=None: not given)."""
+        return {k: v for k, v in self._input_kwargs.items() if not (k == "classNames" and v is None)}
 
     # -- building ---------------------------------------------------------------------------
     @classmethod

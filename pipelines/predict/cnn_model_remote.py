@@ -62,13 +62,11 @@ def _records_as_is(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec):
 
 
 def _decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pixels: int):
-    """-> (pixels of the decodable rows, their row positions, per-row (h, w) or None, per-row error or None)."""
+    """The input column decoded for the network: what stack_decoded returns."""
     n = batch.num_rows
     same = _records_as_is(batch, cols, spec)
     if same is not None:
         return same, list(range(n)), [spec.size] * n, [None] * n
-    out = np.empty((n, spec.height, spec.width, spec.channels), np.uint8)
-    ok, sizes, errors = [], [None] * n, [None] * n
     column = batch.column(batch.schema.get_field_index(cols.input))
     if cols.form == STRUCT:
         fields = {name: column.field(name).to_pylist() for name in ("height", "width", "nChannels")}
@@ -80,23 +78,20 @@ def _decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pi
         data = column
     else:
         data = column
+    results = []
     for i in range(n):
         value = data[i].as_py() if data[i].is_valid else None
         try:
             if value is None:
                 raise Reject("no image (null)")
             if cols.form == ENCODED:
-                image, stored = pixels.from_encoded(value, spec, max_pixels)
+                results.append(pixels.from_encoded(value, spec, max_pixels))
             else:
                 h, w, c = (fields[k][i] or 0 for k in ("height", "width", "nChannels"))
-                image, stored = pixels.from_pixels(value, h, w, c, cols.form == STRUCT, spec, max_pixels)
+                results.append(pixels.from_pixels(value, h, w, c, cols.form == STRUCT, spec, max_pixels))
         except Reject as exc:
-            errors[i] = str(exc)
-            continue
-        out[len(ok)] = image
-        ok.append(i)
-        sizes[i] = stored
-    return out[:len(ok)], ok, sizes, errors
+            results.append(str(exc))
+    return stack_decoded(results, spec)
 
 
 def _list_column(n: int, rows: list, values: pa.Array, width: int) -> pa.Array:
@@ -113,7 +108,7 @@ def _list_column(n: int, rows: list, values: pa.Array, width: int) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def top_k_arrays(probs: np.ndarray, k: int, class_names):
+def top_k_arrays(probs: np.ndarray, k: int):
     """(indices (N, k), probabilities (N, k)) of the k most likely classes, best first."""
     k = min(k, probs.shape[1])
     if k == probs.shape[1]:
@@ -123,6 +118,22 @@ def top_k_arrays(probs: np.ndarray, k: int, class_names):
         order = np.argsort(-np.take_along_axis(probs, part, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(part, order, axis=1)
     return best.astype(np.int32), np.take_along_axis(probs, best, axis=1).astype(np.float32)
+
+
+def top_k_column(n: int, ok: list, probs: Optional[np.ndarray], k: int, class_names) -> pa.Array:
+    """The top_k column of n rows: (classIndex, className, probability) best first for the rows in `ok`
+    (whose probabilities `probs` holds, in order), null for the others; names null where unknown."""
+    num_classes = probs.shape[1] if probs is not None and len(ok) else 0
+    kk = min(k, num_classes)
+    if kk:
+        index, probability = top_k_arrays(probs, kk)
+    else:
+        index, probability = np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32)
+    names = [class_names[j] if class_names and j < len(class_names) else None for j in index.reshape(-1)]
+    values = pa.StructArray.from_arrays(
+        [pa.array(index.reshape(-1), pa.int32()), pa.array(names, pa.string()),
+         pa.array(probability.reshape(-1), pa.float32())], names=list(TOP_K_FIELDS))
+    return _list_column(n, ok, values, kk)
 
 
 def _outputs(n: int, ok: list, probs: Optional[np.ndarray], embeddings, sizes, errors,
@@ -137,16 +148,7 @@ def _outputs(n: int, ok: list, probs: Optional[np.ndarray], embeddings, sizes, e
             mask[ok] = False
         arrays[cols.prediction] = pa.array(prediction, pa.int32(), mask=mask)
     if cols.top_k:
-        kk = min(k, num_classes) if num_classes else 0
-        if len(ok):
-            index, probability = top_k_arrays(probs, kk, class_names)
-        else:
-            index, probability = np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32)
-        names = [class_names[j] if class_names and j < len(class_names) else None for j in index.reshape(-1)]
-        values = pa.StructArray.from_arrays(
-            [pa.array(index.reshape(-1), pa.int32()), pa.array(names, pa.string()),
-             pa.array(probability.reshape(-1), pa.float32())], names=list(TOP_K_FIELDS))
-        arrays[cols.top_k] = _list_column(n, ok, values, kk)
+        arrays[cols.top_k] = top_k_column(n, ok, probs, k, class_names)
     if cols.probabilities:
         values = pa.array((probs.reshape(-1) if len(ok) else np.zeros(0)).astype(np.float32), pa.float32())
         arrays[cols.probabilities] = _list_column(n, ok, values, num_classes)
@@ -164,7 +166,8 @@ def _outputs(n: int, ok: list, probs: Optional[np.ndarray], embeddings, sizes, e
 
 
 def stack_decoded(results: list, spec: NetworkSpec):
-    """[(pixels, stored size) or an error string per row] -> what _decode_rows returns."""
+    """[(pixels, stored size) or an error string per row] -> (pixels of the decodable rows, their row
+    positions, per-row stored (h, w) or None, per-row error or None)."""
     n = len(results)
     out = np.empty((n, spec.height, spec.width, spec.channels), np.uint8)
     ok, sizes, errors = [], [None] * n, [None] * n

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import storage
+from pipelines.core.store import write_bytes_atomic
 
 MODEL_PREFIX = "model="
 REJECTS_DIR = "_rejects"
@@ -77,23 +77,9 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def commit_file(location: str, data: bytes) -> None:
-    """`data` at `location`, whole or not at all (rename locally; a single PUT on a store)."""
-    if storage.is_remote(location):
-        storage.put_bytes(location, data)
-        return
-    folder, name = os.path.split(location)
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, location)
-
-
 def commit_table(location: str, table: pa.Table) -> None:
-    commit_file(location, parquet_bytes(table))
+    """A part file, whole or not at all (pipelines.core.store.write_bytes_atomic)."""
+    write_bytes_atomic(location, parquet_bytes(table))
 
 
 def remove_stale_temporaries(folder: str, older_than_seconds: float) -> int:
@@ -104,7 +90,7 @@ def remove_stale_temporaries(folder: str, older_than_seconds: float) -> int:
     removed = 0
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if name.startswith(".part-") and name.endswith(".tmp") and time.time() - os.path.getmtime(path) > older_than_seconds:
+        if name.startswith(".part-") and ".tmp-" in name and time.time() - os.path.getmtime(path) > older_than_seconds:
             os.remove(path)
             removed += 1
     return removed

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 
 from pipelines.core import storage
+from pipelines.core.tf_runtime import load_model_bytes
 from pipelines.predict.network import (
     KERAS,
     SAVED_MODEL,
@@ -86,11 +87,7 @@ def network_from_file(location: str, height: int = 0, width: int = 0, channels: 
         if suffix == ".keras":
             shape = _keras_input_shape(payload, origin)
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "model" + suffix)
-                with open(path, "wb") as f:
-                    f.write(payload)
-                shape = _loaded_input_shape(path, origin)
+            shape = tuple(load_model_bytes(payload, suffix).input_shape[1:])
     h, w, c = _shape_settings(shape, origin, height, width, channels)
     spec = NetworkSpec(kind=kind, digest=hashlib.sha256(payload).hexdigest(), height=h, width=w, channels=c,
                        suffix=suffix, origin=origin)

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from pipelines.core.errors import SparkcnnError
-from pipelines.core.tf_runtime import MODELS, configure_threads
+from pipelines.core.tf_runtime import MODELS, configure_threads, load_model_bytes
 
 KERAS, SAVED_MODEL, ZOO = "keras", "saved_model", "zoo"
 KINDS = (KERAS, SAVED_MODEL, ZOO)
@@ -88,13 +88,7 @@ class _Unpacked:
 def _keras_model(spec: NetworkSpec, payload: bytes):
     import tensorflow as tf
     if spec.kind == KERAS:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model" + spec.suffix)
-            with open(path, "wb") as f:
-                f.write(payload)
-            if spec.suffix == ".keras":
-                return tf.keras.models.load_model(path, compile=False, safe_mode=True), None
-            return tf.keras.models.load_model(path, compile=False), None
+        return load_model_bytes(payload, spec.suffix), None
     unpacked = _Unpacked(payload)
     try:
         return tf.keras.models.load_model(unpacked.path, compile=False), unpacked

@@ -26,11 +26,11 @@ from pipelines.predict import layout, pixels
 from pipelines.predict.cnn_model_remote import (
     predict_batch,
     stack_decoded,
-    top_k_arrays,
+    top_k_column,
 )
 from pipelines.predict.network import load_network
 
-CHUNK, READ_ERROR = "_chunk", "_read_error"
+CHUNK = "_chunk"
 READ_THREADS = 8          # fetch+decode threads per task: object-store GETs wait on the network
 READ_BATCH_ROWS = 16
 LOOKAHEAD = 2          # batches fetched and decoded ahead of the model
@@ -78,36 +78,43 @@ def _decoded_record(data: bytes, max_pixels: int):
     return arr.tobytes(), arr.shape[0], arr.shape[1], 1 if arr.ndim == 2 else arr.shape[2]
 
 
-def read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """spark.range(chunks) -> sparkcnn record rows (_chunk, path, size, modified, etag, image, height, width,
-    channels, _read_error) for a PipelineModel; files that do not decode are committed as rejects here.
+def _chunk_files(files_bc, offsets: list, batches: Iterator[pa.RecordBatch]):
+    """(chunk, [(path, size, modified seconds, etag)]) for each chunk index spark.range hands this task.
 
     `files_bc`: the run's to-do listing (Arrow IPC), sorted by chunk; chunk c is rows offsets[c]:offsets[c + 1].
     """
-    tune_worker()
-    storage.configure(plan.storage_options)
     files = pa.ipc.open_stream(files_bc.value).read_all()
     for batch in batches:
         for chunk in batch.column(0).to_pylist():
             rows = files.slice(offsets[chunk], offsets[chunk + 1] - offsets[chunk]).to_pylist()
-            listed = [(r["path"], r["size"], r["modified"], r["etag"]) for r in rows]
-            rejects = []
-            with ThreadPoolExecutor(READ_THREADS) as pool:
-                fetched = pool.map(_fetch, [r[0] for r in listed])
-                for lo in range(0, len(listed), READ_BATCH_ROWS):
-                    group = listed[lo:lo + READ_BATCH_ROWS]
-                    contents, errors = zip(*[next(fetched) for _ in group])
-                    yield from _record_batch(plan, chunk, group, contents, errors, rejects)
-            if rejects:
-                _commit_rejects(plan, chunk, rejects, tag="read")
+            yield chunk, [(r["path"], r["size"], r["modified"], r["etag"]) for r in rows]
 
 
-def _record_batch(plan, chunk, group, contents, errors, rejects):
+def read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """spark.range(chunks) -> sparkcnn record rows (_chunk, path, size, modified, etag, image, height, width,
+    channels) for a PipelineModel; files that do not decode are committed as rejects here."""
+    tune_worker()
+    storage.configure(plan.storage_options)
+    for chunk, listed in _chunk_files(files_bc, offsets, batches):
+        rejects = []
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            fetched = pool.map(_fetch, [r[0] for r in listed])
+            for lo in range(0, len(listed), READ_BATCH_ROWS):
+                group = listed[lo:lo + READ_BATCH_ROWS]
+                contents, errors = zip(*[next(fetched) for _ in group])
+                yield from _record_batch(chunk, group, contents, errors, rejects, plan.max_pixels)
+        if rejects:
+            _commit_rejects(plan, chunk, _identity_arrays(rejects), pa.array([r[4] for r in rejects], pa.string()),
+                            tag="read")
+
+
+def _record_batch(chunk, group, contents, errors, rejects, max_pixels: int):
+    """The decodable files of `group` as one batch of record rows; the others appended to `rejects`."""
     good, decoded = [], []
     for row, data, error in zip(group, contents, errors):
         if error is None:
             try:
-                decoded.append(_decoded_record(data, plan.max_pixels))
+                decoded.append(_decoded_record(data, max_pixels))
                 good.append(row)
                 continue
             except Reject as exc:
@@ -117,9 +124,8 @@ def _record_batch(plan, chunk, group, contents, errors, rejects):
         pixels, heights, widths, channels = zip(*decoded)
         yield pa.RecordBatch.from_arrays(
             [pa.array([chunk] * len(good), pa.int32()), *_identity_arrays(good), pa.array(pixels, pa.binary()),
-             pa.array(heights, pa.int32()), pa.array(widths, pa.int32()), pa.array(channels, pa.int32()),
-             pa.array([None] * len(good), pa.string())],
-            names=[CHUNK, *layout.IDENTITY_COLUMNS, "image", "height", "width", "channels", READ_ERROR])
+             pa.array(heights, pa.int32()), pa.array(widths, pa.int32()), pa.array(channels, pa.int32())],
+            names=[CHUNK, *layout.IDENTITY_COLUMNS, "image", "height", "width", "channels"])
 
 
 def _now(n: int) -> pa.Array:
@@ -127,45 +133,35 @@ def _now(n: int) -> pa.Array:
     return pc.cast(pa.array([int(time.time() * 1e6)] * n, pa.int64()), layout.TIMESTAMP)
 
 
-def _commit_rejects(plan: TaskPlan, chunk: int, rows: list, tag: str = "") -> None:
-    n = len(rows)
-    table = _as_schema([*_identity_arrays(rows), pa.array([r[4] for r in rows], pa.string()),
-                        pa.array([plan.digest] * n, pa.string()), _now(n)], layout.REJECTS_SCHEMA)
+def _commit_rejects(plan: TaskPlan, chunk: int, identity: list, reasons, tag: str = "") -> None:
+    """The rejects part file of a chunk: the files' identity columns and why each was rejected."""
+    n = len(reasons)
+    table = _as_schema([*identity, reasons, pa.array([plan.digest] * n, pa.string()), _now(n)],
+                       layout.REJECTS_SCHEMA)
     layout.commit_table(storage.join(layout.rejects_dir(plan.output, plan.digest),
                                      layout.part_name(plan.batch, chunk, tag)), table)
 
 
-def _top_k_column(probabilities: pa.ChunkedArray, k: int, class_names) -> pa.Array:
-    """top_k structs from a probability list column (a PipelineModel's output)."""
+def _top_k_from(probabilities: pa.ChunkedArray, k: int, class_names) -> pa.Array:
+    """The top_k column from a probability list column (a PipelineModel's output)."""
     values = [np.asarray(p, np.float32) for p in probabilities.to_pylist()]
-    probs = np.stack(values) if values else np.zeros((0, 1), np.float32)
-    index, best = top_k_arrays(probs, k, class_names)
-    return pa.array([[{"classIndex": int(j), "className": class_names[j] if j < len(class_names) else None,
-                       "probability": float(p)} for j, p in zip(row_i, row_p)] for row_i, row_p in zip(index, best)],
-                    layout.TOP_K_TYPE)
+    probs = np.stack(values) if values else None
+    return top_k_column(len(values), list(range(len(values))), probs, k, class_names)
 
 
 def _commit_chunk(plan: TaskPlan, chunk: int, rows: pa.Table) -> tuple:
     """One chunk's model output -> its rejects part, then its predictions part; -> (scored, rejected)."""
-    nulls = pa.nulls(rows.num_rows, pa.string())
-    error = rows["error"] if "error" in rows.column_names else nulls
-    read_error = rows[READ_ERROR] if READ_ERROR in rows.column_names else nulls
-    reason = pc.coalesce(read_error, error)
+    reason = rows["error"] if "error" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
     bad = pc.invert(pc.is_null(reason))
     rejected = rows.filter(bad)
     if rejected.num_rows:
-        ident = [rejected[c] for c in layout.IDENTITY_COLUMNS]
-        table = _as_schema([*ident, pc.filter(reason, bad), pa.array([plan.digest] * rejected.num_rows,
-                                                                      pa.string()), _now(rejected.num_rows)],
-                           layout.REJECTS_SCHEMA)
-        layout.commit_table(storage.join(layout.rejects_dir(plan.output, plan.digest),
-                                         layout.part_name(plan.batch, chunk)), table)
+        _commit_rejects(plan, chunk, [rejected[c] for c in layout.IDENTITY_COLUMNS], pc.filter(reason, bad))
     scored = rows.filter(pc.invert(bad))
     n = scored.num_rows
     if n:
         names = scored.column_names
-        top_k = scored["top_k"] if "top_k" in names else _top_k_column(scored["probabilities"], plan.top_k,
-                                                                       plan.class_names)
+        top_k = scored["top_k"] if "top_k" in names else _top_k_from(scored["probabilities"], plan.top_k,
+                                                                     plan.class_names)
         columns = {c: scored[c] for c in layout.IDENTITY_COLUMNS}
         columns.update(height=scored["image_height"] if "image_height" in names else pa.nulls(n, pa.int32()),
                        width=scored["image_width"] if "image_width" in names else pa.nulls(n, pa.int32()),
@@ -192,7 +188,7 @@ def commit_chunks(plan: TaskPlan, batches: Iterator[pa.RecordBatch]) -> Iterator
     tune_worker()
     storage.configure(plan.storage_options)
     wanted = set(layout.IDENTITY_COLUMNS) | {"image_height", "image_width", "prediction", "top_k", "probabilities",
-                                             "embedding", "error", READ_ERROR, CHUNK}
+                                             "embedding", "error", CHUNK}
     pieces: dict = {}
     for batch in batches:
         table = pa.Table.from_batches([batch])
@@ -228,24 +224,20 @@ def score_chunks(plan: TaskPlan, files_bc, offsets: list, spec, payload_bc, cols
     tune_worker()
     storage.configure(plan.storage_options)
     run = load_network(spec, lambda: payload_bc.value if payload_bc is not None else None, threads)
-    files = pa.ipc.open_stream(files_bc.value).read_all()
     decode = functools.partial(_fetch_decoded, spec, plan.max_pixels)
-    for batch in batches:
-        for chunk in batch.column(0).to_pylist():
-            rows = files.slice(offsets[chunk], offsets[chunk + 1] - offsets[chunk]).to_pylist()
-            listed = [(r["path"], r["size"], r["modified"], r["etag"]) for r in rows]
-            outputs = []
-            with ThreadPoolExecutor(READ_THREADS) as pool:
-                pending = deque()
-                ahead = iter(listed)
-                for row in itertools.islice(ahead, LOOKAHEAD * batch_size):
+    for chunk, listed in _chunk_files(files_bc, offsets, batches):
+        outputs = []
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            pending = deque()
+            ahead = iter(listed)
+            for row in itertools.islice(ahead, LOOKAHEAD * batch_size):
+                pending.append(pool.submit(decode, row[0]))
+            for lo in range(0, len(listed), batch_size):
+                group = listed[lo:lo + batch_size]
+                results = [pending.popleft().result() for _ in group]
+                for row in itertools.islice(ahead, len(group)):
                     pending.append(pool.submit(decode, row[0]))
-                for lo in range(0, len(listed), batch_size):
-                    group = listed[lo:lo + batch_size]
-                    results = [pending.popleft().result() for _ in group]
-                    for row in itertools.islice(ahead, len(group)):
-                        pending.append(pool.submit(decode, row[0]))
-                    identity = pa.RecordBatch.from_arrays(_identity_arrays(group), names=layout.IDENTITY_COLUMNS)
-                    outputs.append(predict_batch(run, identity, spec, cols, batch_size, plan.top_k, plan.max_pixels,
-                                                 decoded=stack_decoded(results, spec)))
-            yield _summary(chunk, *_commit_chunk(plan, chunk, pa.Table.from_batches(outputs)))
+                identity = pa.RecordBatch.from_arrays(_identity_arrays(group), names=layout.IDENTITY_COLUMNS)
+                outputs.append(predict_batch(run, identity, spec, cols, batch_size, plan.top_k, plan.max_pixels,
+                                             decoded=stack_decoded(results, spec)))
+        yield _summary(chunk, *_commit_chunk(plan, chunk, pa.Table.from_batches(outputs)))

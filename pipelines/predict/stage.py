@@ -12,7 +12,6 @@ command again scores what is missing.  At the end the table is read back and che
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from contextlib import contextmanager
@@ -32,7 +31,6 @@ from pipelines.predict.listing import PATH, SIZE, list_inputs
 from pipelines.predict.models import ResolvedModel, resolve
 from pipelines.predict.remote import (
     CHUNK,
-    READ_ERROR,
     SUMMARY_DDL,
     TaskPlan,
     commit_chunks,
@@ -41,7 +39,7 @@ from pipelines.predict.remote import (
 )
 
 RECORDS_DDL = (f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, image BINARY, height INT, "
-               f"width INT, channels INT, {READ_ERROR} STRING")
+               f"width INT, channels INT")
 
 
 class AccountingError(SparkcnnError, RuntimeError):
@@ -125,7 +123,7 @@ def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, o
     scored = scored.select(CHUNK, "path", "size", "modified", "etag", F.col("height").alias("image_height"),
                            F.col("width").alias("image_width"),
                            F.col("prediction").cast(IntegerType()).alias("prediction"),
-                           vector_to_array("probability", "float32").alias("probabilities"), READ_ERROR)
+                           vector_to_array("probability", "float32").alias("probabilities"))
     scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
@@ -140,15 +138,17 @@ def _score_table(spark, model: ResolvedModel, section, task: TaskPlan, rows, ima
     scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
-def _heal(done: pa.Table, log) -> int:
-    """Drop the extra rows of files scored twice (two runs on one output at once); -> rows dropped."""
+def _scored(output: str, digest: str, log) -> pa.Table:
+    """This model's identity rows, after dropping the extra rows of files scored twice (two runs on one
+    output at once)."""
+    done = ledger.scored_identities(output, digest)
     extra = ledger.duplicates(done)
     if not extra:
-        return 0
+        return done
     dropped = ledger.drop_rows(extra)
     log(f"[predict] {dropped} rows of files scored twice (another run on this output at the same time?) "
         "removed: each file keeps one row")
-    return dropped
+    return ledger.scored_identities(output, digest)
 
 
 def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
@@ -182,41 +182,34 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     output = storage.normalize(section.output)
     log(f"[predict] {listing.num_rows} {'rows' if table is not None else 'files'} listed in "
         f"{storage.redact(section.input)}; model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
-    done = ledger.scored_identities(output, model.digest)
-    if _heal(done, log):
-        done = ledger.scored_identities(output, model.digest)
-    plan, drops = ledger.plan(listing, done)
+    plan, drops = ledger.plan(listing, _scored(output, model.digest, log))
     if drops:
         log(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
         ledger.drop_rows(drops)
     batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     todo = plan.todo
-    if todo.num_rows and table is not None:
-        log(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
-        task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
-                        top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
-                        embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
+    task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
+                    top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
+                    embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
+    if todo.num_rows:
         with _arrow_batch_rows(spark, max(section.batch_size, 16)):
-            _score_table(spark, model, section, task, table_input.rows_to_score(spark, table, todo), image_column)
-    elif todo.num_rows:
-        offsets = chunk_offsets(todo[SIZE].to_pylist(), files_per_task(todo.num_rows, section.files_per_task,
-                                                                       spark.sparkContext.defaultParallelism),
-                                section.task_mb << 20)
-        chunks = len(offsets) - 1
-        log(f"[predict] scoring {todo.num_rows} files in {chunks} tasks ({plan.unchanged} already scored)")
-        task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
-                        top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
-                        embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
-        files_bc = spark.sparkContext.broadcast(_ipc_bytes(todo.select([PATH, SIZE, "modified", "etag"])))
-        with _arrow_batch_rows(spark, max(section.batch_size, 16)):
-            _run_tasks(spark, model, section, task, files_bc, offsets)
-        files_bc.unpersist()
+            if table is not None:
+                log(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
+                _score_table(spark, model, section, task, table_input.rows_to_score(spark, table, todo), image_column)
+            else:
+                offsets = chunk_offsets(todo[SIZE].to_pylist(),
+                                        files_per_task(todo.num_rows, section.files_per_task,
+                                                       spark.sparkContext.defaultParallelism),
+                                        section.task_mb << 20)
+                log(f"[predict] scoring {todo.num_rows} files in {len(offsets) - 1} tasks "
+                    f"({plan.unchanged} already scored)")
+                files_bc = spark.sparkContext.broadcast(_ipc_bytes(todo.select([PATH, SIZE, "modified", "etag"])))
+                _run_tasks(spark, model, section, task, files_bc, offsets)
+                files_bc.unpersist()
     else:
         log(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
     seconds = time.perf_counter() - t0
-    done = ledger.scored_identities(output, model.digest)
-    if _heal(done, log):
-        done = ledger.scored_identities(output, model.digest)
+    done = _scored(output, model.digest, log)
     after, _ = ledger.plan(listing, done)
     scored_now, rejected_now = _this_run(done, output, model.digest, batch)
     summary = {"batch": batch, "input": storage.redact(section.input), "output": storage.redact(output),
@@ -231,8 +224,7 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
         raise AccountingError(f"{storage.redact(output)}: after scoring, {after.todo.num_rows} listed files have no "
                               f"row of this model (e.g. {', '.join(missing)}); run the same command again")
     if todo.num_rows:
-        layout.commit_file(storage.join(layout.runs_dir(output), f"{batch}.json"),
-                          json.dumps(summary, indent=2).encode())
+        write_json_atomic(storage.join(layout.runs_dir(output), f"{batch}.json"), summary)
     return summary
 
 
