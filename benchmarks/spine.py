@@ -28,7 +28,7 @@ from pipelines.core.store import RunStore
 from pipelines.score.stage import predict_dataset
 from pipelines.stages import load_config
 from pipelines.train.launch import run_horovod
-from pipelines.train.stage import make_spec
+from pipelines.train.training import make_spec
 
 
 def plain(*args):
@@ -43,7 +43,7 @@ def bench_training(spark, cfg, epochs):
     rows = []
     base = plain("fit", os.path.realpath(train_dir), epochs, cfg.train.batch_size)
     rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"]))
-    spec = make_spec(cfg)
+    spec = make_spec(cfg.train, train_dir, cfg.dataset_dir("val"))
     spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs), val_path=None, val_rows=0)
     for workers in (1, 2):
         if workers > spark.sparkContext.defaultParallelism:

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.train.resume import plan_resume
-from pipelines.train.stage import make_spec
+from pipelines.train.training import make_spec
 
 from conftest import kill_job
 
@@ -75,17 +75,23 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
                       {"epoch": 2, "prefix": os.path.join(store.checkpoint_dir, "epoch-0002", "ckpt"),
                        "fingerprint": "from-another-setup", "history": {}})
     logs = []
-    spec = plan_resume(make_spec(cfg), store, cfg, logs.append)
+    spec = plan_resume(make_spec(cfg.train, cfg.dataset_dir("train"), cfg.dataset_dir("val")), store, logs.append)
     assert spec.initial_epoch == 0 and spec.resume_prefix is None
     assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
     assert os.listdir(store.checkpoint_dir) == []
+
+
+def split_for(spark, cfg, logs):
+    from pipelines.train.validation_split import held_out_dirs
+    return held_out_dirs(spark, cfg.train, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
+                         RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
 
 
 def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     """train.validation as Horovod's estimators take it: a fraction of the rows, or a 0/1 column."""
     from pipelines.core import records
     from pipelines.stages import load_config
-    from pipelines.train.validation_split import ValidationSplitError, held_out_dirs
+    from pipelines.train.validation_split import ValidationSplitError
     root, conf = small_conf
     source = load_config(str(conf)).dataset_dir("train")
     all_ids = {r["id"] for r in spark.read.parquet(source).select("id").collect()}
@@ -95,12 +101,12 @@ def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
 
     logs = []
     cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "train.validation=0.1"])
-    train_dir, val_dir = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+    train_dir, val_dir = split_for(spark, cfg, logs)
     train_ids, val_ids = ids(train_dir), ids(val_dir)
     assert set(train_ids) | set(val_ids) == all_ids and not set(train_ids) & set(val_ids)
     assert len(train_ids) == len(set(train_ids)) and 250 <= len(val_ids) <= 450      # ~10% of 3,500
     assert records.read_meta(val_dir).num_rows == len(val_ids)
-    again = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)       # a rerun reuses the split
+    again = split_for(spark, cfg, logs)       # a rerun reuses the split
     assert again == (train_dir, val_dir) and "reusing" in logs[-1] and sorted(ids(val_dir)) == sorted(val_ids)
 
     # a dataset that carries its own 0/1 column
@@ -110,14 +116,14 @@ def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     records.write_meta(str(with_col), records.read_meta(source))
     cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", f"data.datasets_dir={tmp_path}/datasets",
                                   "data.dataset=withcol", "train.validation=is_val"])
-    train_dir, val_dir = held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+    train_dir, val_dir = split_for(spark, cfg, logs)
     assert sorted(ids(val_dir)) == sorted(i for i in all_ids if i % 5 == 0)
     assert len(ids(train_dir)) == len(all_ids) - len(ids(val_dir))
     assert "is_val" not in spark.read.parquet(val_dir).columns
 
     cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "run.name=nocol", "train.validation=is_holdout"])
     with pytest.raises(ValidationSplitError, match="names column 'is_holdout'"):
-        held_out_dirs(spark, cfg, RunStore(cfg.run_dir), logs.append)
+        split_for(spark, cfg, logs)
 
 
 def test_training_with_a_validation_fraction(small_conf, tmp_path):

@@ -80,10 +80,13 @@ def check_part_files(staging: str, dest: str, written: SplitWritten) -> None:
 
 
 def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_group_mb: float,
-                    expected_rows: int) -> records.DatasetMeta:
+                    expected_rows, name_classes=None, before_publish=None) -> records.DatasetMeta:
     """Write a record-contract DataFrame to `dest` atomically, with counts checked and the sidecar.
 
-    For DataFrames computed by Spark (the validation split); ingest writes its files from tasks.
+    For DataFrames computed by Spark (the validation split, a materialised estimator input); ingest
+    writes its files from tasks.  expected_rows may be a function, called once the rows are written
+    (counts gathered by accumulators while writing); name_classes(label counts) -> class names, for
+    labels known only once written; before_publish() runs last inside the staging (raise to discard).
     """
     with atomic_dir(dest) as staging:
         write_frame(frame, staging, row_group_mb)
@@ -91,7 +94,12 @@ def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_grou
         counts = {str(r[records.LABEL]): int(r["count"]) for r in written.groupBy(records.LABEL).count().collect()}
         meta.num_rows = sum(counts.values())
         meta.class_counts = dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
-        if meta.num_rows != expected_rows:
-            raise IngestError(f"{dest}: wrote {meta.num_rows} rows but expected {expected_rows}")
+        if name_classes is not None:
+            meta.class_names = name_classes(counts)
+        expected = expected_rows() if callable(expected_rows) else expected_rows
+        if meta.num_rows != expected:
+            raise IngestError(f"{dest}: wrote {meta.num_rows} rows but expected {expected}")
         records.write_meta(staging, meta)
+        if before_publish is not None:
+            before_publish()
     return meta

@@ -78,6 +78,26 @@ def _choice(name: str, allowed):
     return convert
 
 
+def input_form(dataset: DataFrame, name: str, form: str = "auto") -> str:
+    """How column `name` holds images (encoded, struct or record); "auto" picks by its type."""
+    if name not in dataset.columns:
+        raise NetworkError(f"inputCol '{name}' is not a column; columns: {', '.join(dataset.columns)}")
+    dtype = dataset.schema[name].dataType
+    if form == "auto":
+        if isinstance(dtype, T.StructType) and IMAGE_STRUCT_FIELDS <= set(dtype.fieldNames()):
+            form = remote.STRUCT
+        elif isinstance(dtype, T.BinaryType):
+            form = remote.RECORD if set(RECORD_SHAPE_COLUMNS) <= set(dataset.columns) else remote.ENCODED
+        else:
+            raise NetworkError(f"inputCol '{name}' is {dtype.simpleString()}; expected binary (image file bytes "
+                               "or sparkcnn raw pixels) or Spark's image struct")
+    if form == remote.RECORD:
+        missing = [c for c in RECORD_SHAPE_COLUMNS if c not in dataset.columns]
+        if missing:
+            raise NetworkError(f"inputFormat record needs the columns {', '.join(missing)} beside '{name}'")
+    return form
+
+
 # ---- the Transformer ------------------------------------------------------------------------
 
 class _CNNModelParams(HasInputCol):
@@ -192,25 +212,8 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
         return self.network.digest
 
     def columns_for(self, dataset: DataFrame) -> remote.Columns:
-        g = self.getOrDefault
-        name = g(self.inputCol)
-        if name not in dataset.columns:
-            raise NetworkError(f"inputCol '{name}' is not a column; columns: {', '.join(dataset.columns)}")
-        dtype = dataset.schema[name].dataType
-        form = g(self.inputFormat)
-        if form == "auto":
-            if isinstance(dtype, T.StructType) and IMAGE_STRUCT_FIELDS <= set(dtype.fieldNames()):
-                form = remote.STRUCT
-            elif isinstance(dtype, T.BinaryType):
-                form = remote.RECORD if set(RECORD_SHAPE_COLUMNS) <= set(dataset.columns) else remote.ENCODED
-            else:
-                raise NetworkError(f"inputCol '{name}' is {dtype.simpleString()}; expected binary (image file bytes "
-                                   "or sparkcnn raw pixels) or Spark's image struct")
-        if form == remote.RECORD:
-            missing = [c for c in RECORD_SHAPE_COLUMNS if c not in dataset.columns]
-            if missing:
-                raise NetworkError(f"inputFormat record needs the columns {', '.join(missing)} beside '{name}'")
-        return self.columns(name, form)
+        name = self.getOrDefault(self.inputCol)
+        return self.columns(name, input_form(dataset, name, self.getOrDefault(self.inputFormat)))
 
     def columns(self, name: str, form: str) -> remote.Columns:
         """The executor's view of this stage's column Params, for input column `name` in `form`."""

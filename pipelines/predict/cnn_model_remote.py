@@ -61,7 +61,7 @@ def _records_as_is(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec):
     return records.decode_images(column, spec.size + (spec.channels,))
 
 
-def _decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pixels: int):
+def decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pixels: int):
     """The input column decoded for the network: what stack_decoded returns."""
     n = batch.num_rows
     same = _records_as_is(batch, cols, spec)
@@ -188,7 +188,7 @@ def predict_batch(run, batch: pa.RecordBatch, spec: NetworkSpec, cols: Columns, 
     threads ahead of the model; otherwise the input column is decoded here.
     """
     n = batch.num_rows
-    images, ok, sizes, errors = decoded if decoded is not None else _decode_rows(batch, cols, spec, max_pixels)
+    images, ok, sizes, errors = decoded if decoded is not None else decode_rows(batch, cols, spec, max_pixels)
     probs = embeddings = None
     if len(ok):
         parts = [run(images[i:i + batch_size]) for i in range(0, len(ok), batch_size)]

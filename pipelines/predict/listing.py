@@ -58,7 +58,7 @@ def _listed_paths(location: str, column: str) -> list:
     return [p for p in table.column(column).to_pylist() if p]
 
 
-def _stat_all(paths: list) -> Iterable[tuple]:
+def stat_all(paths: list) -> Iterable[tuple]:
     def one(path):
         try:
             return (path, *storage.stat(path))
@@ -81,7 +81,7 @@ def list_inputs(location: str, path_column: str = PATH) -> pa.Table:
     if GLOB_CHARS & set(location.split("://", 1)[-1]):
         return _table(storage.glob_details(location))
     if is_list_file(location):
-        return _table(_stat_all([storage.normalize(p) for p in _listed_paths(location, path_column)]))
+        return _table(stat_all([storage.normalize(p) for p in _listed_paths(location, path_column)]))
     if storage.isdir(location):
         return _table((storage.join(location, rel), size, modified, tag)
                       for rel, size, modified, tag in storage.walk_details(location))

@@ -11,7 +11,7 @@ import hashlib
 import json
 
 from pipelines.core import records, storage
-from pipelines.core.config import Config, computing_settings
+from pipelines.core.config import computing_settings
 from pipelines.core.store import RunStore, read_json
 from pipelines.train.remote import TrainSpec
 
@@ -29,22 +29,23 @@ def setup_fingerprint(spec: TrainSpec, meta: records.DatasetMeta) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan_resume(spec: TrainSpec, store: RunStore, cfg: Config, log) -> TrainSpec:
+def plan_resume(spec: TrainSpec, store: RunStore, log) -> TrainSpec:
     """Point the spec at the checkpoint to continue from, or clear stale checkpoints."""
-    if not cfg.train.checkpoint:
+    settings = spec.settings
+    if not settings.checkpoint:
         return spec
-    fingerprint = setup_fingerprint(spec, records.read_meta(cfg.dataset_dir(cfg.train.split)))
+    fingerprint = setup_fingerprint(spec, records.read_meta(spec.train_path))
     spec = dataclasses.replace(spec, checkpoint_dir=store.checkpoint_dir, fingerprint=fingerprint)
     state_path = storage.join(store.checkpoint_dir, "state.json")
     state = read_json(state_path) if storage.exists(state_path) else None
-    if state and cfg.train.resume and state.get("fingerprint") == fingerprint \
+    if state and settings.resume and state.get("fingerprint") == fingerprint \
             and storage.exists(state["prefix"] + ".index"):
         log(f"[train] resuming from the checkpoint after epoch {state['epoch']} ({state['prefix']})")
         return dataclasses.replace(spec, resume_prefix=state["prefix"], initial_epoch=state["epoch"],
                                    prior_history={"metrics": state["history"],
                                                   "epoch_seconds": state.get("epoch_seconds", [])})
     if state:
-        why = "train.resume is false" if not cfg.train.resume else "the training setup changed"
+        why = "train.resume is false" if not settings.resume else "the training setup changed"
         log(f"[train] not resuming ({why}): starting from epoch 0")
     storage.remove(store.checkpoint_dir)
     storage.makedirs(store.checkpoint_dir)

@@ -1,98 +1,27 @@
-"""Driver side of training: validate, resume, launch Horovod workers as Spark tasks, store the results.
+"""`sparkcnn train`: the conf file's train section, as a CNNEstimator fitted on the ingested dataset.
 
-The workers return the model as bytes to this process, which writes it (and
-a TF SavedModel) into the run directory atomically.  A run started again
-with the same training setup continues from the last epoch checkpoint: the
-final epoch count is the configured one and the history carries on, so a
-killed or failed training costs at most one epoch.  A changed setup (any train
-setting not declared runtime, or other data: see pipelines/train/resume.py) starts afresh.
+One code path: the estimator (pipelines/train/estimator.py) trains a DataFrame by materialising
+it and calling its fit_dataset; the CLI has the records already, so it calls fit_dataset on
+<datasets_dir>/<dataset>/<train.split> with the dataset's 'val' split, into the run directory.
 """
 from __future__ import annotations
 
-import io
-import os
-import tarfile
-import time
-from typing import Callable, Optional
+from typing import Callable
 
-from pipelines.augment.stage import augment_spec
-from pipelines.core import records, storage
 from pipelines.core.config import Config
-from pipelines.core.session import is_local_master
-from pipelines.core.store import (
-    RunStore,
-    atomic_dir,
-    exists,
-    resolve,
-    write_bytes_atomic,
-    write_json_atomic,
-)
-from pipelines.train.launch import TrainError, run_horovod
-from pipelines.train.models import check_model_name
-from pipelines.train.remote import TrainSpec
-from pipelines.train.resume import plan_resume, resume_hint
-from pipelines.train.validation_split import held_out_dirs
+from pipelines.core.store import RunStore, read_json
+from pipelines.train.estimator import CNNEstimator
 
 
-def make_spec(cfg: Config, train_dir: Optional[str] = None, val_dir: Optional[str] = None) -> TrainSpec:
-    """The workers' spec; train_dir/val_dir default to the dataset's train.split and 'val' splits."""
-    t = cfg.train
-    try:
-        check_model_name(t.model)
-    except (KeyError, FileNotFoundError) as exc:
-        raise TrainError(f"{cfg.source}: {exc.args[0]}") from None
-    train_dir = train_dir or cfg.dataset_dir(t.split)
-    meta = records.read_meta(train_dir)
-    val_dir = val_dir or cfg.dataset_dir("val")
-    val_rows = records.read_meta(val_dir).num_rows if exists(val_dir) else 0
-    if meta.num_rows < t.batch_size * t.num_proc:
-        raise TrainError(f"{train_dir}: {meta.num_rows} rows is less than one batch of {t.batch_size} "
-                         f"for each of {t.num_proc} workers; lower train.batch_size or train.num_proc")
-    return TrainSpec(
-        settings=t,
-        train_path=resolve(train_dir),   # pin the version being read, whatever ingest does meanwhile
-        val_path=resolve(val_dir) if val_rows else None,
-        input_shape=meta.shape, num_classes=meta.num_classes,
-        train_rows=meta.num_rows, val_rows=val_rows,
-        augment=augment_spec(cfg) if t.augment else None,
-        storage=storage.current_options(),
-    )
-
-
-def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
-    if not tar_bytes:
-        return
-    with atomic_dir(dest, local_build=True) as staging:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-            tar.extractall(staging + ".unpack", filter="data")
-        os.rename(os.path.join(staging + ".unpack", "saved_model"), staging)
-        os.rmdir(staging + ".unpack")
+def estimator_for(cfg: Config, store: RunStore) -> CNNEstimator:
+    """The estimator a conf file describes, writing into the run directory `store`."""
+    augmentation = (cfg.augment.pipeline or []) if cfg.train.augment else None
+    return CNNEstimator.from_section(cfg.train, runDir=store.root, augmentation=augmentation,
+                                     augmentationSeed=cfg.augment.seed, rowGroupMb=cfg.ingest.row_group_mb)
 
 
 def train(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
-    train_dir, val_dir = held_out_dirs(spark, cfg, store, log)
-    spec = plan_resume(make_spec(cfg, train_dir, val_dir), store, cfg, log)
-    nics = set(cfg.train.nics) if cfg.train.nics else ({"lo"} if is_local_master(spark.sparkContext.master) else None)
-    log(f"[train] {spec.settings.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
-        f"{cfg.train.num_proc} Horovod workers, {spec.settings.epochs} epochs")
-    t0 = time.perf_counter()
-    try:
-        result = run_horovod(spark, spec, cfg.train.num_proc, nics, cfg.train.start_timeout)
-    except RuntimeError as exc:
-        if "Horovod detected" not in str(exc):
-            raise
-        # One worker died (killed, OOM, lost executor): the others abort within seconds.
-        raise TrainError(f"a Horovod worker process died, so training stopped ({str(exc).splitlines()[0][:200]}); "
-                         + resume_hint(store)) from None
-    wall = time.perf_counter() - t0
-    write_bytes_atomic(store.model_path, result["model_keras"])
-    _write_saved_model(result.get("saved_model_tar"), store.saved_model_dir)
-    history = {
-        "model": spec.settings.model, "epochs": spec.settings.epochs, "workers": result["workers"],
-        "threads_per_worker": result["threads_per_worker"], "batch_size_per_worker": spec.settings.batch_size,
-        "samples_per_epoch": result["samples_per_epoch"], "epoch_seconds": result["epoch_seconds"],
-        "resumed_after_epoch": spec.initial_epoch, "wall_seconds": wall, "metrics": result["history"],
-    }
-    write_json_atomic(store.history_path, history)
-    log(f"[train] model -> {store.model_path} ({wall:.1f}s)")
-    return history
+    estimator = estimator_for(cfg, store)
+    estimator.log = log
+    estimator.fit_dataset(spark, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"), where=cfg.source)
+    return read_json(store.history_path)

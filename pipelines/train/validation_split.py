@@ -12,14 +12,14 @@ a rerun (or a resume after a killed training) reuses it instead of rewriting.
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from pipelines.core import records, storage
-from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.store import RunStore, exists, read_json, resolve, write_json_atomic
 from pipelines.ingest.tasks import publish_dataset
+from pipelines.train.section import TrainSection
 
 HASH_BUCKETS = 1_000_000
 
@@ -28,23 +28,23 @@ class ValidationSplitError(SparkcnnError, ValueError):
     """train.validation cannot be applied to the training split; the message says why."""
 
 
-def held_out_dirs(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> Tuple[str, str]:
-    """(train dir, val dir) for train.validation; (split dir, the dataset's 'val' dir) when it is null."""
-    setting = cfg.train.validation
-    source_dir = cfg.dataset_dir(cfg.train.split)
+def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore,
+                  row_group_mb: float, log: Callable[[str], None] = print) -> Tuple[str, Optional[str]]:
+    """(train dir, val dir) for settings.validation; (source_dir, val_dir) unchanged when it is null."""
+    setting = settings.validation
     if setting is None:
-        return source_dir, cfg.dataset_dir("val")
+        return source_dir, val_dir
     out_root = storage.join(store.root, "validation")
     train_dir, val_dir = storage.join(out_root, "train"), storage.join(out_root, "val")
     marker_path = storage.join(out_root, "source.json")
-    marker = {"source": resolve(source_dir), "validation": setting, "seed": cfg.train.seed}
+    marker = {"source": resolve(source_dir), "validation": setting, "seed": settings.seed}
     if (exists(marker_path) and read_json(marker_path) == marker
             and exists(train_dir) and exists(val_dir)):
         log(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
         return train_dir, val_dir
     meta = records.read_meta(source_dir)
     frame = read_frame(spark, source_dir)
-    is_val = _validation_flag(frame, setting, cfg.train.seed, source_dir)
+    is_val = _validation_flag(frame, setting, settings.seed, source_dir)
     frame = frame.withColumn("_is_val", is_val)
     counts = {bool(r["_is_val"]): int(r["count"]) for r in frame.groupBy("_is_val").count().collect()}
     n_val, n_train = counts.get(True, 0), counts.get(False, 0)
@@ -57,7 +57,7 @@ def held_out_dirs(spark, cfg: Config, store: RunStore, log: Callable[[str], None
                                    class_names=list(meta.class_names),
                                    source=f"{source_dir} where validation={setting!r} is {flag}")
         publish_dataset(spark, frame.where(frame["_is_val"] == flag).select(*records.COLUMNS), dest, part,
-                        cfg.ingest.row_group_mb, rows)
+                        row_group_mb, rows)
     write_json_atomic(marker_path, marker)
     log(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} validation rows")
     return train_dir, val_dir
