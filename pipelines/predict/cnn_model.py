@@ -69,7 +69,7 @@ TOP_K_TYPE = T.ArrayType(T.StructType([
 FLOATS = T.ArrayType(T.FloatType())
 
 
-def _choice(name: str, allowed):
+def choice_converter(name: str, allowed):
     def convert(value):
         value = TypeConverters.toString(value)
         if value not in allowed:
@@ -104,7 +104,7 @@ class _CNNModelParams(HasInputCol):
     inputFormat = Param(Params._dummy(), "inputFormat",
                         "how inputCol holds images: auto, encoded (image file bytes), struct (Spark's image "
                         "struct), record (sparkcnn raw pixels with height/width/channels columns)",
-                        typeConverter=_choice("inputFormat", INPUT_FORMATS))
+                        typeConverter=choice_converter("inputFormat", INPUT_FORMATS))
     predictionCol = Param(Params._dummy(), "predictionCol", "output: the most likely class index",
                           typeConverter=TypeConverters.toString)
     topKCol = Param(Params._dummy(), "topKCol", "output: the topK (classIndex, className, probability), best "
@@ -124,10 +124,10 @@ class _CNNModelParams(HasInputCol):
                           typeConverter=TypeConverters.toString)
     resizeMode = Param(Params._dummy(), "resizeMode", "how an image of another size is fitted to the network: "
                        "crop (cover, centre crop), stretch, pad (black borders)",
-                       typeConverter=_choice("resizeMode", RESIZE_MODES))
+                       typeConverter=choice_converter("resizeMode", RESIZE_MODES))
     scale = Param(Params._dummy(), "scale", "pixel scaling before the network: raw (0..255: sparkcnn models and "
                   "registry models normalise inside), unit (0..1), symmetric (-1..1)",
-                  typeConverter=_choice("scale", tuple(SCALES)))
+                  typeConverter=choice_converter("scale", tuple(SCALES)))
     classNames = Param(Params._dummy(), "classNames", "class names by index (empty: names are null)",
                        typeConverter=TypeConverters.toListString)
     batchSize = Param(Params._dummy(), "batchSize", "images per model call inside an executor",
