@@ -281,6 +281,7 @@ def test_on_the_fly_augments_every_call_differently_and_reproducibly(digits):
     np.testing.assert_array_equal(again(images[:64]), epoch1)
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_on_the_fly_inside_tf_data():
     """In a subprocess: this test process must not initialise TensorFlow (Horovod tests fork later)."""
     code = (
@@ -358,6 +359,7 @@ def test_same_seed_same_bytes_whatever_the_partitioning(spark, tmp_path, digits)
     assert sum(meta1.class_counts.values()) == 900
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_drop_originals_and_class_balanced_counts(spark, tmp_path, digits):
     images, _ = digits
     labels = np.array([0] * 200 + [1] * 70 + [2] * 30, np.int32)   # imbalanced
@@ -378,6 +380,7 @@ def test_drop_originals_and_class_balanced_counts(spark, tmp_path, digits):
     assert len(ids) == 1200 and len(set(ids)) == 1200
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_scramble_permutation_is_stored_and_shared_by_train_and_test(spark, tmp_path, digits):
     images, labels = digits
     root = tmp_path / "s"

@@ -6,6 +6,7 @@ one broken file, read by Spark's own image and binaryFile sources.
 """
 import dataclasses
 import inspect
+import io
 import json
 import os
 import re
@@ -105,21 +106,23 @@ def image_frame(spark, folder):
 
 
 @pytest.fixture(scope="module")
-def trained(spark, mnist_files, tmp_path_factory):
+def trained(spark, mnist_files, s3_server, tmp_path_factory):
+    """One fit, with the store on the S3 server: materialised data, checkpoints and model all go there."""
+    from pipelines.core import storage
     root = tmp_path_factory.mktemp("estimator")
     folder = str(root / "digits")
     labels = export_digits(folder, mnist_files, DIGITS)
     logs = []
-    est = CNNEstimator(store=str(root / "store"), epochs=2, batchSize=32, numProc=2, validation=0.1)
+    storage.configure(dict(s3_server.options))       # credentials from the driver's storage layer, not Params
+    est = CNNEstimator(store=s3_server.url("estimator"), epochs=2, batchSize=32, numProc=2, validation=0.1)
     est.log = logs.append
-    model = est.fit(image_frame(spark, folder))
-    return root, folder, labels, est, model, logs
+    model = est.fit(image_frame(spark, folder).coalesce(2))     # 1,500 tiny files: 2 tasks, not 47
+    yield root, folder, labels, est, model, logs
+    storage.configure(None)
 
 
 @pytest.mark.slow
-def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained):
-    import tensorflow as tf
-
+def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained, s3_server):
     from pipelines.predict.cnn_model import CNNModel
     root, folder, labels, est, model, logs = trained
     text = "\n".join(logs)
@@ -127,7 +130,7 @@ def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained):
     assert "2 Horovod workers" in text
     assert isinstance(model, CNNModel) and model.getClassNames() == [str(i) for i in range(10)]
 
-    rows = model.transform(image_frame(spark, folder)).select("image.origin", "label", "prediction", "probability",
+    rows = model.transform(image_frame(spark, folder).coalesce(2)).select("image.origin", "label", "prediction", "probability",
                                                                "error").collect()
     scored = [r for r in rows if r.error is None]
     assert len(rows) == DIGITS + 1 and len(scored) == DIGITS
@@ -136,8 +139,11 @@ def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained):
     assert accuracy > 0.85, accuracy                 # chance is 0.1; 2 epochs on 1,350 digits
 
     # the model's predictions are Keras predict on the same pixels
+    from pipelines.core import storage
+    from pipelines.core.tf_runtime import load_model_bytes
     run_dir = next(line.split("run directory ")[1] for line in logs if "run directory" in line)
-    keras_model = tf.keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False, safe_mode=True)
+    assert run_dir.startswith("s3://sparkcnn-test/estimator/runs/")
+    keras_model = load_model_bytes(storage.read_bytes(storage.join(run_dir, "model.keras")), ".keras")
     sample = sorted(scored, key=lambda r: r.origin)[:200]
     pixels = np.stack([np.asarray(Image.open(re.sub("^file:(//)?", "", r.origin)))[..., None] for r in sample])
     expected = keras_model.predict(pixels, verbose=0)
@@ -147,8 +153,13 @@ def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained):
     # the rejects table names the broken file and why
     import pyarrow.parquet as pq
     key = re.search(r"key ([0-9a-f]{16})", text).group(1)
-    rejects = pq.read_table(str(root / "store" / "materialised" / key / "rejects.parquet")).to_pylist()
+    rejects = pq.read_table(io.BytesIO(storage.read_bytes(
+        s3_server.url("estimator", "materialised", key, "rejects.parquet")))).to_pylist()
     assert len(rejects) == 1 and rejects[0]["origin"].endswith("3/broken.png") and rejects[0]["reason"]
+    # the store holds the records, checkpoints and model; no credential reached it or the log
+    objects = s3_server.all_bytes("estimator")
+    assert any("/checkpoints/" in k for k in objects) and any(k.endswith("model.keras") for k in objects)
+    assert not any(s3_server.secret.encode() in v for v in objects.values()) and s3_server.secret not in text
 
 
 MATERIALISE = """
@@ -240,14 +251,14 @@ from pipelines.core.session import build_spark
 spark = build_spark(SparkSection(master="local[1]", app_name="roundtrip", driver_memory="1g", conf={{}}))
 out = {{}}
 for name, path, fmt in (("resizing", {resizing!r}, "binaryFile"), ("plain", {plain!r}, "image")):
-    frame = spark.read.format(fmt).option("recursiveFileLookup", "true").load({folder!r})
+    frame = spark.read.format(fmt).option("recursiveFileLookup", "true").load({folder!r}).coalesce(2)
     origin = "path" if fmt == "binaryFile" else "image.origin"
     rows = PipelineModel.load(path).transform(frame).select(origin, "prediction", "probability").collect()
     out[name] = sorted([r[0], r[1], r[2]] for r in rows)
 for name, path in (("flipped", {flipped!r}), ("lambda", {lambda_copy!r})):
     try:
         PipelineModel.load(path).transform(
-            spark.read.format("image").option("recursiveFileLookup", "true").load({folder!r})).collect()
+            spark.read.format("image").option("recursiveFileLookup", "true").load({folder!r}).coalesce(2)).collect()
         out[name] = "LOADED"
     except Exception as exc:
         out[name] = "REFUSED " + str(exc)[:20000]
@@ -279,7 +290,8 @@ def test_pipelines_with_the_estimator_save_and_load_in_a_new_process(spark, trai
     root, folder, labels, est, model, logs = trained
     # a resizing stage before the estimator, string labels, image file bytes as input
     files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(folder)
-             .withColumn("label", F.concat(F.lit("digit-"), F.regexp_extract("path", LABEL_FROM_PATH, 1))))
+             .withColumn("label", F.concat(F.lit("digit-"), F.regexp_extract("path", LABEL_FROM_PATH, 1)))
+             .coalesce(2))
     pipeline = Pipeline(stages=[
         ImageResizer(inputCol="content", outputCol="small", height=20, width=20, channels=1, resizeMode="stretch"),
         CNNEstimator(inputCol="small", store=str(root / "store"), epochs=1, batchSize=32, numProc=2, seed=7)])
@@ -295,7 +307,7 @@ def test_pipelines_with_the_estimator_save_and_load_in_a_new_process(spark, trai
     here["resizing"] = sorted([r.path, r.prediction, r.probability] for r in rows)
     accuracy = np.mean([r.top_k[0].className == r.label for r in rows if r.top_k])
     assert accuracy > 0.6, accuracy               # one epoch, 20x20: still far above chance (0.1)
-    rows = PipelineModel(stages=[model]).transform(image_frame(spark, folder)).select(
+    rows = PipelineModel(stages=[model]).transform(image_frame(spark, folder).coalesce(2)).select(
         "image.origin", "prediction", "probability").collect()
     here["plain"] = sorted([r[0], r[1], r[2]] for r in rows)
 

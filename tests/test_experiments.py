@@ -60,6 +60,7 @@ def test_bad_architecture_names_the_key(text, message):
         grid_points(load_config(text=text).experiment)
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_variants_baseline_is_mnist_cnn_and_every_modification_changes_it():
     from pipelines.experiments.variants import NAMED, build_architecture
     counts = {name: build_architecture(name, (28, 28, 1), 10).count_params() for name in NAMED}

@@ -150,6 +150,7 @@ def test_every_registry_model_builds_and_gives_its_feature_size(name):
     assert out.std() > 0  # a real network, not zeros
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_random_untrained_is_reproducible_and_differs_from_pretrained():
     spec = registry.get_spec("EfficientNetLite0")
     x = keras_models.prepare(np.random.RandomState(1).randint(0, 256, (1, 40, 30, 3), dtype=np.uint8), spec)

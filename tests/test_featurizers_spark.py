@@ -128,6 +128,7 @@ def test_params_are_documented_validated_and_copied():
     assert DeepImagePredictor().getTopK() == 5
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_bad_inputs_are_clear_errors(spark, tmp_path, mnist_dataset):
     frame = spark.read.parquet(str(mnist_dataset))
     with pytest.raises(FeaturizerConfigError, match="inputCol 'pixels' is not a column"):

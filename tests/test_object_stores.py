@@ -174,6 +174,7 @@ def _dataset_digest(location_files):
     return len(ids), ids.tolist(), labels.tolist(), digest
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_ingest_to_an_object_store_gives_the_same_datasets_as_local(spark, object_store, mnist_files, tmp_path):
     store = object_store
     common = "ingest: {limit_train: 3000, limit_test: 1000, validation_rows: 500, partition_mb: 1}\n"

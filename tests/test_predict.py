@@ -487,6 +487,7 @@ def test_a_table_of_images_is_scored_incrementally(spark, model_file, tmp_path):
     assert sorted(predictions(out2).path) == sorted("file://" + p for p in paths)
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_saved_model_and_h5_files_score_like_the_keras_file(spark, model_file, tmp_path):
     import tensorflow as tf
     model = tf.keras.models.load_model(model_file)

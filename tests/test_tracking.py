@@ -113,6 +113,7 @@ def test_failed_stage_marks_the_run_failed_and_keeps_its_error(tmp_path):
     assert run.data.tags["sparkcnn.command"] == "score" and lines[0].startswith("[tracking] MLflow run ")
 
 
+@pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_unusable_store_is_one_line_naming_the_setting(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the store should be")

@@ -43,6 +43,7 @@ from pipelines.train import materialise_remote as remote
 from pipelines.train.estimator_params import WHERE, EstimatorSection
 
 VERSION = 1                  # of the materialised layout and of what the key covers
+PARTS_PER_CORE = 2          # materialising tasks (and part files) per task slot, at most
 FILE_LEAF = "org.apache.spark.sql.execution.datasources.LogicalRelation"
 
 
@@ -186,6 +187,11 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
     sc = spark.sparkContext
     reports = sc.accumulator({}, remote.PartitionReports())
     source = _source_columns(df, own, form, validation_col)
+    # A file source gives a partition per few files: as many part files would make every later read
+    # (validation split, Petastorm) pay per-file costs, on object stores above all.  A few tasks per
+    # core keep decoding parallel; each writes one part file (row groups inside stay rowGroupMb).
+    tasks = min(source.rdd.getNumPartitions(), PARTS_PER_CORE * sc.defaultParallelism)
+    source = source.coalesce(max(1, tasks))
     frame = source.mapInArrow(functools.partial(remote.to_records, plan, reports), plan.spark_ddl)
 
     def expected() -> int:
