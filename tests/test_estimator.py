@@ -127,7 +127,7 @@ def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained, s3_s
     root, folder, labels, est, model, logs = trained
     text = "\n".join(logs)
     assert "materialising the DataFrame" in text and f"materialised {DIGITS} rows in 10 classes, 1 rejected" in text
-    assert "2 Horovod workers" in text
+    assert "2 Horovod workers" in text and re.search(r"by 0\.1: \d+ training \+ \d+ validation rows", text)
     assert isinstance(model, CNNModel) and model.getClassNames() == [str(i) for i in range(10)]
 
     rows = model.transform(image_frame(spark, folder).coalesce(2)).select("image.origin", "label", "prediction", "probability",
@@ -149,6 +149,8 @@ def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained, s3_s
     expected = keras_model.predict(pixels, verbose=0)
     np.testing.assert_allclose(np.array([r.probability for r in sample]), expected, atol=1e-5)
     assert [r.prediction for r in sample] == list(expected.argmax(1))
+    history = json.loads(storage.read_bytes(storage.join(run_dir, "history.json")))
+    assert len(history["metrics"]["val_accuracy"]) == 2 and history["metrics"]["val_accuracy"][-1] > 0.8
 
     # the rejects table names the broken file and why
     import pyarrow.parquet as pq

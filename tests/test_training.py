@@ -124,14 +124,3 @@ def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "run.name=nocol", "train.validation=is_holdout"])
     with pytest.raises(ValidationSplitError, match="names column 'is_holdout'"):
         split_for(spark, cfg, logs)
-
-
-def test_training_with_a_validation_fraction(small_conf, tmp_path):
-    root, conf = small_conf
-    run = subprocess.run([SPARKCNN, "train", "--conf", str(conf), "--set", f"run.runs_dir={tmp_path}",
-                          "--set", "train.validation=0.2", "--set", "train.epochs=1"],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "training + " in run.stdout and " validation rows" in run.stdout
-    history = json.loads((tmp_path / "resume" / "history.json").read_text())
-    assert history["metrics"]["val_accuracy"][0] > 0.5
