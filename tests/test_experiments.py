@@ -167,6 +167,7 @@ def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow   # over 3 s: make test, not the everyday tier
 def test_a_background_axis_adds_a_class_and_leaves_earlier_seeds_alone(tiny_mnist):
     import dataclasses
 

@@ -128,6 +128,7 @@ def _top_k(model_name, samples):
     return np.argsort(-probs, axis=1)[:, :5]
 
 
+@pytest.mark.slow   # over 3 s: make test, not the everyday tier
 @pytest.mark.parametrize("model_name, top1, top5", [("EfficientNetLite0", 17, 20), ("EfficientNetLite2", 18, 20)])
 def test_efficientnet_lite_matches_pytorch_reference_on_real_imagenet_images(imagenet_samples, model_name, top1, top5):
     """The reference PyTorch models score 17/20 (Lite0) and 18/20 (Lite2) top-1, 20/20 top-5 on these."""

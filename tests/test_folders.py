@@ -161,6 +161,7 @@ def test_safe_folder_names_stay_inside():
     assert safe_folder_name("ok name ü", 1) == "ok name ü"
 
 
+@pytest.mark.slow   # over 3 s: make test, not the everyday tier
 def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
     root = tmp_path / "img"
     for fname, label, img in foolbox_images["cifar10"][:8]:
@@ -192,6 +193,7 @@ def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
     np.testing.assert_array_equal(np.frombuffer(row["image"]["data"], np.uint8).reshape(32, 32, 3), rgb[0][..., ::-1])
 
 
+@pytest.mark.slow   # over 3 s: make test, not the everyday tier
 def test_visualize_writes_samples_and_class_counts(spark, tmp_path, mnist_files):
     from pipelines.core.store import RunStore
     from pipelines.ingest.arrays import plan_splits, write_split

@@ -354,6 +354,7 @@ export: {splits: [test]}
     assert sorted(zip(original["label"], original["image"])) == sorted(zip(again["label"], again["image"]))
 
 
+@pytest.mark.slow   # over 3 s: make test, not the everyday tier
 def test_mlflow_file_store_needs_an_explicit_uri_when_runs_are_remote(s3_storage, tmp_path):
     from pipelines.core.config import ConfigError
     with pytest.raises(ConfigError, match=r"data.cache_dir 's3://.*' must be a local folder"):
