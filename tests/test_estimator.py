@@ -342,3 +342,19 @@ def test_pipelines_with_the_estimator_save_and_load_in_a_new_process(spark, trai
     assert there["plain"] == json.loads(json.dumps(here["plain"]))
     assert there["flipped"].startswith("REFUSED") and "do not match its digest" in there["flipped"]
     assert there["lambda"].startswith("REFUSED") and "safe_mode" in there["lambda"], there["lambda"][:3000]
+
+
+def test_an_unfitted_pipeline_with_the_estimator_saves_and_loads(spark, tmp_path):
+    from pyspark.ml import Pipeline
+
+    from pipelines.predict.image_resizer import ImageResizer
+    augmentation = [{"op": "rotate", "p": 0.5, "degrees": [-5, 5]}]
+    pipeline = Pipeline(stages=[
+        ImageResizer(inputCol="content", outputCol="small", height=20, width=20, channels=1),
+        CNNEstimator(inputCol="small", store=str(tmp_path / "store"), epochs=3, validation=0.2,
+                     augmentation=augmentation)])
+    pipeline.write().overwrite().save(str(tmp_path / "unfitted"))
+    resizer, est = Pipeline.load(str(tmp_path / "unfitted")).getStages()
+    assert isinstance(est, CNNEstimator) and est.getEpochs() == 3 and est.getValidation() == 0.2
+    assert est.getAugmentation() == augmentation and est.getBatchSize() == TrainSection().batch_size
+    assert resizer.getOrDefault("height") == 20 and resizer.getOrDefault("channels") == 1
