@@ -259,7 +259,7 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
         return _CNNModelReader(cls)
 
 
-def _accessors(cls, names):
+def add_accessors(cls, names):
     """pyspark-style getX/setX for every Param (one declaration: the Param; the accessors follow)."""
     for name in names:
         suffix = name[0].upper() + name[1:]
@@ -269,7 +269,7 @@ def _accessors(cls, names):
             setattr(cls, "get" + suffix, lambda self, _n=name: self.getOrDefault(_n))
 
 
-_accessors(CNNModel, _DEFAULTS)
+add_accessors(CNNModel, _DEFAULTS)
 
 _PAYLOAD_NAMES = {KERAS: "model{suffix}", SAVED_MODEL: "saved_model.zip"}
 

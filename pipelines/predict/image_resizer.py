@@ -53,6 +53,10 @@ def _channels(value):
     return value
 
 
+_DEFAULTS = dict(inputCol="image", outputCol="resized", inputFormat="auto", height=224, width=224, channels=3,
+                 resizeMode="crop", maxPixels=DEFAULT_MAX_PIXELS)
+
+
 class ImageResizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """Fit every image of inputCol to height x width x channels; see the module docstring."""
 
@@ -70,8 +74,7 @@ class ImageResizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable
     def __init__(self, *, inputCol="image", outputCol="resized", inputFormat="auto", height=224, width=224,
                  channels=3, resizeMode="crop", maxPixels=DEFAULT_MAX_PIXELS):
         super().__init__()
-        self._setDefault(inputCol="image", outputCol="resized", inputFormat="auto", height=224, width=224,
-                         channels=3, resizeMode="crop", maxPixels=DEFAULT_MAX_PIXELS)
+        self._setDefault(**_DEFAULTS)
         self._set(**self._input_kwargs)
 
     @keyword_only

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
@@ -82,14 +82,15 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         data = materialise(spark, dataset, own, train.validation, self.log)
         run_dir = own.run_dir or storage.join(storage.normalize(own.store), "runs",
                                               f"{data.key}-{settings_key(train, own)}")
-        return self._train(spark, train, own, data.path, None, RunStore(run_dir), data.meta.class_names)
+        model, _ = self._train(spark, train, own, data.path, None, RunStore(run_dir), data.meta.class_names)
+        return model
 
     def fit_dataset(self, spark, dataset_dir: str, val_dir: Optional[str] = None,
-                    where: str = WHERE) -> CNNModel:
+                    where: str = WHERE) -> Tuple[CNNModel, dict]:
         """Train on an ingested record dataset (no materialising): what `sparkcnn train` runs.
 
         runDir must be set; val_dir is the dataset's own validation split (used when `validation`
-        is null).
+        is null).  Returns the model and the training history (as written to history.json).
         """
         train, own = declared.sections_of(self)
         if not own.run_dir:
@@ -99,17 +100,17 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
                            names, where)
 
     def _train(self, spark, train: TrainSection, own: EstimatorSection, dataset_dir: str, val_dir: Optional[str],
-               store: RunStore, class_names, where: str = WHERE) -> CNNModel:
+               store: RunStore, class_names, where: str = WHERE) -> Tuple[CNNModel, dict]:
         augment = None
         if own.augmentation is not None:
             augment = Pipeline.parse(own.augmentation, own.augmentation_seed, where=f"{where}.augmentation").spec()
         self.log(f"[fit] run directory {storage.redact(store.root)}")
-        train_records(spark, train, dataset_dir, val_dir, store, augment=augment, row_group_mb=own.row_group_mb,
-                      where=where, log=self.log)
+        history = train_records(spark, train, dataset_dir, val_dir, store, augment=augment,
+                                row_group_mb=own.row_group_mb, where=where, log=self.log)
         return CNNModel.from_file(store.model_path, inputCol=own.input_col, inputFormat=own.input_format,
                                   classNames=[str(n) for n in class_names], resizeMode=own.resize_mode,
                                   predictionCol=own.prediction_col, probabilityCol=own.probability_col,
-                                  maxPixels=own.max_pixels)
+                                  maxPixels=own.max_pixels), history
 
 
 CNNEstimator.__init__.__signature__ = declared.signature()

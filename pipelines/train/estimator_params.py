@@ -23,6 +23,7 @@ from pyspark.ml.param import Param, Params
 from pipelines.augment.params import AugmentError
 from pipelines.augment.pipeline import Pipeline
 from pipelines.core.config import ConfigError, check_value, setting, suggest
+from pipelines.predict.cnn_model import add_accessors
 from pipelines.predict.network import RESIZE_MODES
 from pipelines.train.section import TrainSection
 
@@ -67,7 +68,7 @@ class EstimatorSection:
         size = self.image_size
         if size is not None and not (isinstance(size, list) and len(size) == 2
                                      and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-            raise ConfigError(f"{where}.imageSize: expected [height, width] in pixels, got {size!r}")
+            raise ConfigError(f"{where}.image_size: expected [height, width] in pixels, got {size!r}")
         if self.channels == 2:
             raise ConfigError(f"{where}.channels: 2 is not an image layout; use 1 (gray), 3 (RGB) or 0 (the data's)")
         try:
@@ -83,11 +84,17 @@ def camel(name: str) -> str:
 
 @dataclass(frozen=True)
 class Declared:
-    """One Param's origin: the section class and field it is generated from."""
+    """One Param's origin: the section class and the field it is generated from."""
     section: type
-    field: str
-    default: object
-    doc: str
+    field: dataclasses.Field
+
+    @property
+    def default(self):
+        return self.field.default
+
+    @property
+    def doc(self) -> str:
+        return self.field.metadata.get("doc", "")
 
 
 def _declared() -> Dict[str, Declared]:
@@ -96,7 +103,7 @@ def _declared() -> Dict[str, Declared]:
         for f in dataclasses.fields(section):
             if section is TrainSection and f.name in NOT_PARAMS:
                 continue
-            out[camel(f.name)] = Declared(section, f.name, f.default, f.metadata.get("doc", ""))
+            out[camel(f.name)] = Declared(section, f)
     return out
 
 
@@ -104,16 +111,15 @@ DECLARED = _declared()
 
 
 def _converter(name: str, d: Declared):
-    f = next(x for x in dataclasses.fields(d.section) if x.name == d.field)
-    hint = typing.get_type_hints(d.section)[d.field]
+    hint = typing.get_type_hints(d.section)[d.field.name]
 
     def convert(value):
-        value = check_value(f"{WHERE}.{name}", value, hint, f.metadata)
+        value = check_value(f"{WHERE}.{name}", value, hint, d.field.metadata)
         if hasattr(d.section, "check"):      # the section's own checks, on this value among defaults
             try:
-                d.section(**{d.field: value}).check(WHERE)
+                d.section(**{d.field.name: value}).check(WHERE)
             except ConfigError as exc:
-                raise ConfigError(str(exc).replace(f"{WHERE}.{d.field}", f"{WHERE}.{name}")) from None
+                raise ConfigError(_camel_message(str(exc), d.section)) from None
         return value
     return convert
 
@@ -122,9 +128,7 @@ def add_params(cls) -> None:
     """Declare every generated Param on `cls` (a Params class), with getX/setX accessors."""
     for name, d in DECLARED.items():
         setattr(cls, name, Param(Params._dummy(), name, d.doc, typeConverter=_converter(name, d)))
-        suffix = name[0].upper() + name[1:]
-        setattr(cls, "set" + suffix, lambda self, value, _n=name: self._set(**{_n: value}))
-        setattr(cls, "get" + suffix, lambda self, _n=name: self.getOrDefault(_n))
+    add_accessors(cls, DECLARED)
 
 
 def defaults() -> dict:
@@ -149,7 +153,7 @@ def sections_of(instance) -> tuple:
     """(TrainSection, EstimatorSection) from an estimator's Param values, checked across keys."""
     values = {TrainSection: {}, EstimatorSection: {}}
     for name, d in DECLARED.items():
-        values[d.section][d.field] = instance.getOrDefault(name) if instance.isDefined(name) else None
+        values[d.section][d.field.name] = instance.getOrDefault(name) if instance.isDefined(name) else None
     own = EstimatorSection(**values[EstimatorSection])
     train = TrainSection(**values[TrainSection], augment=own.augmentation is not None)
     for section in (train, own):
@@ -161,6 +165,7 @@ def sections_of(instance) -> tuple:
 
 
 def _camel_message(message: str, section) -> str:
+    """A section check's message with the Params' names (`CNNEstimator.image_size` -> `.imageSize`)."""
     for f in dataclasses.fields(section):
         message = message.replace(f"{WHERE}.{f.name}", f"{WHERE}.{camel(f.name)}")
     return message

@@ -153,8 +153,12 @@ def _source_columns(df, own: EstimatorSection, form: str, validation_col: str):
     return df.select(*picked)
 
 
-def _rejects_table(reports: dict) -> pa.Table:
-    listed = [entry for _, _, entries in reports.values() for entry in entries]
+def _listed(reports: dict) -> list:
+    """Every reported reject, (origin, kind, reason), over all partitions."""
+    return [entry for _, _, entries in reports.values() for entry in entries]
+
+
+def _rejects_table(listed: list) -> pa.Table:
     return pa.table({"origin": [o for o, _, _ in listed], "kind": [k for _, k, _ in listed],
                      "reason": [r for _, _, r in listed]})
 
@@ -203,9 +207,9 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
         return [str(i) for i in range(max(int(k) for k in counts) + 1)] if counts else []
 
     def before_publish() -> None:
-        _write_rejects(reject_path, reports.value)
-        wrong_size = [entry for _, _, entries in reports.value.values() for entry in entries
-                      if entry[1] == remote.SIZE_REJECT]
+        listed = _listed(reports.value)
+        _write_rejects(reject_path, listed)
+        wrong_size = [entry for entry in listed if entry[1] == remote.SIZE_REJECT]
         if wrong_size:       # not a usable dataset: the user must choose a size (the staging is discarded)
             origin, _, reason = wrong_size[0]
             raise MaterialiseError(f"{WHERE}.imageSize is not set and {len(wrong_size)} image(s) differ in size "
@@ -227,8 +231,8 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
     return Materialised(dest, key, meta, False, scope)
 
 
-def _write_rejects(location: str, reports: dict) -> None:
-    table = _rejects_table(reports)
+def _write_rejects(location: str, listed: list) -> None:
+    table = _rejects_table(listed)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     write_bytes_atomic(location, buffer.getvalue())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipelines.core.config import Config
-from pipelines.core.store import RunStore, read_json
+from pipelines.core.store import RunStore
 from pipelines.train.estimator import CNNEstimator
 
 
@@ -23,5 +23,6 @@ def estimator_for(cfg: Config, store: RunStore) -> CNNEstimator:
 def train(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
     estimator = estimator_for(cfg, store)
     estimator.log = log
-    estimator.fit_dataset(spark, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"), where=cfg.source)
-    return read_json(store.history_path)
+    _, history = estimator.fit_dataset(spark, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
+                                       where=cfg.source)
+    return history
