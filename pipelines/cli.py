@@ -55,7 +55,7 @@ def run_stages(stages, cfg, log=print) -> dict:
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     results = {}
     with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
-        spark = build_spark(cfg.spark)
+        spark = build_spark(cfg.spark, resources=cfg.resources)
         for stage in stages:
             t0 = time.perf_counter()
             results[stage] = STAGES[stage].run(spark, cfg, store, log)

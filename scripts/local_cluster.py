@@ -6,6 +6,10 @@ started here is stopped by process id (the whole process tree of each daemon,
 executors and Python workers included).
 
     python scripts/local_cluster.py run -- spark-submit ARGS...   # start, run the command, stop
+
+Workers can advertise GPUs (`worker_gpus`, one list of addresses per worker): each worker runs
+the project's scripts/gpu_discovery.sh with a stand-in `nvidia-smi` on its PATH that prints
+those indexes, so Spark schedules GPUs that do not exist (the fake-GPU cluster of the tests).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Optional
 
 import psutil
 
@@ -42,19 +47,37 @@ class LocalCluster:
     cores_per_worker: int = 1
     memory_per_worker: str = "2g"
     work_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="sparkcnn-cluster-"))
+    worker_gpus: Optional[list] = None      # per worker: the GPU addresses it advertises
     procs: dict = field(default_factory=dict)
 
-    def _env(self) -> dict:
+    def _env(self, **extra) -> dict:
         env = dict(os.environ, SPARK_HOME=spark_home(), SPARK_LOCAL_IP="127.0.0.1",
-                   PYSPARK_PYTHON=sys.executable, SPARK_LOG_DIR=self.work_dir)
+                   PYSPARK_PYTHON=sys.executable, SPARK_LOG_DIR=self.work_dir, **extra)
         env.pop("PYSPARK_GATEWAY_PORT", None)
         return env
 
-    def _daemon(self, name: str, *args: str) -> None:
+    def _daemon(self, name: str, *args: str, env: Optional[dict] = None) -> None:
         log = open(os.path.join(self.work_dir, f"{name}.log"), "wb")
         self.procs[name] = subprocess.Popen([os.path.join(spark_home(), "bin", "spark-class"), *args],
-                                            env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env or self._env(), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
+
+    def _gpu_env(self, k: int, wdir: str) -> Optional[dict]:
+        """Worker k's environment advertising its fake GPUs through the real discovery script."""
+        if not self.worker_gpus:
+            return None
+        addresses = [str(a) for a in self.worker_gpus[k]]
+        bin_dir = os.path.join(wdir, "fake-nvidia")
+        os.makedirs(bin_dir, exist_ok=True)
+        smi = os.path.join(bin_dir, "nvidia-smi")
+        with open(smi, "w") as f:
+            f.write("#!/bin/sh\n# stand-in for nvidia-smi --query-gpu=index --format=csv,noheader\n")
+            f.write("".join(f"echo {a}\n" for a in addresses))
+        os.chmod(smi, 0o755)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_discovery.sh")
+        opts = (f"-Dspark.worker.resource.gpu.amount={len(addresses)} "
+                f"-Dspark.worker.resource.gpu.discoveryScript={script}")
+        return self._env(PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), SPARK_WORKER_OPTS=opts)
 
     def start(self, timeout: float = 90) -> "LocalCluster":
         self.port, self.ui_port = free_port(), free_port()
@@ -65,7 +88,8 @@ class LocalCluster:
             os.makedirs(wdir, exist_ok=True)
             self._daemon(f"worker{k}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
                          "--cores", str(self.cores_per_worker), "--memory", self.memory_per_worker,
-                         "--work-dir", wdir, "--webui-port", str(free_port()), self.url)
+                         "--work-dir", wdir, "--webui-port", str(free_port()), self.url,
+                         env=self._gpu_env(k, wdir))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if len(self.alive_workers()) == self.workers:
@@ -89,6 +113,18 @@ class LocalCluster:
             return [w for w in self.state().get("workers", []) if w.get("state") == "ALIVE"]
         except OSError:
             return []
+
+    def executor_logs(self, name: str = "stderr") -> dict:
+        """worker name -> the text of every executor's `name` log file under that worker's work dir."""
+        out = {}
+        for k in range(self.workers):
+            texts = []
+            for root, _, files in os.walk(os.path.join(self.work_dir, f"worker{k}")):
+                if name in files:
+                    with open(os.path.join(root, name), errors="replace") as f:
+                        texts.append(f.read())
+            out[f"worker{k}"] = "\n".join(texts)
+        return out
 
     def kill(self, name: str) -> None:
         """SIGKILL a daemon and every process under it (a worker's executors and Python workers)."""

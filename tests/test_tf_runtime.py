@@ -21,7 +21,7 @@ def test_cache_keeps_the_most_recent_entries_and_builds_each_once():
     assert cache.get("a", build("a")) == "a" and cache.get("b", build("b")) == "b"
     assert cache.get("a", build("a")) == "a"                  # cached: not built again, and now most recent
     cache.get("c", build("c"))                                # evicts b, the least recently used
-    assert built == ["a", "b", "c"] and cache.keys() == ["a", "c"]
+    assert built == ["a", "b", "c"] and cache.keys() == [("/CPU:0", "a"), ("/CPU:0", "c")]   # keyed by device too
 
 
 def _tiny_model():
@@ -44,6 +44,6 @@ def test_model_bytes_round_trip_and_one_traced_call_per_digest_and_kind():
     again = traced_model_call(lambda: reads.append(1) or data, digest, threads=1)
     assert first is again and len(reads) == 1                 # the bytes are read once per worker
     other = traced_model_call(lambda: data, digest, threads=1, convert=lambda m: m, kind="converted")
-    assert other is not first and set(tf_runtime.MODELS.keys()) == {("keras", digest), ("converted", digest)}
+    assert other is not first and set(tf_runtime.MODELS.keys()) == {("/CPU:0", ("keras", digest)), ("/CPU:0", ("converted", digest))}
     np.testing.assert_allclose(first(x).numpy(), model(x).numpy(), rtol=1e-6)
     assert tf_runtime.configure_threads(1) >= 1               # TF already running: the setting in force

@@ -8,6 +8,7 @@ from typing import Optional
 
 from pipelines.core import storage
 from pipelines.core.config import ConfigError, setting
+from pipelines.core.resources import ResourcesSection
 
 
 def _check_plain_name(where: str, value: str) -> None:
@@ -93,4 +94,5 @@ class StorageSection:
 
 
 # Sections of the core, before every stage's own (pipelines/stages.py adds those).
-CORE_SECTIONS = {"run": RunSection, "spark": SparkSection, "data": DataSection, "storage": StorageSection}
+CORE_SECTIONS = {"run": RunSection, "spark": SparkSection, "resources": ResourcesSection, "data": DataSection,
+                 "storage": StorageSection}

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
+from pipelines.core import resources as gpu_resources
 from pipelines.core.sections import SparkSection
 
 # Arrow batches of this many rows feed mapInArrow (ingest, scoring).
@@ -26,7 +27,15 @@ def is_local_master(master: str) -> bool:
     return master.startswith("local")
 
 
-def build_spark(conf: SparkSection, log: Callable[[str], None] = print) -> SparkSession:
+def _submitted_conf() -> dict:
+    """The settings spark-submit gave the JVM it started for this process (--conf, spark-defaults.conf)."""
+    from pyspark import SparkConf, SparkContext
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
+def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
+                resources: Optional[gpu_resources.ResourcesSection] = None) -> SparkSession:
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -35,6 +44,10 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print) -> Spark
     # spark-submit starts the JVM first and hands its port to this process; its
     # --master / --driver-memory must then win over the conf file.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    resources = resources or gpu_resources.ResourcesSection()
+    presets = _submitted_conf() if submitted and active is None and resources.wants_gpus else {}
+    gpu_resources.check_before_start(resources, presets.get("spark.master", conf.master) if submitted else conf.master,
+                                     gpu_resources.executors_python({**presets, **(conf.conf or {})}))
     if is_local_master(conf.master) and not submitted:
         # Local runs stay on loopback: no firewall prompts, no surprises on VPNs.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -51,6 +64,8 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print) -> Spark
         # Horovod needs all its tasks running at once; never let a task wait for a locality slot.
         "spark.locality.wait": "0s",
     }
+    # GPU amounts are defaults: what spark-submit --conf already says wins (then checked below).
+    settings.update({k: v for k, v in gpu_resources.spark_defaults(resources).items() if k not in presets})
     settings.update(conf.conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -60,6 +75,9 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print) -> Spark
     else:
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARKCNN_SPARK_LOG_LEVEL", "WARN"))
+    if resources.wants_gpus or gpu_resources.task_gpus(spark):
+        gpu_resources.check_before_start(resources, spark.sparkContext.master)
+        gpu_resources.check_session(spark, resources)
     return spark
 
 

@@ -1,14 +1,18 @@
 """Launching the Horovod workers as Spark tasks (horovod.spark.run, gloo), and what a failure means.
 
-This is the one place that knows how workers are started: a different launcher (or, later,
-GPU-aware slot sizing) changes this file only.
+This is the one place that knows how workers are started and how many can run at once: task
+slots are cores, or GPUs when the application schedules them (one GPU per rank).  A different
+launcher changes this file only.
 """
 from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 
+from pipelines.core import resources
 from pipelines.core.errors import SparkcnnError
+from pipelines.core.tf_runtime import REQUIRE_GPU_ENV
 from pipelines.train.remote import TrainSpec, train_worker
 
 
@@ -16,21 +20,48 @@ class TrainError(SparkcnnError, RuntimeError):
     """Training cannot start or did not produce a model; the message says why."""
 
 
-def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int) -> dict:
-    """Run train_worker on num_proc Spark tasks; returns rank 0's result."""
-    slots = spark.sparkContext.defaultParallelism
+def worker_slots(spark, wanted: Optional[int] = None) -> tuple:
+    """(slots, what a slot is): Horovod workers that can run at once.
+
+    With GPUs scheduled (spark.task.resource.gpu.amount) a slot is a GPU (every rank gets one),
+    counted from the executors' GPU addresses; executors still registering are waited for (60 s).
+    """
+    per_task = resources.task_gpus(spark)
+    if not per_task:
+        return spark.sparkContext.defaultParallelism, "task slots (cores)"
+    if per_task != 1:
+        raise TrainError(f"{resources.TASK_GPUS}={per_task:g}: Horovod trains one rank per GPU, so training needs "
+                         "resources.gpus_per_task=1 (fractions are for scoring tasks sharing a GPU)")
+    return resources.gpu_task_slots(spark, wait_seconds=60, wanted=wanted or 1), "GPU task slots"
+
+
+def resolve_num_proc(spark, num_proc: Optional[int]) -> int:
+    """train.num_proc, or every slot when it is null; more workers than slots is one clear error."""
+    slots, kind = worker_slots(spark, num_proc)
+    if num_proc is None:
+        if slots < 1:
+            raise TrainError(f"train.num_proc is null (one worker per slot) but Spark offers no {kind}: "
+                             + (resources.executor_summary(spark) or "no executor registered"))
+        return slots
     if num_proc > slots:
-        raise TrainError(f"train.num_proc={num_proc} but Spark offers {slots} task slots; Horovod needs all "
-                         "its workers running at once (lower num_proc or add executor cores)")
+        raise TrainError(f"train.num_proc={num_proc} but Spark offers {slots} {kind}; Horovod needs all "
+                         "its workers running at once (lower num_proc, or add executors)")
+    return num_proc
+
+
+def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int) -> list:
+    """Run train_worker on num_proc Spark tasks (num_proc from resolve_num_proc); returns every rank's result."""
     import horovod.spark  # deferred: pulls in heavy modules only the train stage needs
 
     # Unbuffered so per-epoch progress streams to the driver; Petastorm's pyarrow
-    # deprecation warnings (one per row group) are noise for users.
+    # deprecation warnings (one per row group) are noise for users.  The ranks are started
+    # with this environment, not the executors' (so resources.require_gpu travels here).
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
+    if spark.sparkContext.getConf().get(resources.REQUIRE_ENV_CONF) == "1":
+        env[REQUIRE_GPU_ENV] = "1"
     results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
                                 nics=nics, start_timeout=start_timeout, verbose=1, env=env,
                                 stdout=sys.stdout, stderr=sys.stderr)
-    result = results[0]
-    if not result or "model_keras" not in result:
+    if not results or not results[0] or "model_keras" not in results[0]:
         raise TrainError("Horovod rank 0 returned no model")
-    return result
+    return results

@@ -42,7 +42,7 @@ def mnist_cnn(input_shape, num_classes):
     x = L.Flatten()(x)
     x = L.Dense(128, activation="relu")(x)
     x = L.Dropout(0.5)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
@@ -55,7 +55,7 @@ def simple_conv(input_shape, num_classes):
     x = L.Conv2D(32, (3, 3), activation="relu")(x)
     x = L.Flatten()(x)
     x = L.Dense(128, activation="relu")(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="simple_conv")
 
 
@@ -71,7 +71,7 @@ def _lenet(input_shape, num_classes, dropout: float, name: str):
     x = L.Dense(1024, activation="relu")(x)
     if dropout:
         x = L.Dropout(dropout)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -101,7 +101,7 @@ def mnist_cnn_exp2(input_shape, num_classes):
     x = L.Flatten()(x)
     x = L.Dense(256, activation="relu")(x)
     x = L.Dropout(0.5)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn_exp2")
 
 
@@ -130,7 +130,7 @@ def vgg_bn(input_shape, num_classes):
     x = L.BatchNormalization()(x)
     x = L.Activation("relu")(x)
     x = L.Dropout(0.5)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="vgg_bn")
 
 
@@ -145,7 +145,7 @@ def torres(input_shape, num_classes):
     x = L.Conv2D(64, (5, 5), activation="relu")(x)
     x = L.MaxPooling2D((2, 2))(x)
     x = L.Flatten()(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="torres")
 
 
@@ -158,7 +158,7 @@ def basic(input_shape, num_classes):
     x = L.Conv2D(64, (3, 3), activation="relu")(x)
     x = L.Conv2D(32, (3, 3), activation="relu")(x)
     x = L.Flatten()(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="basic")
 
 
@@ -188,16 +188,25 @@ def check_model_name(name: str) -> None:
 
 
 def build_model(name: str, input_shape, num_classes: int):
-    """A fresh, uncompiled model: zoo name, saved Keras file (loaded in safe mode), or module:function."""
+    """A fresh, uncompiled model: zoo name, saved Keras file (loaded in safe mode), or module:function.
+
+    Under a mixed-precision policy the zoo's softmax layer is float32 (declared so); another
+    model whose output is not float32 gets a float32 cast on top, so the loss is float32.
+    """
+    import tensorflow as tf
     if name in MODELS:
-        return MODELS[name](input_shape, num_classes)
-    if name.endswith((".keras", ".h5")):
-        import tensorflow as tf
-        return tf.keras.models.load_model(name, compile=False, safe_mode=True)
-    if ":" in name:
+        model = MODELS[name](input_shape, num_classes)
+    elif name.endswith((".keras", ".h5")):
+        model = tf.keras.models.load_model(name, compile=False, safe_mode=True)
+    elif ":" in name:
         module, _, func = name.partition(":")
-        return getattr(importlib.import_module(module), func)(input_shape, num_classes)
-    raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
+        model = getattr(importlib.import_module(module), func)(input_shape, num_classes)
+    else:
+        raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
+    if model.outputs[0].dtype != tf.float32:
+        cast = tf.keras.layers.Activation("linear", dtype="float32", name="probabilities_float32")
+        model = tf.keras.Model(model.inputs, cast(model.outputs[0]), name=model.name)
+    return model
 
 
 # The optimizers train.optimizer and experiment.optimizer accept (make_optimizer builds them).

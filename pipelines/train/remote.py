@@ -31,6 +31,7 @@ from pipelines.core.tf_runtime import (
     configure_threads,
     cores_per_local_worker,
     model_to_bytes,
+    place,
 )
 from pipelines.train.models import build_model, make_optimizer
 from pipelines.train.petastorm_input import open_reader, to_tf_dataset
@@ -124,7 +125,52 @@ def _saved_model_tar(tf, model) -> bytes:
         return buf.getvalue()
 
 
+def _place_rank():
+    """This rank's GPU, made visible before TensorFlow starts (the import below starts it).
+
+    Spark's assignment reaches a rank through Horovod's task service (the rank runs in a child
+    process of the Spark task, where TaskContext is empty); without one, the local rank picks a
+    GPU when the host has any, as in Horovod's own Spark estimator.
+    """
+    from horovod.spark.task import get_available_devices
+    rank = int(os.environ.get("HOROVOD_RANK", "0"))
+    local_rank = int(os.environ.get("HOROVOD_LOCAL_RANK", "0"))
+    assigned = get_available_devices()[:1]             # one GPU per rank
+    return place(f"rank {rank}", assigned, fallback_index=local_rank,
+                 log=lambda line: print(line, flush=True))
+
+
+def _precision_policy(tf, name: Optional[str], log) -> None:
+    """Keras's global dtype policy for the layers built next (None: float32); Keras itself warns about
+    mixed_float16 without a GPU."""
+    tf.keras.mixed_precision.set_global_policy(name or "float32")
+    if name == "mixed_bfloat16" and not _cpu_has_bfloat16() and not tf.config.list_logical_devices("GPU"):
+        log("[train] mixed_bfloat16 on a CPU without bfloat16 instructions (avx512_bf16/amx_bf16): "
+            "emulated, expect it slower than float32")
+
+
+def _cpu_has_bfloat16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _optimizer(tf, hvd, t: TrainSection, lr: float):
+    """Horovod's allreduce inside, loss scaling outside: the loss-scale optimizer scales the loss,
+    Horovod averages the scaled gradients, and the finiteness check then sees the same averaged
+    gradients on every rank, so all ranks skip or apply a step together (float16 only;
+    bfloat16 has float32's range and needs no scaling)."""
+    optimizer = hvd.DistributedOptimizer(make_optimizer(t.optimizer, lr))
+    if t.mixed_precision == "mixed_float16":
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def train_worker(spec: TrainSpec) -> Optional[dict]:
+    placement = _place_rank()
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
@@ -138,10 +184,10 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
 
+    _precision_policy(tf, t.mixed_precision, log=lambda line: print(line, flush=True) if rank == 0 else None)
     model = build_model(t.model, spec.input_shape, spec.num_classes)
     lr = t.learning_rate * (size if t.scale_lr else 1)
-    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(t.optimizer, lr)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=_optimizer(tf, hvd, t, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     downloaded = None
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
@@ -166,8 +212,9 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
+        precision = f", {t.mixed_precision}" if t.mixed_precision else ""
         print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
-              f"lr {lr:g}{resumed}", flush=True)
+              f"lr {lr:g}{precision}{resumed}", flush=True)
 
     if spec.initial_epoch < t.epochs:
         with contextlib.ExitStack() as readers:
@@ -191,8 +238,10 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     if downloaded is not None:
         downloaded.cleanup()
     if rank != 0:
-        return None
-    # Export a clean copy: no Horovod optimizer class inside, so it loads anywhere in safe mode.
+        return {"placement": placement.as_dict()}
+    # Export a clean float32 copy: no Horovod or loss-scale optimizer inside, so it loads anywhere in
+    # safe mode; mixed precision keeps float32 variables, so the weights carry over as they are.
+    tf.keras.mixed_precision.set_global_policy("float32")
     clean = build_model(t.model, spec.input_shape, spec.num_classes)
     clean.set_weights(model.get_weights())
     return {
@@ -203,4 +252,5 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
         "samples_per_epoch": steps * t.batch_size * size,
         "workers": size,
         "threads_per_worker": threads,
+        "placement": placement.as_dict(),
     }

@@ -13,6 +13,8 @@ from typing import Any, Optional
 from pipelines.core.config import ConfigError, setting
 from pipelines.train.models import OPTIMIZERS
 
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+
 
 @dataclass(frozen=True)
 class TrainSection:
@@ -22,7 +24,9 @@ class TrainSection:
     optimizer: str = setting("adam", choices=OPTIMIZERS)
     learning_rate: float = setting(0.001, min=1e-9)
     scale_lr: bool = setting(True, doc="multiply learning_rate by the number of workers")
-    num_proc: int = setting(2, min=1, doc="Horovod worker processes (Spark tasks)")
+    num_proc: Optional[int] = setting(2, min=1, doc=(
+        "Horovod worker processes (Spark tasks); null: one per task slot, i.e. per GPU when "
+        "resources.gpus_per_task > 0"))
     seed: int = setting(42)
     reader_workers: int = setting(1, min=1, max=16, runtime=True, doc="Petastorm reader threads per worker")
     shuffle_buffer: int = setting(10000, min=0, doc="rows in each worker's shuffle buffer")
@@ -41,6 +45,9 @@ class TrainSection:
     checkpoint: bool = setting(True, runtime=True,
                               doc="checkpoint every epoch into <run>/checkpoints (a shared filesystem on clusters)")
     resume: bool = setting(True, runtime=True, doc="continue from the last checkpoint of the same training setup")
+    mixed_precision: Optional[str] = setting(None, choices=MIXED_PRECISION, doc=(
+        "Keras mixed precision: mixed_float16 on GPUs (with dynamic loss scaling), mixed_bfloat16 on CPUs "
+        "with bfloat16 instructions; the softmax and the saved model stay float32"))
     deterministic: bool = setting(False, runtime=True, doc="TF op determinism (slower); seeds are always fixed")
     export_saved_model: bool = setting(True, runtime=True, doc="also write <run>/saved_model (TF SavedModel)")
     # augmentation (pipelines/augment/): train on an augmented split, or augment batches on the fly

@@ -13,6 +13,7 @@ pipelines/train/resume.py) starts afresh.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tarfile
@@ -29,7 +30,7 @@ from pipelines.core.store import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from pipelines.train.launch import TrainError, run_horovod
+from pipelines.train.launch import TrainError, resolve_num_proc, run_horovod
 from pipelines.train.models import check_model_name
 from pipelines.train.remote import TrainSpec
 from pipelines.train.resume import plan_resume, resume_hint
@@ -75,6 +76,7 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
                   augment: Optional[dict] = None, row_group_mb: float = 4.0, where: str = "train",
                   log: Callable[[str], None] = print) -> dict:
     """Train on the dataset at source_dir (held-out rows per settings.validation); returns the history."""
+    settings = dataclasses.replace(settings, num_proc=resolve_num_proc(spark, settings.num_proc))
     train_dir, val_dir = held_out_dirs(spark, settings, source_dir, val_dir, store, row_group_mb, log)
     spec = plan_resume(make_spec(settings, train_dir, val_dir, augment, where), store, log)
     nics = set(settings.nics) if settings.nics else ({"lo"} if is_local_master(spark.sparkContext.master) else None)
@@ -82,7 +84,7 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         f"{settings.num_proc} Horovod workers, {settings.epochs} epochs")
     t0 = time.perf_counter()
     try:
-        result = run_horovod(spark, spec, settings.num_proc, nics, settings.start_timeout)
+        ranks = run_horovod(spark, spec, settings.num_proc, nics, settings.start_timeout)
     except RuntimeError as exc:
         if "Horovod detected" not in str(exc):
             raise
@@ -90,6 +92,7 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         raise TrainError(f"a Horovod worker process died, so training stopped ({str(exc).splitlines()[0][:200]}); "
                          + resume_hint(store)) from None
     wall = time.perf_counter() - t0
+    result = ranks[0]
     write_bytes_atomic(store.model_path, result["model_keras"])
     _write_saved_model(result.get("saved_model_tar"), store.saved_model_dir)
     history = {
@@ -97,6 +100,8 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         "threads_per_worker": result["threads_per_worker"], "batch_size_per_worker": settings.batch_size,
         "samples_per_epoch": result["samples_per_epoch"], "epoch_seconds": result["epoch_seconds"],
         "resumed_after_epoch": spec.initial_epoch, "wall_seconds": wall, "metrics": result["history"],
+        "mixed_precision": settings.mixed_precision,
+        "devices": [r["placement"] for r in ranks if r and "placement" in r],   # per rank: GPU assigned, visible
     }
     write_json_atomic(store.history_path, history)
     log(f"[train] model -> {store.model_path} ({wall:.1f}s)")
