@@ -6,8 +6,10 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 
 .PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment bench-predict pyfiles clean
 
+# GPU=1: tensorflow[and-cuda] and Horovod built against it (README: running on a GPU cluster).
+GPU ?= 0
 install:
-	@bash scripts/bootstrap.sh
+	@GPU=$(GPU) bash scripts/bootstrap.sh
 
 demo: install
 	$(VENV)/bin/sparkcnn run --conf conf/mnist.yaml

@@ -1,7 +1,9 @@
 """`make bench`: the spine's throughput against the plain libraries, measured in the same run.
 
   training  samples/s: Horovod-on-Spark reading Parquet through Petastorm (1 and 2 workers)
-            vs Keras fit on the same rows as in-memory numpy arrays (one process, all cores)
+            vs Keras fit on the same rows as in-memory numpy arrays (one process, all cores);
+            and the widest Horovod row again with train.mixed_precision (--mixed-precision,
+            default mixed_bfloat16: the one this CPU can run), against its float32 row
   scoring   rows/s: the score stage's Spark job (mapInArrow, model cached per worker,
             predictions written to Parquet) vs model.predict (and a bare traced model call)
             on the same arrays in one process
@@ -38,20 +40,22 @@ def plain(*args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_training(spark, cfg, epochs):
+def bench_training(spark, cfg, epochs, mixed_precision):
     train_dir = cfg.dataset_dir("train")
     rows = []
     base = plain("fit", os.path.realpath(train_dir), epochs, cfg.train.batch_size)
     rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"]))
     spec = make_spec(cfg.train, train_dir, cfg.dataset_dir("val"))
     spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs), val_path=None, val_rows=0)
-    for workers in (1, 2):
-        if workers > spark.sparkContext.defaultParallelism:
-            continue
-        result = run_horovod(spark, spec, workers, {"lo"}, 600)
+    workers_rows = [w for w in (1, 2) if w <= spark.sparkContext.defaultParallelism]
+    runs = [(w, None) for w in workers_rows] + ([(workers_rows[-1], mixed_precision)] if mixed_precision else [])
+    for workers, precision in runs:
+        run_spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, mixed_precision=precision))
+        result = run_horovod(spark, run_spec, workers, {"lo"}, 600)[0]
         secs = result["epoch_seconds"]
         sps = result["samples_per_epoch"] / statistics.median(secs[1:] or secs)
-        rows.append((f"Horovod on Spark via Petastorm, {workers} worker(s)", sps, secs))
+        rows.append((f"Horovod on Spark via Petastorm, {workers} worker(s)" + (f", {precision}" if precision else ""),
+                     sps, secs))
     return rows
 
 
@@ -78,6 +82,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--mixed-precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "mixed_float16", "none"),
+                    help="the mixed-precision row's policy (none: no such row)")
     args = ap.parse_args(argv)
     cfg = load_config(args.conf)
     spark = build_spark(cfg.spark)
@@ -85,13 +91,16 @@ def main(argv=None):
     print(f"cores: {os.cpu_count()}, Spark slots: {spark.sparkContext.defaultParallelism}")
     report = {}
     if not args.skip_training:
-        rows = bench_training(spark, cfg, args.epochs)
+        precision = None if args.mixed_precision == "none" else args.mixed_precision
+        rows = bench_training(spark, cfg, args.epochs, precision)
         base = rows[0][1]
         print(f"\nTRAINING mnist_cnn, batch {cfg.train.batch_size}/worker, {args.epochs} epochs "
               "(samples/s from the median epoch after the first)")
         for name, sps, secs in rows:
-            print(f"  {name:<48} {sps:8.0f} samples/s  {sps / base:5.2f}x   epochs(s): "
+            print(f"  {name:<60} {sps:8.0f} samples/s  {sps / base:5.2f}x   epochs(s): "
                   + ", ".join(f"{s:.1f}" for s in secs))
+        if precision:
+            print(f"  {precision} vs float32, same workers: {rows[-1][1] / rows[-2][1]:.2f}x")
         report["training"] = [{"name": n, "samples_per_second": s, "ratio": s / base, "epoch_seconds": e}
                               for n, s, e in rows]
     model_path = store.require(store.model_path, "train")
@@ -100,7 +109,7 @@ def main(argv=None):
     print(f"\nSCORING {n} rows, batch {cfg.score.batch_size} (rows/s from the median of {args.repeats} warm passes)")
     for name, rps, secs in rows:
         extra = ("   passes(s): " + ", ".join(f"{s:.2f}" for s in secs) + " (first is cold)") if secs else ""
-        print(f"  {name:<48} {rps:8.0f} rows/s     {rps / base:5.2f}x{extra}")
+        print(f"  {name:<60} {rps:8.0f} rows/s     {rps / base:5.2f}x{extra}")
     report["scoring"] = [{"name": n_, "rows_per_second": r, "ratio": r / base} for n_, r, _ in rows]
     out = os.path.join(store.root, "bench.json")
     with open(out, "w") as f:

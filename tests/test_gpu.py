@@ -116,9 +116,13 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo]}}
 """)
     with LocalCluster(workers=2, cores_per_worker=1, worker_gpus=[["0"], ["1"]]) as cluster:
         cmd = submit_command(cluster, os.path.join(ROOT, "jobs", "run.py"), "--conf", str(conf), py_files=py_files)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                              env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"))
+        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
         logs = cluster.executor_logs()
+        # the user's first-GPU-run command, on the same cluster
+        check = subprocess.run(submit_command(cluster, os.path.join(ROOT, "scripts", "gpu_check.py"),
+                                              "--images", "2000", "--store", str(tmp_path / "check"),
+                                              py_files=py_files), capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 Horovod workers" in proc.stdout        # num_proc null: one per GPU slot
 
@@ -141,3 +145,48 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo]}}
     assert "was assigned GPU" not in "".join(logs.values())            # one GPU per executor: never a mismatch
     metrics = json.loads((tmp_path / "runs/gpus/metrics.json").read_text())
     assert metrics["rows"] == 1000 and metrics["accuracy"] > 0.5
+
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    tasks = re.findall(r"\[gpu_check\] task on .*: Spark assigned (\S+); CUDA_VISIBLE_DEVICES=(\S+);", check.stdout)
+    ranks = re.findall(r"\[gpu_check\] rank \d: Spark assigned (\S+); CUDA_VISIBLE_DEVICES=(\S+);", check.stdout)
+    for found in (tasks, ranks):
+        assert sorted(a for a, _ in found) == ["0", "1"] and all(a == v for a, v in found), check.stdout
+    assert re.search(r"\[gpu_check\] training: 1 epoch of \d+ images .* images/s", check.stdout)
+    assert re.search(r"\[gpu_check\] scoring: 2000 images in .* images/s", check.stdout)
+
+
+FLOAT16_ORDER = r"""
+import numpy as np, tensorflow as tf, horovod.tensorflow.keras as hvd
+from pipelines.train.remote import _optimizer
+from pipelines.train.section import TrainSection
+from pipelines.train.models import build_model
+hvd.init()
+tf.keras.mixed_precision.set_global_policy("mixed_float16")
+opt = _optimizer(tf, hvd, TrainSection(mixed_precision="mixed_float16"), 0.01)
+inner = opt.inner_optimizer
+assert isinstance(opt, tf.keras.mixed_precision.LossScaleOptimizer), type(opt)
+assert hasattr(inner, "_allreduce") and type(inner).__module__ != type(inner).__mro__[1].__module__   # Horovod's class
+calls = []
+original = type(inner)._allreduce
+def spy(self, grads, vars):
+    calls.append(max(float(tf.reduce_max(tf.abs(tf.cast(g, tf.float32)))) for g in grads if g is not None))
+    return original(self, grads, vars)
+type(inner)._allreduce = spy
+model = build_model("torres", (28, 28, 1), 10)
+model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", run_eagerly=True)
+x = np.random.default_rng(0).integers(0, 255, (32, 28, 28, 1), dtype=np.uint8)
+y = np.arange(32) % 10
+model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+scale = float(opt.loss_scale)
+# Horovod reduced the scaled gradients (the loss-scale optimizer is outside): they are about loss_scale times
+# the unscaled ones, which are O(1) for this loss.
+assert calls and calls[0] > 100, (calls, scale)
+print("ok", scale, calls[0])
+"""
+
+
+def test_float16_loss_scaling_wraps_horovods_allreduce():
+    """mixed_float16: Horovod averages the *scaled* gradients, so every rank's finiteness check agrees."""
+    proc = subprocess.run([sys.executable, "-c", FLOAT16_ORDER], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -138,22 +138,35 @@ def executor_summary(spark) -> str:
     return ", ".join(f"{i}: {c} cores, GPUs {a or 'none'}" for i, c, a in _executors(spark))
 
 
-def gpu_task_slots(spark, wait_seconds: float = 0.0, wanted: int = 1) -> int:
+def gpu_task_slots(spark, wait_seconds: float = 0.0, wanted: int = 1, settle_seconds: float = 0.0) -> int:
     """Tasks that can run at once when each takes spark.task.resource.gpu.amount GPUs (and spark.task.cpus cores).
 
-    Executors register after the application starts; wait up to `wait_seconds` for `wanted` slots.
+    Executors register after the application starts: wait up to `wait_seconds` for `wanted`
+    slots, then (settle_seconds > 0) until the count has not grown for that long.
     """
     conf = spark.sparkContext.getConf()
     per_task = float(conf.get(TASK_GPUS, "0"))
     cpus = max(1, int(conf.get("spark.task.cpus", "1")))
     if per_task <= 0:
         return 0
+
+    def count() -> int:
+        return sum(min(cores // cpus, int(len(gpus) / per_task + 1e-9)) for _, cores, gpus in _executors(spark))
+    return settled(count, wait_seconds, wanted, settle_seconds)
+
+
+def settled(count, wait_seconds: float, wanted: int, settle_seconds: float) -> int:
+    """count() once it reaches `wanted` and then stops growing for `settle_seconds` (within wait_seconds)."""
     deadline = time.monotonic() + wait_seconds
-    while True:
-        slots = sum(min(cores // cpus, int(len(gpus) / per_task + 1e-9)) for _, cores, gpus in _executors(spark))
-        if slots >= wanted or time.monotonic() >= deadline:
-            return slots
+    slots, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        if slots >= wanted and time.monotonic() - since >= settle_seconds:
+            break
         time.sleep(0.5)
+        now = count()
+        if now != slots:
+            slots, since = now, time.monotonic()
+    return slots
 
 
 def task_gpus(spark) -> float:

@@ -24,15 +24,21 @@ def worker_slots(spark, wanted: Optional[int] = None) -> tuple:
     """(slots, what a slot is): Horovod workers that can run at once.
 
     With GPUs scheduled (spark.task.resource.gpu.amount) a slot is a GPU (every rank gets one),
-    counted from the executors' GPU addresses; executors still registering are waited for (60 s).
+    counted from the executors' GPU addresses.  Executors still registering are waited for (up
+    to 60 s); for "every slot" (wanted None) until no more have arrived for 5 s.
     """
     per_task = resources.task_gpus(spark)
+    settle = 5.0 if wanted is None else 0.0
     if not per_task:
+        if wanted is None and not spark.sparkContext.master.startswith("local"):
+            return resources.settled(lambda: spark.sparkContext.defaultParallelism, 60, 1, settle), \
+                "task slots (cores)"
         return spark.sparkContext.defaultParallelism, "task slots (cores)"
     if per_task != 1:
         raise TrainError(f"{resources.TASK_GPUS}={per_task:g}: Horovod trains one rank per GPU, so training needs "
                          "resources.gpus_per_task=1 (fractions are for scoring tasks sharing a GPU)")
-    return resources.gpu_task_slots(spark, wait_seconds=60, wanted=wanted or 1), "GPU task slots"
+    return resources.gpu_task_slots(spark, wait_seconds=60, wanted=wanted or 1, settle_seconds=settle), \
+        "GPU task slots"
 
 
 def resolve_num_proc(spark, num_proc: Optional[int]) -> int:
