@@ -62,38 +62,22 @@ def test_require_gpu_without_a_gpu_fails_fast_with_one_line(tmp_path, master, re
     assert "SparkContext" not in proc.stdout + proc.stderr and not (tmp_path / "datasets").exists()
 
 
-@pytest.mark.slow
-def test_mixed_bfloat16_trains_and_saves_a_float32_model(tmp_path, mnist_files):
-    conf = tmp_path / "mp.yaml"
-    conf.write_text(f"""
-run: {{name: mp, runs_dir: {tmp_path}/runs}}
-spark: {{master: "local[2]", driver_memory: 1g}}
-data: {{datasets_dir: {tmp_path}/datasets}}
-ingest: {{limit_train: 2500, validation_rows: 500, limit_test: 500}}
-train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, mixed_precision: mixed_bfloat16}}
-""")
-    for stage in ("ingest", "train"):
-        proc = subprocess.run([SPARKCNN, stage, "--conf", str(conf)], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "lr 0.002, mixed_bfloat16" in proc.stdout
-    history = json.loads((tmp_path / "runs/mp/history.json").read_text())
-    assert history["mixed_precision"] == "mixed_bfloat16"
-    assert history["metrics"]["val_accuracy"][-1] > 0.5, history["metrics"]      # chance is 0.1
-
+def _check_float32_model(model_path, test_dir):
+    """The saved model of a mixed-precision run: float32 layers, float32 probabilities that sum to 1."""
     import pyarrow.parquet as pq
     import tensorflow as tf
 
     from pipelines.core import records
-    model = tf.keras.models.load_model(str(tmp_path / "runs/mp/model.keras"), compile=False, safe_mode=True)
+    model = tf.keras.models.load_model(str(model_path), compile=False, safe_mode=True)
     assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {"float32"}
     assert not any("bfloat16" in layer.dtype_policy.name for layer in model.layers)
-    table = pq.read_table(str(tmp_path / "datasets/mnist/test"))
+    table = pq.read_table(str(test_dir))
     images = records.decode_images(table.column(records.IMAGE), (28, 28, 1))     # uint8: the model scales
     probs = model.predict(images[:200], verbose=0)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     labels = np.asarray(table.column(records.LABEL).to_pylist()[:200])
-    assert np.mean(probs.argmax(axis=1) == labels) > 0.5
+    assert np.mean(probs.argmax(axis=1) == labels) > 0.5                       # chance is 0.1
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +89,15 @@ def py_files(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fake_gpu_cluster_gives_each_rank_and_task_its_own_gpu(tmp_path, py_files, mnist_files):
-    """Two workers advertising GPU "0" and GPU "1"; `sparkcnn run` with one GPU per task and num_proc null."""
+    """Two workers advertising GPU "0" and GPU "1"; `sparkcnn run` with one GPU per task and num_proc null,
+    training in mixed_bfloat16 (the mixed precision this CPU runs), then scripts/gpu_check.py."""
     conf = tmp_path / "gpus.yaml"
     conf.write_text(f"""
 run: {{name: gpus, runs_dir: {tmp_path}/runs}}
 data: {{datasets_dir: {tmp_path}/datasets}}
 resources: {{gpus_per_task: 1}}
 ingest: {{limit_train: 2500, validation_rows: 500, limit_test: 1000, partition_mb: 1}}
-train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo]}}
+train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo], mixed_precision: mixed_bfloat16}}
 """)
     with LocalCluster(workers=2, cores_per_worker=1, worker_gpus=[["0"], ["1"]]) as cluster:
         cmd = submit_command(cluster, os.path.join(ROOT, "jobs", "run.py"), "--conf", str(conf), py_files=py_files)
@@ -121,12 +106,16 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo]}}
         logs = cluster.executor_logs()
         # the user's first-GPU-run command, on the same cluster
         check = subprocess.run(submit_command(cluster, os.path.join(ROOT, "scripts", "gpu_check.py"),
-                                              "--images", "2000", "--store", str(tmp_path / "check"),
+                                              "--images", "1000", "--store", str(tmp_path / "check"),
                                               py_files=py_files), capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 Horovod workers" in proc.stdout        # num_proc null: one per GPU slot
 
-    devices = json.loads((tmp_path / "runs/gpus/history.json").read_text())["devices"]
+    history = json.loads((tmp_path / "runs/gpus/history.json").read_text())
+    assert history["mixed_precision"] == "mixed_bfloat16" and "lr 0.002, mixed_bfloat16" in proc.stdout
+    assert history["metrics"]["val_accuracy"][-1] > 0.5, history["metrics"]
+    _check_float32_model(tmp_path / "runs/gpus/model.keras", tmp_path / "datasets/mnist/test")
+    devices = history["devices"]
     assert sorted(d["who"] for d in devices) == ["rank 0", "rank 1"]
     assert sorted(d["assigned"][0] for d in devices) == ["0", "1"]        # different GPUs, one each
     for d in devices:
@@ -152,7 +141,7 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo]}}
     for found in (tasks, ranks):
         assert sorted(a for a, _ in found) == ["0", "1"] and all(a == v for a, v in found), check.stdout
     assert re.search(r"\[gpu_check\] training: 1 epoch of \d+ images .* images/s", check.stdout)
-    assert re.search(r"\[gpu_check\] scoring: 2000 images in .* images/s", check.stdout)
+    assert re.search(r"\[gpu_check\] scoring: 1000 images in .* images/s", check.stdout)
 
 
 FLOAT16_ORDER = r"""
@@ -185,6 +174,7 @@ print("ok", scale, calls[0])
 """
 
 
+@pytest.mark.slow    # a TF + Horovod process start (11 s)
 def test_float16_loss_scaling_wraps_horovods_allreduce():
     """mixed_float16: Horovod averages the *scaled* gradients, so every rank's finiteness check agrees."""
     proc = subprocess.run([sys.executable, "-c", FLOAT16_ORDER], capture_output=True, text=True, timeout=300,

@@ -108,11 +108,10 @@ def place(who: str, assigned=(), fallback_index: Optional[int] = None, log=None)
     gpus = _visible_gpus(tf)
     source = "spark" if assigned else ""
     if not assigned and gpus and fallback_index is not None:
-        chosen = gpus[fallback_index % len(gpus)]
+        index = fallback_index % len(gpus)
         try:
-            tf.config.set_visible_devices([chosen], "GPU")
-            gpus = [chosen]
-            assigned, source = (str(fallback_index % len(tf.config.list_physical_devices("GPU"))),), "local rank"
+            tf.config.set_visible_devices([gpus[index]], "GPU")
+            gpus, assigned, source = [gpus[index]], (str(index),), "local rank"
         except RuntimeError:
             pass   # TensorFlow already started: it keeps every GPU
     _PLACED = Placement(who=who, assigned=assigned, source=source, visible=visible, tf_gpus=len(gpus))
