@@ -74,8 +74,8 @@ def duplicates(done: pa.Table) -> dict:
     Two runs on one output at the same time can score the same file twice (a run lock is the
     scheduler's job: see README); the next run, or the run's own final check, heals the table.
     """
-    counts = done.group_by(PATH).aggregate([(PART, "count")])
-    repeated = pc.filter(counts[PATH], pc.greater(counts[PART + "_count"], 1))
+    counts = pc.value_counts(done[PATH])       # a plain kernel: no Acero plan (see plan())
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if not len(repeated):
         return {}
     rows = done.filter(pc.is_in(done[PATH], value_set=repeated)).sort_by([(PATH, "ascending"), (PART, "ascending")])
@@ -88,24 +88,30 @@ def duplicates(done: pa.Table) -> dict:
 
 
 def plan(listing: pa.Table, done: pa.Table) -> tuple:
-    """-> (Plan, {part file: [paths whose rows it must drop]})."""
+    """-> (Plan, {part file: [paths whose rows it must drop]}).
+
+    `done` holds one row per path (duplicates are healed first: see duplicates()).  Matching is
+    a hash lookup (pc.index_in) and gathers, not Table.join: pyarrow 10's Acero hash join hung
+    here once in a full test run (0% CPU, no Spark job; apache/arrow#39582 reports such random
+    hangs) and gave wrong results on large inputs before 12 (apache/arrow#34474).
+    """
     if done.num_rows == 0:
         return Plan(listing, 0, 0, 0), {}
-    ours = pa.table({PATH: listing[PATH], "l_size": listing[SIZE], "l_mod": _micros(listing[MODIFIED]),
-                     "l_etag": listing[ETAG], "_row": pa.array(range(listing.num_rows), pa.int64())})
-    joined = ours.join(done, keys=PATH, join_type="left outer")
-    seen = pc.invert(pc.is_null(joined[PART]))
-    same_tag = _equal(joined["l_etag"], joined[ETAG])
-    no_tag = pc.or_(pc.is_null(joined["l_etag"]), pc.is_null(joined[ETAG]))
-    same_time = _equal(joined["l_mod"], joined[MODIFIED])
-    same = pc.and_(seen, pc.and_(_equal(joined["l_size"], joined[SIZE]),
-                                 pc.or_(pc.and_(pc.invert(no_tag), same_tag), pc.and_(no_tag, same_time))))
-    changed = pc.fill_null(pc.and_(seen, pc.invert(same)), False)
-    todo_rows = pc.filter(joined["_row"], pc.invert(same))
-    rows = pc.unique(todo_rows)                  # a path scored twice (never, but) joins twice
-    todo = listing.take(pc.take(rows, pc.sort_indices(rows)))
+    match = pc.index_in(listing[PATH], value_set=done[PATH].combine_chunks())   # done row per listed path
+    seen = pc.is_valid(match)
+
+    def theirs(name):
+        return pc.take(done[name], match)          # null where the path was never scored
+
+    l_etag, d_etag = listing[ETAG], theirs(ETAG)
+    no_tag = pc.or_(pc.is_null(l_etag), pc.is_null(d_etag))
+    same = pc.and_(seen, pc.and_(_equal(listing[SIZE], theirs(SIZE)),
+                                 pc.or_(pc.and_(pc.invert(no_tag), _equal(l_etag, d_etag)),
+                                        pc.and_(no_tag, _equal(_micros(listing[MODIFIED]), theirs(MODIFIED))))))
+    changed = pc.and_(seen, pc.invert(same))
+    todo = listing.filter(pc.invert(same))
     drops: dict = {}
-    for path, part in zip(pc.filter(joined[PATH], changed).to_pylist(), pc.filter(joined[PART], changed).to_pylist()):
+    for path, part in zip(pc.filter(listing[PATH], changed).to_pylist(), pc.filter(theirs(PART), changed).to_pylist()):
         drops.setdefault(part, []).append(path)
     unchanged = pc.sum(same).as_py() or 0
     return Plan(todo, unchanged, len(set(p for paths in drops.values() for p in paths)), done.num_rows), drops
