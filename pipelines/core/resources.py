@@ -105,13 +105,12 @@ def check_before_start(section: ResourcesSection, master: str, executors_python:
 
 def check_session(spark, section: ResourcesSection) -> None:
     """The running application must schedule what the section asks for (a submit flag may have said otherwise)."""
-    conf = spark.sparkContext.getConf()
-    running = float(conf.get(TASK_GPUS, "0"))
-    if running != section.gpus_per_task:
+    if task_gpus(spark) != section.gpus_per_task:
         if not section.wants_gpus:
             return          # GPUs given at spark-submit only: tasks still use what they are assigned
         raise GpuError(f"resources.gpus_per_task={section.gpus_per_task:g} but the running Spark application has "
-                       f"{TASK_GPUS}={conf.get(TASK_GPUS, 'unset')}; set one or the other, not both differently")
+                       f"{TASK_GPUS}={spark.sparkContext.getConf().get(TASK_GPUS, 'unset')}; set one or the "
+                       "other, not both differently")
     if section.require_gpu and not gpu_task_slots(spark, wait_seconds=60):
         raise GpuError("resources.require_gpu is true but no executor of this application offers a GPU "
                        f"(executors: {executor_summary(spark) or 'none registered'}); check the workers' GPU "
@@ -144,11 +143,10 @@ def gpu_task_slots(spark, wait_seconds: float = 0.0, wanted: int = 1, settle_sec
     Executors register after the application starts: wait up to `wait_seconds` for `wanted`
     slots, then (settle_seconds > 0) until the count has not grown for that long.
     """
-    conf = spark.sparkContext.getConf()
-    per_task = float(conf.get(TASK_GPUS, "0"))
-    cpus = max(1, int(conf.get("spark.task.cpus", "1")))
+    per_task = task_gpus(spark)
     if per_task <= 0:
         return 0
+    cpus = max(1, int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
 
     def count() -> int:
         return sum(min(cores // cpus, int(len(gpus) / per_task + 1e-9)) for _, cores, gpus in _executors(spark))

@@ -46,7 +46,9 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     resources = resources or gpu_resources.ResourcesSection()
     presets = _submitted_conf() if submitted and active is None and resources.wants_gpus else {}
-    gpu_resources.check_before_start(resources, presets.get("spark.master", conf.master) if submitted else conf.master,
+    # the master the session will have: a running one's, else spark-submit's, else the conf file's
+    master = active.sparkContext.master if active is not None else presets.get("spark.master", conf.master)
+    gpu_resources.check_before_start(resources, master,
                                      gpu_resources.executors_python({**presets, **(conf.conf or {})}))
     if is_local_master(conf.master) and not submitted:
         # Local runs stay on loopback: no firewall prompts, no surprises on VPNs.
@@ -76,7 +78,6 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARKCNN_SPARK_LOG_LEVEL", "WARN"))
     if resources.wants_gpus or gpu_resources.task_gpus(spark):
-        gpu_resources.check_before_start(resources, spark.sparkContext.master)
         gpu_resources.check_session(spark, resources)
     return spark
 

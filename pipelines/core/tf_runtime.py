@@ -120,22 +120,16 @@ def place(who: str, assigned=(), fallback_index: Optional[int] = None, log=None)
     return _require(_PLACED)
 
 
-def spark_task_gpus() -> tuple:
-    """The GPU addresses Spark assigned to the running task (none outside a task or without GPU scheduling)."""
+def place_task(log=None) -> Placement:
+    """place() for the Spark task running in this Python worker (scoring, featurizing, trials, localisation),
+    on the GPU addresses Spark assigned it (none outside a task or without GPU scheduling)."""
     from pyspark import TaskContext
     ctx = TaskContext.get()
     if ctx is None:
-        return ()
+        return place("driver", (), log=log)
     gpu = ctx.resources().get("gpu")
-    return tuple(gpu.addresses) if gpu is not None else ()
-
-
-def place_task(log=None) -> Placement:
-    """place() for the Spark task running in this Python worker (scoring, featurizing, trials, localisation)."""
-    from pyspark import TaskContext
-    ctx = TaskContext.get()
-    who = f"task {ctx.taskAttemptId()} (stage {ctx.stageId()}, partition {ctx.partitionId()})" if ctx else "driver"
-    return place(who, spark_task_gpus(), log=log)
+    who = f"task {ctx.taskAttemptId()} (stage {ctx.stageId()}, partition {ctx.partitionId()})"
+    return place(who, tuple(gpu.addresses) if gpu is not None else (), log=log)
 
 
 def configure_threads(threads: int, inter_op: int = 1) -> int:

@@ -12,6 +12,7 @@ from typing import Optional
 
 from pipelines.core import resources
 from pipelines.core.errors import SparkcnnError
+from pipelines.core.session import is_local_master
 from pipelines.core.tf_runtime import REQUIRE_GPU_ENV
 from pipelines.train.remote import TrainSpec, train_worker
 
@@ -30,7 +31,7 @@ def worker_slots(spark, wanted: Optional[int] = None) -> tuple:
     per_task = resources.task_gpus(spark)
     settle = 5.0 if wanted is None else 0.0
     if not per_task:
-        if wanted is None and not spark.sparkContext.master.startswith("local"):
+        if wanted is None and not is_local_master(spark.sparkContext.master):
             return resources.settled(lambda: spark.sparkContext.defaultParallelism, 60, 1, settle), \
                 "task slots (cores)"
         return spark.sparkContext.defaultParallelism, "task slots (cores)"
