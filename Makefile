@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment bench-predict pyfiles clean
+.PHONY: install demo cluster-demo test test-fast bench bench-spine bench-ingest bench-featurizer bench-augment bench-predict bench-levers bench-scaling pyfiles clean
 
 # GPU=1: tensorflow[and-cuda] and Horovod built against it (README: running on a GPU cluster).
 GPU ?= 0
@@ -34,6 +34,12 @@ bench: bench-spine bench-ingest bench-featurizer bench-augment bench-predict
 
 bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)
+
+bench-levers: install
+	$(PY) -m benchmarks.levers $(BENCH_ARGS)
+
+bench-scaling: install
+	$(PY) -m benchmarks.scaling $(BENCH_ARGS)
 
 bench-ingest: install
 	$(PY) -m benchmarks.ingest

@@ -3,6 +3,7 @@ for a user without Spark: Keras fit on in-memory arrays and model.predict.
 
     python -m benchmarks.plain_keras fit DATASET_DIR EPOCHS BATCH
     python -m benchmarks.plain_keras predict DATASET_DIR MODEL_PATH BATCH REPEATS
+    python -m benchmarks.plain_keras evaluate DATASET_DIR MODEL_PATH [MODEL_PATH ...]
 Prints one JSON line.
 """
 import json
@@ -64,10 +65,24 @@ def predict(dataset_dir, model_path, batch, repeats):
             "call_rows_per_second": len(x) / statistics.median(call_times)}
 
 
+def evaluate(dataset_dir, model_paths):
+    """Accuracy of each saved model on the dataset (e.g. the test split), one process for all."""
+    import numpy as np
+    import tensorflow as tf
+    x, y, _ = load_arrays(dataset_dir)
+    out = []
+    for path in model_paths:
+        model = tf.keras.models.load_model(path, compile=False, safe_mode=True)
+        out.append(float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), axis=1) == y)))
+    return {"rows": len(x), "accuracy": out}
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "fit":
         out = fit(args[0], int(args[1]), int(args[2]))
+    elif mode == "evaluate":
+        out = evaluate(args[0], args[1:])
     else:
         out = predict(args[0], args[1], int(args[2]), int(args[3]))
     print(json.dumps(out))

@@ -30,7 +30,8 @@ from pipelines.core.store import RunStore
 from pipelines.score.stage import predict_dataset
 from pipelines.stages import load_config
 from pipelines.train.launch import run_horovod
-from pipelines.train.training import make_spec
+from pipelines.train.step import PHASES
+from pipelines.train.training import breakdown_summary, make_spec
 
 
 def plain(*args):
@@ -41,16 +42,24 @@ def plain(*args):
 
 
 def _horovod_row(spark, spec, workers, name):
-    result = run_horovod(spark, spec, workers, {"lo"}, 600)[0]
-    secs = result["epoch_seconds"]
-    return name, result["samples_per_epoch"] / statistics.median(secs[1:] or secs), secs
+    ranks = run_horovod(spark, spec, workers, {"lo"}, 600)
+    secs = ranks[0]["epoch_seconds"]
+    ms = breakdown_summary(ranks, spec.settings).get("ms_per_step", {})
+    return name, ranks[0]["samples_per_epoch"] / statistics.median(secs[1:] or secs), secs, ms
+
+
+def _breakdown_line(ms) -> str:
+    if not ms:
+        return ""
+    return (f"\n  {'':<60} step {ms['step_ms']:.0f} ms = " + " + ".join(
+        f"{k} {ms[f'{k}_ms']:.0f}" for k in (*PHASES, "other")))
 
 
 def bench_training(spark, cfg, epochs):
     train_dir = cfg.dataset_dir("train")
     rows = []
     base = plain("fit", os.path.realpath(train_dir), epochs, cfg.train.batch_size)
-    rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"]))
+    rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"], {}))
     spec = make_spec(cfg.train, train_dir, cfg.dataset_dir("val"))
     spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs), val_path=None, val_rows=0)
     for workers in (1, 2):
@@ -114,20 +123,20 @@ def main(argv=None):
         base = rows[0][1]
         print(f"\nTRAINING mnist_cnn, batch {cfg.train.batch_size}/worker, {args.epochs} epochs "
               "(samples/s from the median epoch after the first)")
-        for name, sps, secs in rows:
+        for name, sps, secs, ms in rows:
             print(f"  {name:<60} {sps:8.0f} samples/s  {sps / base:5.2f}x   epochs(s): "
-                  + ", ".join(f"{s:.1f}" for s in secs))
-        report["training"] = [{"name": n, "samples_per_second": s, "ratio": s / base, "epoch_seconds": e}
-                              for n, s, e in rows]
+                  + ", ".join(f"{s:.1f}" for s in secs) + _breakdown_line(ms))
+        report["training"] = [{"name": n, "samples_per_second": s, "ratio": s / base, "epoch_seconds": e,
+                               "ms_per_step": ms} for n, s, e, ms in rows]
         if args.mixed_precision != "none":
             rows, used = bench_mixed_precision(spark, cfg, args.mixed_precision, args.mixed_rows)
             print(f"\nMIXED PRECISION mnist_cnn, {used} rows, batch {cfg.train.batch_size}/worker, 2 epochs "
                   "(samples/s from epoch 2)")
-            for name, sps, secs in rows:
+            for name, sps, secs, ms in rows:
                 print(f"  {name:<60} {sps:8.0f} samples/s  {sps / rows[0][1]:5.2f}x   epochs(s): "
-                      + ", ".join(f"{s:.1f}" for s in secs))
+                      + ", ".join(f"{s:.1f}" for s in secs) + _breakdown_line(ms))
             report["mixed_precision"] = [{"name": n, "samples_per_second": s, "ratio": s / rows[0][1],
-                                          "epoch_seconds": e} for n, s, e in rows]
+                                          "epoch_seconds": e} for n, s, e, _ in rows]
     if not args.skip_scoring:
         model_path = store.require(store.model_path, "train")
         rows, n = bench_scoring(spark, cfg, model_path, args.repeats)

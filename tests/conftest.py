@@ -53,7 +53,7 @@ run: {{name: e2e, runs_dir: {root}/runs}}
 spark: {{master: "local[2]", driver_memory: 2g}}
 data: {{datasets_dir: {root}/datasets}}
 ingest: {{limit_train: 8000, validation_rows: 1000, limit_test: 2000}}
-train: {{model: mnist_cnn, epochs: 2, batch_size: 64, num_proc: 2, optimizer: adam, learning_rate: 0.001}}
+train: {{model: mnist_cnn, epochs: 2, batch_size: 64, num_proc: 2, optimizer: adam, learning_rate: 0.001, timeline: true}}
 tracking: {{mlflow: true}}
 """)
     sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_scaling import check_breakdown
 
 from pipelines.core import records
 
@@ -40,6 +41,8 @@ def test_history_has_train_and_validation_per_epoch(e2e_run):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert len(history["metrics"][key]) == 2
     assert history["metrics"]["loss"][1] < history["metrics"]["loss"][0]
+    check_breakdown(history, 2)                                     # where a step's time went
+    assert history["step_breakdown"]["ms_per_step"]["allreduce_ms"] > 0
 
 
 def test_report_files(e2e_run):
@@ -50,6 +53,7 @@ def test_report_files(e2e_run):
     html = (report / "index.html").read_text()
     metrics = json.loads((root / "runs/e2e/metrics.json").read_text())
     assert f"{metrics['accuracy']:.4f}" in html and "training_curves.png" in html
+    assert "Where a training step's time goes" in html and "allreduce" in html
 
 
 def test_saved_model_reproduces_spark_predictions(e2e_run):

@@ -30,6 +30,26 @@ def _table(headers, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+STEP_PHASES = (("input", "waiting for the next batch"), ("compute", "forward + backward"),
+               ("allreduce", "Horovod allreduce, incl. waiting for the slowest worker"),
+               ("apply", "optimizer update"), ("other", "Keras and callbacks"))
+
+
+def _step_breakdown(breakdown: Optional[dict]) -> list:
+    """Where a training step's time went (history.json step_breakdown), so a user sees what limits them."""
+    ms = (breakdown or {}).get("ms_per_step")
+    if not ms or not ms.get("step_ms"):
+        return []
+    rows = [[name, what, f"{ms[f'{name}_ms']:.1f}", f"{100 * ms[f'{name}_ms'] / ms['step_ms']:.0f}%"]
+            for name, what in STEP_PHASES]
+    rows.append(["step", "", f"{ms['step_ms']:.1f}", "100%"])
+    levers = (f"{breakdown['backward_passes_per_step']} backward pass(es) per allreduce, compression "
+              f"{html.escape(str(breakdown['compression']))}, {breakdown['allreduce_bytes'] / 1e6:.1f} MB per allreduce"
+              + ("; allreduce overlapped with the backward pass (inside compute)" if breakdown.get("overlap") else ""))
+    return ["<h2>Where a training step's time goes</h2><p>ms per step, mean over workers of the median "
+            f"epoch after the first; {levers}</p>", _table(["phase", "what", "ms", "share"], rows)]
+
+
 def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Optional[dict],
                 timings: dict, figures: dict) -> str:
     parts = [f"<h1>sparkcnn run <code>{html.escape(cfg.run.name)}</code></h1>"]
@@ -62,6 +82,7 @@ def render_html(cfg: Config, metas: dict, history: Optional[dict], metrics: Opti
         parts.append(f"<h2>Training</h2><p>{history['model']}, {history['workers']} Horovod workers × "
                      f"{history['threads_per_worker']} threads, batch {history['batch_size_per_worker']} per worker</p>")
         parts.append(_table(heads, rows))
+        parts.extend(_step_breakdown(history.get("step_breakdown")))
     if metrics:
         parts.append("<h2>Per-class metrics</h2>")
         parts.append(_table(["class", "precision", "recall", "F1", "support"],

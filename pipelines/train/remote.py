@@ -36,6 +36,9 @@ from pipelines.core.tf_runtime import (
 from pipelines.train.models import build_model, make_optimizer
 from pipelines.train.petastorm_input import open_reader, to_tf_dataset
 from pipelines.train.section import TrainSection
+from pipelines.train.step import StepClock, clock_callback, gradient_bytes
+from pipelines.train.step import install as install_step
+from pipelines.train.timeline import GRADIENTS, read_timeline
 
 KEEP_CHECKPOINTS = 2
 
@@ -158,25 +161,50 @@ def _cpu_has_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _optimizer(tf, hvd, t: TrainSection, lr: float):
-    """Horovod's allreduce inside, loss scaling outside: the loss-scale optimizer scales the loss,
-    Horovod averages the scaled gradients, and the finiteness check then sees the same averaged
-    gradients on every rank, so all ranks skip or apply a step together (float16 only;
-    bfloat16 has float32's range and needs no scaling)."""
-    optimizer = hvd.DistributedOptimizer(make_optimizer(t.optimizer, lr))
+def _optimizer(tf, t: TrainSection, lr: float):
+    """The optimizer itself: Horovod's allreduce is a phase of the train step (pipelines/train/step.py),
+    which reduces the *scaled* gradients under float16 and unscales them after, so the
+    loss-scale optimizer's finiteness check sees the same averaged gradients on every rank and all
+    ranks skip or apply a step together (float16 only; bfloat16 has float32's range)."""
+    optimizer = make_optimizer(t.optimizer, lr)
     if t.mixed_precision == "mixed_float16":
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     return optimizer
 
 
+def _horovod_env(t: TrainSection, timeline_path: Optional[str]) -> None:
+    """Horovod reads its tuning knobs from the environment at hvd.init(); set only what was configured."""
+    if t.fusion_threshold_mb is not None:
+        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(t.fusion_threshold_mb * 1024 * 1024))
+    if t.cycle_time_ms is not None:
+        os.environ["HOROVOD_CYCLE_TIME"] = f"{t.cycle_time_ms:g}"
+    if timeline_path:
+        os.environ["HOROVOD_TIMELINE"] = timeline_path
+
+
+def _allreduce(size: int, overlap: bool):
+    """Horovod's average of all gradients, or None with one worker (nothing to reduce): one grouped
+    reduction, or (overlap) one per tensor so each starts when its gradient is ready."""
+    if size == 1:
+        return None
+    import horovod.tensorflow as hvd_tf
+    if overlap:
+        return lambda grads: [hvd_tf.allreduce(g, op=hvd_tf.Average, name=f"{GRADIENTS}_{i}")
+                              for i, g in enumerate(grads)]
+    return lambda grads: hvd_tf.grouped_allreduce(grads, op=hvd_tf.Average, name=GRADIENTS)
+
+
 def train_worker(spec: TrainSpec) -> Optional[dict]:
     placement = _place_rank()
+    t = spec.settings
+    timeline_dir = tempfile.TemporaryDirectory(prefix="sparkcnn-timeline-") if t.timeline else None
+    timeline_path = os.path.join(timeline_dir.name, "timeline.json") if timeline_dir else None
+    _horovod_env(t, timeline_path)
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
     hvd.init()
     storage.configure(spec.storage)
-    t = spec.settings
     rank, size = hvd.rank(), hvd.size()
     threads = t.threads_per_worker or cores_per_local_worker(hvd.local_size())
     threads = configure_threads(threads, inter_op=min(2, threads))
@@ -186,8 +214,11 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
 
     _precision_policy(tf, t.mixed_precision, log=lambda line: print(line, flush=True) if rank == 0 else None)
     model = build_model(t.model, spec.input_shape, spec.num_classes)
-    lr = t.learning_rate * (size if t.scale_lr else 1)
-    model.compile(optimizer=_optimizer(tf, hvd, t, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    passes = t.backward_passes_per_step
+    lr = t.learning_rate * (size * passes if t.scale_lr else 1)
+    model.compile(optimizer=_optimizer(tf, t, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = StepClock()
+    install_step(tf, model, _allreduce(size, t.overlap), clock, passes, t.compression, t.overlap)
     downloaded = None
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
@@ -201,15 +232,17 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             local_prefix = os.path.join(downloaded.name, name)
         tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
 
-    steps = spec.train_rows // (t.batch_size * size)
+    # Whole updates per epoch: accumulated gradients never carry over an epoch's end (or a checkpoint).
+    steps = spec.train_rows // (t.batch_size * size * passes) * passes
     if steps < 1:
-        raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than one batch of "
+        raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than {passes} batch(es) of "
                          f"{t.batch_size} for each of {size} workers")
     val_steps = spec.val_rows // (t.batch_size * size) if spec.val_path else 0
 
     history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
     epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
+    callbacks.insert(0, clock_callback(tf, clock, log=(lambda line: print(line, flush=True)) if rank == 0 else None))
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
         precision = f", {t.mixed_precision}" if t.mixed_precision else ""
@@ -237,8 +270,16 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
 
     if downloaded is not None:
         downloaded.cleanup()
+    breakdown = {"epochs": clock.epochs, "allreduce_bytes": gradient_bytes(model.trainable_variables, t.compression)
+                 if size > 1 else 0, "backward_passes_per_step": passes, "compression": t.compression,
+                 "overlap": t.overlap}
     if rank != 0:
-        return {"placement": placement.as_dict()}
+        return {"placement": placement.as_dict(), "breakdown": breakdown}
+    timeline = None
+    if timeline_dir:
+        hvd.stop_timeline()      # flushed and closed before it is read
+        timeline = read_timeline(timeline_path)
+        timeline_dir.cleanup()
     # Export a clean float32 copy: no Horovod or loss-scale optimizer inside, so it loads anywhere in
     # safe mode; mixed precision keeps float32 variables, so the weights carry over as they are.
     tf.keras.mixed_precision.set_global_policy("float32")
@@ -253,4 +294,6 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
         "workers": size,
         "threads_per_worker": threads,
         "placement": placement.as_dict(),
+        "breakdown": breakdown,
+        "timeline": timeline,
     }

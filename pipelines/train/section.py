@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from pipelines.core.config import ConfigError, setting
 from pipelines.train.models import OPTIMIZERS
+from pipelines.train.step import COMPRESSIONS
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
@@ -48,6 +49,20 @@ class TrainSection:
     mixed_precision: Optional[str] = setting(None, choices=MIXED_PRECISION, doc=(
         "Keras mixed precision: mixed_float16 on GPUs (with dynamic loss scaling), mixed_bfloat16 on CPUs "
         "with bfloat16 instructions; the softmax and the saved model stay float32"))
+    # Horovod's levers (pipelines/train/step.py applies them; README "Horovod scaling" has the measurements)
+    backward_passes_per_step: int = setting(1, min=1, max=64, doc=(
+        "batches whose gradients each worker accumulates (their mean) before one allreduce; with scale_lr "
+        "the learning rate also grows by this factor, as for a batch this many times larger"))
+    compression: str = setting("none", choices=COMPRESSIONS, doc="fp16: gradients travel as float16 (half the bytes)")
+    overlap: bool = setting(False, runtime=True, doc=(
+        "reduce each gradient as soon as the backward pass has made it (overlapping transfer and compute) "
+        "instead of all at once after it; the step breakdown then counts the allreduce inside compute"))
+    fusion_threshold_mb: Optional[float] = setting(None, min=0.0, runtime=True, doc=(
+        "Horovod's fusion buffer in MB (HOROVOD_FUSION_THRESHOLD; 0 turns fusion off); null: Horovod's default"))
+    cycle_time_ms: Optional[float] = setting(None, min=0.1, runtime=True, doc=(
+        "Horovod's background cycle in ms (HOROVOD_CYCLE_TIME); null: Horovod's default"))
+    timeline: bool = setting(False, runtime=True, doc=(
+        "record Horovod's timeline (rank 0) into <run>/horovod_timeline.json, summarised in history.json"))
     deterministic: bool = setting(False, runtime=True, doc="TF op determinism (slower); seeds are always fixed")
     export_saved_model: bool = setting(True, runtime=True, doc="also write <run>/saved_model (TF SavedModel)")
     # augmentation (pipelines/augment/): train on an augmented split, or augment batches on the fly

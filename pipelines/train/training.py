@@ -35,6 +35,7 @@ from pipelines.train.models import check_model_name
 from pipelines.train.remote import TrainSpec
 from pipelines.train.resume import plan_resume, resume_hint
 from pipelines.train.section import TrainSection
+from pipelines.train.step import summarise
 from pipelines.train.validation_split import held_out_dirs
 
 
@@ -72,6 +73,17 @@ def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
         os.rmdir(staging + ".unpack")
 
 
+def breakdown_summary(ranks: list, settings: TrainSection) -> dict:
+    """Where a step's time went (ms per step, mean over ranks) with the levers that shaped it, and each
+    rank's per-epoch numbers: a rank whose compute is longer is the one the others wait for."""
+    per_rank = [r.get("breakdown") for r in ranks if r and r.get("breakdown")]
+    if not per_rank:
+        return {}
+    return {"ms_per_step": summarise(per_rank), "allreduce_bytes": per_rank[0]["allreduce_bytes"],
+            "backward_passes_per_step": settings.backward_passes_per_step, "compression": settings.compression,
+            "overlap": settings.overlap, "ranks": [b["epochs"] for b in per_rank]}
+
+
 def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore, *,
                   augment: Optional[dict] = None, row_group_mb: float = 4.0, where: str = "train",
                   log: Callable[[str], None] = print) -> dict:
@@ -102,7 +114,12 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         "resumed_after_epoch": spec.initial_epoch, "wall_seconds": wall, "metrics": result["history"],
         "mixed_precision": settings.mixed_precision,
         "devices": [r["placement"] for r in ranks if r and "placement" in r],   # per rank: GPU assigned, visible
+        "step_breakdown": breakdown_summary(ranks, settings),
     }
+    timeline = result.get("timeline")
+    if timeline:
+        write_bytes_atomic(storage.join(store.root, "horovod_timeline.json"), timeline["text"].encode())
+        history["horovod_timeline"] = timeline["summary"]
     write_json_atomic(store.history_path, history)
     log(f"[train] model -> {store.model_path} ({wall:.1f}s)")
     return history

@@ -1,0 +1,154 @@
+"""`make bench-scaling`: what N Horovod workers would give, from a ring-allreduce cost model fed with
+numbers measured here, and the model checked against the 1- and 2-worker runs this machine can do.
+
+The model (one step of every worker; batch B per worker, k backward passes per allreduce):
+
+    t_compute   = B * c                        c: measured seconds per sample of one worker's
+                                                  forward + backward + update (all its cores)
+    t_allreduce = 2 (N-1)/N * G / bw  +  2 (N-1) * latency
+                                               G: gradient bytes, 4 per parameter (2 with fp16);
+                                               a ring sends and receives 2 (N-1)/N of G per worker
+    t_step      = t_compute + t_allreduce / k   (no overlap: the grouped reduction after the
+                                                 backward pass, train.overlap false)
+    samples/s   = N * B / t_step;   efficiency = t_compute / t_step
+
+Networks: 10, 25 and 100 Gbit/s at 80% of line rate (TCP and gloo's framing), 30 us per ring
+hop (a switched data-centre network); both are flags.  The check predicts the 2-worker run on
+this machine's loopback from the compute measured at half the cores (the two workers split
+them) and a 2-process Horovod allreduce of the model's gradient bytes, then measures it.
+
+    python -m benchmarks.scaling [--conf conf/mnist.yaml] [--no-check] [--check-rows 7680]
+"""
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+MODELS = {  # name -> (input shape, batch per worker for the model, measured steps)
+    "mnist_cnn": ((28, 28, 1), 128, 8),
+    "vgg_bn": ((28, 28, 1), 128, 6),
+    "resnet50": ((224, 224, 3), 16, 3),
+}
+WORKERS = (2, 4, 8, 16, 32, 64)
+GBITS = (10, 25, 100)
+
+
+def probe(*args):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.scaling_probe", *map(str, args)],
+                         capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if out.returncode != 0:
+        raise SystemExit(f"benchmarks.scaling_probe {' '.join(map(str, args))} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def allreduce_seconds(n: int, grad_bytes: float, bytes_per_second: float, latency: float) -> float:
+    """Ring allreduce: 2(N-1) hops, each moving G/N bytes each way."""
+    if n < 2:
+        return 0.0
+    return 2 * (n - 1) / n * grad_bytes / bytes_per_second + 2 * (n - 1) * latency
+
+
+def predict(seconds_per_sample: float, batch: int, grad_bytes: float, n: int, bytes_per_second: float,
+            latency: float, passes: int = 1) -> dict:
+    t_compute = batch * seconds_per_sample
+    t_step = t_compute + allreduce_seconds(n, grad_bytes, bytes_per_second, latency) / passes
+    return {"samples_per_second": n * batch / t_step, "efficiency": t_compute / t_step}
+
+
+def table(name, measured, args):
+    c, batch, params = measured["seconds_per_sample"], measured["batch"], measured["params"]
+    lines = [f"\n{name}: {params:,} parameters ({params * 4 / 1e6:.1f} MB of float32 gradients), "
+             f"batch {batch}/worker, {c * 1e3:.3f} ms/sample measured on {measured['threads']} cores here "
+             f"= {1 / c:.0f} samples/s per worker",
+             "  " + f"{'workers':>8}" + "".join(f" | {g:>3} Gbit/s samples/s eff  fp16 eff" for g in GBITS)]
+    for n in WORKERS:
+        cells = []
+        for g in GBITS:
+            bw = g * 1e9 / 8 * args.line_rate
+            p32 = predict(c, batch, params * 4, n, bw, args.latency_us * 1e-6)
+            p16 = predict(c, batch, params * 2, n, bw, args.latency_us * 1e-6)
+            cells.append(f" | {p32['samples_per_second']:>19,.0f} {p32['efficiency']:4.0%} {p16['efficiency']:8.0%}")
+        lines.append("  " + f"{n:>8}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def check(cfg, rows, epochs, probes):
+    """Predicted vs measured on this machine: 1 worker (all cores) and 2 workers (half each) on loopback."""
+    from pipelines.core.session import build_spark
+    from pipelines.train.launch import run_horovod
+    from pipelines.train.training import breakdown_summary, make_spec
+    spark = build_spark(cfg.spark)
+    cores = os.cpu_count()
+    grad_bytes = probes["mnist_cnn"]["params"] * 4
+    net = probe("allreduce", grad_bytes, 20)
+    half = probe("compute", "mnist_cnn", 28, 28, 1, cfg.train.batch_size, max(1, cores // 2), 8)
+    latency = net["latency_seconds"] / 2                       # one ring hop each way with 2 workers
+    bw = grad_bytes / max(net["payload_seconds"] - net["latency_seconds"], 1e-6)   # 2(N-1)/N = 1 for N = 2
+    measured = {}
+    for workers in (1, 2):
+        settings = dataclasses.replace(cfg.train, epochs=epochs, num_proc=workers)
+        spec = make_spec(settings, cfg.dataset_dir("train"), None)
+        spec = dataclasses.replace(spec, val_path=None, val_rows=0, train_rows=min(rows, spec.train_rows))
+        ranks = run_horovod(spark, spec, workers, {"lo"}, 600)
+        secs = ranks[0]["epoch_seconds"]
+        measured[workers] = {"samples_per_second": ranks[0]["samples_per_epoch"] / statistics.median(secs[1:] or secs),
+                             "ms_per_step": breakdown_summary(ranks, settings)["ms_per_step"]}
+    passes = cfg.train.backward_passes_per_step
+    batch = cfg.train.batch_size
+    predicted = {1: predict(probes["mnist_cnn"]["seconds_per_sample"], batch, grad_bytes, 1, bw, latency),
+                 2: predict(half["seconds_per_sample"], batch, grad_bytes, 2, bw, latency, passes)}
+    return {"loopback": {"bytes_per_second": bw, "latency_seconds": latency, **net},
+            "compute_half_cores": half, "predicted": predicted, "measured": measured, "passes": passes}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conf", default="conf/mnist.yaml")
+    ap.add_argument("--latency-us", type=float, default=30.0, help="per ring hop")
+    ap.add_argument("--line-rate", type=float, default=0.8, help="share of the link's bit rate gloo achieves")
+    ap.add_argument("--no-check", action="store_true", help="no 1/2-worker runs on this machine")
+    ap.add_argument("--check-rows", type=int, default=7680)
+    ap.add_argument("--check-epochs", type=int, default=3)
+    args = ap.parse_args(argv)
+    from pipelines.stages import load_config
+    cfg = load_config(args.conf)
+    cores = os.cpu_count()
+    probes = {name: probe("compute", name, *shape, batch, cores, steps)
+              for name, (shape, batch, steps) in MODELS.items()}
+    print(f"COST MODEL (ring allreduce, no overlap; {args.line_rate:.0%} of line rate, {args.latency_us:g} us per "
+          "hop; eff = t_compute / t_step; fp16 eff: gradients compressed to float16)")
+    for name, measured in probes.items():
+        print(table(name, measured, args))
+    report = {"probes": probes, "latency_us": args.latency_us, "line_rate": args.line_rate}
+    if not args.no_check:
+        result = check(cfg, args.check_rows, args.check_epochs, probes)
+        report["check"] = result
+        lb = result["loopback"]
+        print(f"\nCHECK on this machine ({cores} cores, loopback: {lb['bytes_per_second'] / 1e9:.2f} GB/s, "
+              f"{lb['latency_seconds'] * 1e6:.0f} us per hop, from a 2-process Horovod allreduce of "
+              f"{lb['bytes'] / 1e6:.1f} MB), mnist_cnn batch {cfg.train.batch_size}/worker, "
+              f"{result['passes']} backward pass(es) per allreduce:")
+        for w in (1, 2):
+            p, m = result["predicted"][w], result["measured"][w]
+            print(f"  {w} worker(s): predicted {p['samples_per_second']:6.0f} samples/s, measured "
+                  f"{m['samples_per_second']:6.0f} ({m['samples_per_second'] / p['samples_per_second']:.2f}x of "
+                  f"predicted); step {m['ms_per_step']['step_ms']:.0f} ms = compute {m['ms_per_step']['compute_ms']:.0f}"
+                  f" + allreduce {m['ms_per_step']['allreduce_ms']:.0f} + apply {m['ms_per_step']['apply_ms']:.0f}"
+                  f" + input {m['ms_per_step']['input_ms']:.0f}")
+        print(f"  compute at {result['compute_half_cores']['threads']} core(s) per worker: "
+              f"{result['compute_half_cores']['seconds_per_sample'] * 1e3:.3f} ms/sample vs "
+              f"{probes['mnist_cnn']['seconds_per_sample'] * 1e3:.3f} at {cores}")
+    from pipelines.core.store import RunStore
+    store = RunStore(cfg.run_dir)
+    os.makedirs(store.root, exist_ok=True)
+    path = os.path.join(store.root, "bench-scaling.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\n-> {path}   reproduce: make bench-scaling   (python -m benchmarks.scaling)")
+
+
+if __name__ == "__main__":
+    main()

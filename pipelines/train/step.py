@@ -1,0 +1,195 @@
+"""Executor side: one training step as timed phases, with Horovod's levers applied where they act.
+
+Keras's own train function is one traced graph: reading the batch, the forward and backward
+pass and Horovod's allreduce (inside hvd.DistributedOptimizer) all happen in one call, so
+nothing can tell a user which of them limits a step.  This train function, installed in
+place of Keras's (fit, callbacks, metrics and checkpoints are unchanged), runs each step as
+up to four calls, timed in the worker:
+
+  input      next(iterator): the time this worker waited for its next batch (prefetched, so a
+             reader that keeps up costs ~0)
+  compute    forward + backward (+ the metrics' update), one traced function
+  allreduce  Horovod's grouped allreduce of the gradients, one traced function: the transfer and
+             the wait for the slowest worker (a rank that computes faster waits here)
+  apply      the optimizer's update (loss-scale check and unscaling for float16)
+
+The levers act here: `backward_passes_per_step` accumulates that many batches' gradients
+locally (their mean: the gradient of one batch that many times larger) and reduces once;
+`compression: fp16` hands Horovod float16 gradients (half the bytes) and casts them back.
+With float16 mixed precision the *scaled* gradients are reduced and unscaled afterwards, so
+every rank's finiteness check sees the same numbers and all skip or apply a step together.
+With one worker nothing is reduced.
+
+On a GPU the phase boundaries are synchronised by reading the loss (one scalar per step).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional
+
+PHASES = ("input", "compute", "allreduce", "apply")
+COMPRESSIONS = ("none", "fp16")
+
+
+class StepClock:
+    """Phase seconds of the epoch under way, filled by the train function; one summary per epoch.
+
+    Step time is measured from outside (the batch callbacks around Keras's call of the train
+    function), so what the phases do not cover shows up as `other` instead of vanishing.
+    """
+
+    def __init__(self):
+        self.epochs: List[dict] = []
+        self._reset()
+
+    def _reset(self):
+        self.phases = dict.fromkeys(PHASES, 0.0)
+        self.step_seconds = 0.0
+        self.steps = 0
+        self.updates = 0
+
+    def add(self, **seconds: float) -> None:
+        for name, value in seconds.items():
+            self.phases[name] += value
+
+    def step(self, seconds: float) -> None:
+        self.step_seconds += seconds
+        self.steps += 1
+
+    def end_epoch(self) -> dict:
+        """The epoch's breakdown in ms per step; phases + other = step."""
+        n = max(self.steps, 1)
+        entry = {f"{k}_ms": 1000 * v / n for k, v in self.phases.items()}
+        entry["step_ms"] = 1000 * self.step_seconds / n
+        entry["other_ms"] = entry["step_ms"] - sum(entry[f"{k}_ms"] for k in PHASES)
+        entry["steps"] = self.steps
+        entry["updates"] = self.updates
+        self.epochs.append(entry)
+        self._reset()
+        return entry
+
+
+def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = None):
+    """Times each Keras step from outside the train function and closes the clock's epoch."""
+
+    class PhaseClockCallback(tf.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            clock.step(time.perf_counter() - self.t0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            entry = clock.end_epoch()
+            if log:
+                log(f"[train] epoch {epoch + 1} step {entry['step_ms']:.1f} ms = " + " + ".join(
+                    f"{k} {entry[f'{k}_ms']:.1f}" for k in PHASES) + f" + other {entry['other_ms']:.1f}")
+
+    return PhaseClockCallback()
+
+
+def gradient_bytes(variables, compression: str) -> int:
+    """Bytes handed to Horovod per allreduce (float gradients travel as float16 under fp16)."""
+    total = 0
+    for v in variables:
+        size = 2 if compression == "fp16" and v.dtype.is_floating else v.dtype.size
+        total += int(v.shape.num_elements()) * size
+    return total
+
+
+def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: int = 1,
+            compression: str = "none", overlap: bool = False) -> Callable:
+    """Replace model's train function by the phased one; `allreduce` None: one worker, nothing reduced.
+
+    `allreduce(list of tensors) -> list of averaged tensors` is Horovod's: grouped (one fused
+    reduction after the backward pass, its own timed phase) or, with `overlap`, one reduction per
+    tensor inside the compute function, each started as soon as its gradient exists (Horovod
+    fuses what is ready each cycle), so transfer overlaps the rest of the backward pass; the
+    breakdown then counts the reduction inside `compute`.
+    """
+    if passes < 1:
+        raise ValueError(f"backward_passes_per_step must be >= 1, got {passes}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
+    accumulators = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if passes > 1 else []
+
+    def compressed_allreduce(grads):
+        if compression == "fp16":
+            dtypes = [g.dtype for g in grads]
+            sent = [tf.cast(g, tf.float16) if g.dtype.is_floating else g for g in grads]
+            return [tf.cast(r, d) for r, d in zip(allreduce(sent), dtypes)]
+        return allreduce(grads)
+
+    reduce_inside = overlap and allreduce is not None
+
+    def _forward_backward(x, y, final: bool):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred)
+            scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+        logs = model.compute_metrics(x, y, y_pred, None)
+        model._train_counter.assign_add(1)
+        if passes > 1 and not final:
+            for acc, g in zip(accumulators, grads):
+                acc.assign_add(g)
+            return [], logs
+        if passes > 1:
+            grads = [(acc + g) / passes for acc, g in zip(accumulators, grads)]
+            with tf.control_dependencies(grads):
+                for acc in accumulators:
+                    acc.assign(tf.zeros_like(acc))
+        return (compressed_allreduce(grads) if reduce_inside else grads), logs
+
+    forward_backward = tf.function(_forward_backward, reduce_retracing=True)
+    reduce = tf.function(compressed_allreduce, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def apply(grads):
+        if loss_scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    state = {"batch": 0}
+
+    def train_function(iterator):
+        t0 = time.perf_counter()
+        x, y = next(iterator)
+        t1 = time.perf_counter()
+        final = state["batch"] % passes == passes - 1
+        state["batch"] += 1
+        grads, logs = forward_backward(x, y, final)
+        float(logs["loss"])                       # a GPU has finished the step's compute
+        t2 = time.perf_counter()
+        t3 = t2
+        if final:
+            if allreduce is not None and not reduce_inside:
+                grads = reduce(grads)
+            t3 = time.perf_counter()
+            apply(grads)
+            clock.updates += 1
+        t4 = time.perf_counter()
+        clock.add(input=t1 - t0, compute=t2 - t1, allreduce=t3 - t2, apply=t4 - t3)
+        return logs
+
+    model.train_function = train_function
+    model.make_train_function = lambda force=False: train_function
+    return train_function
+
+
+def summarise(ranks: List[Dict]) -> Dict:
+    """Every rank's per-epoch breakdowns -> the ms per step of each phase (mean over ranks of the
+    median epoch after the first, which carries tracing), as history.json and the report show it."""
+    import statistics
+    per_rank = [r["epochs"] for r in ranks if r and r.get("epochs")]
+    if not per_rank:
+        return {}
+    keys = [f"{k}_ms" for k in (*PHASES, "other", "step")]
+    out = {}
+    for key in keys:
+        medians = [statistics.median(e[key] for e in (epochs[1:] or epochs)) for epochs in per_rank]
+        out[key] = sum(medians) / len(medians)
+    return out
