@@ -21,8 +21,8 @@ MNIST_CNN_PARAMS = 1_199_882       # trainable parameters of mnist_cnn on 28x28x
     ("train.compression=gzip", r"train.compression: 'gzip' is not one of none, fp16"),
     ("train.backward_passes_per_step=0", r"train.backward_passes_per_step: 0 is below the minimum 1"),
     ("train.backward_passes_per_step=two", r"train.backward_passes_per_step: expected an integer"),
-    ("train.fusion_threshold_mb=-1", r"train.fusion_threshold_mb: -1 is below the minimum 0"),
-    ("train.cycle_time_ms=0", r"train.cycle_time_ms: 0 is below the minimum 0.1"),
+    ("train.fusion_threshold_mb=-1", r"train.fusion_threshold_mb: -1.0 is below the minimum 0.0"),
+    ("train.cycle_time_ms=0", r"train.cycle_time_ms: 0.0 is below the minimum 0.1"),
     ("train.overlap=sometimes", r"train.overlap: expected true or false"),
     ("train.timeline=1", r"train.timeline: expected true or false"),
 ])

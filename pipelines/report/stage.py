@@ -45,7 +45,7 @@ def _step_breakdown(breakdown: Optional[dict]) -> list:
     rows.append(["step", "", f"{ms['step_ms']:.1f}", "100%"])
     levers = (f"{breakdown['backward_passes_per_step']} backward pass(es) per allreduce, compression "
               f"{html.escape(str(breakdown['compression']))}, {breakdown['allreduce_bytes'] / 1e6:.1f} MB per allreduce"
-              + ("; allreduce overlapped with the backward pass (inside compute)" if breakdown.get("overlap") else ""))
+              + ("; allreduce overlapped with the backward pass: what it did not hide" if breakdown.get("overlap") else ""))
     return ["<h2>Where a training step's time goes</h2><p>ms per step, mean over workers of the median "
             f"epoch after the first; {levers}</p>", _table(["phase", "what", "ms", "share"], rows)]
 

@@ -9,8 +9,9 @@ up to four calls, timed in the worker:
   input      next(iterator): the time this worker waited for its next batch (prefetched, so a
              reader that keeps up costs ~0)
   compute    forward + backward (+ the metrics' update), one traced function
-  allreduce  Horovod's grouped allreduce of the gradients, one traced function: the transfer and
-             the wait for the slowest worker (a rank that computes faster waits here)
+  allreduce  Horovod's allreduce of the gradients: the transfer and the wait for the slowest
+             worker (a rank that computes faster waits here); with `overlap`, the part of it the
+             backward pass did not hide
   apply      the optimizer's update (loss-scale check and unscaling for float16)
 
 The levers act here: `backward_passes_per_step` accumulates that many batches' gradients
@@ -102,10 +103,12 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
     """Replace model's train function by the phased one; `allreduce` None: one worker, nothing reduced.
 
     `allreduce(list of tensors) -> list of averaged tensors` is Horovod's: grouped (one fused
-    reduction after the backward pass, its own timed phase) or, with `overlap`, one reduction per
+    reduction after the backward pass, its own traced call) or, with `overlap`, one reduction per
     tensor inside the compute function, each started as soon as its gradient exists (Horovod
-    fuses what is ready each cycle), so transfer overlaps the rest of the backward pass; the
-    breakdown then counts the reduction inside `compute`.
+    fuses what is ready each cycle), so transfer overlaps the rest of the backward pass.  Then
+    the graph itself stamps the time between the last gradient being ready and the last
+    reduction being done (tf.timestamp): the exposed allreduce, reported as `allreduce`, the
+    rest of the call as `compute`.
     """
     if passes < 1:
         raise ValueError(f"backward_passes_per_step must be >= 1, got {passes}")
@@ -136,13 +139,20 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
         if passes > 1 and not final:
             for acc, g in zip(accumulators, grads):
                 acc.assign_add(g)
-            return [], logs
+            return [], logs, tf.constant(0.0, tf.float64)
         if passes > 1:
             grads = [(acc + g) / passes for acc, g in zip(accumulators, grads)]
             with tf.control_dependencies(grads):
                 for acc in accumulators:
                     acc.assign(tf.zeros_like(acc))
-        return (compressed_allreduce(grads) if reduce_inside else grads), logs
+        if not reduce_inside:
+            return grads, logs, tf.constant(0.0, tf.float64)
+        with tf.control_dependencies(grads):
+            ready = tf.timestamp()                  # the last gradient exists
+        reduced = compressed_allreduce(grads)       # each reduction started when its gradient was ready
+        with tf.control_dependencies(reduced):
+            exposed = tf.timestamp() - ready
+        return reduced, logs, exposed
 
     forward_backward = tf.function(_forward_backward, reduce_retracing=True)
     reduce = tf.function(compressed_allreduce, reduce_retracing=True)
@@ -161,8 +171,9 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
         t1 = time.perf_counter()
         final = state["batch"] % passes == passes - 1
         state["batch"] += 1
-        grads, logs = forward_backward(x, y, final)
+        grads, logs, exposed = forward_backward(x, y, final)
         float(logs["loss"])                       # a GPU has finished the step's compute
+        exposed = float(exposed)                  # overlap: the allreduce not hidden by the backward pass
         t2 = time.perf_counter()
         t3 = t2
         if final:
@@ -172,7 +183,7 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
             apply(grads)
             clock.updates += 1
         t4 = time.perf_counter()
-        clock.add(input=t1 - t0, compute=t2 - t1, allreduce=t3 - t2, apply=t4 - t3)
+        clock.add(input=t1 - t0, compute=t2 - t1 - exposed, allreduce=t3 - t2 + exposed, apply=t4 - t3)
         return logs
 
     model.train_function = train_function
