@@ -30,7 +30,7 @@ test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow" tests
 
 # Each benchmark prints side-by-side ratios against the plain-library baseline measured in the same run.
-bench: bench-spine bench-ingest bench-featurizer bench-augment bench-predict
+bench: bench-spine bench-levers bench-scaling bench-ingest bench-featurizer bench-augment bench-predict
 
 bench-spine: install
 	$(PY) -m benchmarks.spine $(BENCH_ARGS)

@@ -2,7 +2,7 @@
 TensorFlow's thread pools are the ones asked for.  Prints one JSON line.
 
     python -m benchmarks.scaling_probe compute MODEL HEIGHT WIDTH CHANNELS BATCH THREADS STEPS
-    python -m benchmarks.scaling_probe allreduce BYTES REPEATS      (2 Horovod processes on loopback)
+    python -m benchmarks.scaling_probe allreduce BYTES REPEATS CYCLE_MS   (2 Horovod processes on loopback)
 """
 import json
 import statistics
@@ -48,7 +48,9 @@ def compute(model_name, shape, batch, threads, steps):
             "threads": threads, "step_seconds": times}
 
 
-def _allreduce_worker(nbytes, repeats):
+def _allreduce_worker(nbytes, repeats, cycle_ms):
+    import os
+    os.environ["HOROVOD_CYCLE_TIME"] = str(cycle_ms)      # as the training's workers run (read at init)
     import horovod.tensorflow as hvd
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -66,10 +68,10 @@ def _allreduce_worker(nbytes, repeats):
     return out
 
 
-def allreduce(nbytes, repeats):
+def allreduce(nbytes, repeats, cycle_ms):
     """Median seconds of one allreduce of 4 bytes and of `nbytes`, 2 gloo processes on loopback."""
     from horovod.runner import run
-    results = run(_allreduce_worker, args=(nbytes, repeats), np=2, use_gloo=True, nics={"lo"},
+    results = run(_allreduce_worker, args=(nbytes, repeats, cycle_ms), np=2, use_gloo=True, network_interfaces=["lo"],
                   hosts="localhost:2", verbose=0)
     return {"latency_seconds": max(r["latency"] for r in results),
             "payload_seconds": max(r["payload"] for r in results), "bytes": nbytes}
@@ -80,5 +82,5 @@ if __name__ == "__main__":
     if mode == "compute":
         out = compute(args[0], (int(args[1]), int(args[2]), int(args[3])), int(args[4]), int(args[5]), int(args[6]))
     else:
-        out = allreduce(int(args[0]), int(args[1]))
+        out = allreduce(int(args[0]), int(args[1]), float(args[2]))
     print(json.dumps(out))

@@ -40,6 +40,9 @@ def test_ring_allreduce_cost_model():
     p = predict(0.001, 100, 4e8, 2, 4e9, 0.0)             # compute 0.1 s + allreduce 0.1 s
     assert p["efficiency"] == pytest.approx(0.5) and p["samples_per_second"] == pytest.approx(1000)
     assert predict(0.001, 100, 4e8, 2, 4e9, 0.0, passes=4)["efficiency"] == pytest.approx(0.1 / 0.125)
+    assert predict(0.001, 100, 2e8, 2, 4e9, 0.0, overlap=True)["efficiency"] == pytest.approx(1.0)   # all hidden
+    # 0.3 s of transfer behind 0.1 s of compute: at most 2/3 x 0.1 s hidden
+    assert predict(0.001, 100, 1.2e9, 2, 4e9, 0.0, overlap=True)["efficiency"] == pytest.approx(0.1 / (0.4 - 0.2 / 3))
 
 
 def test_timeline_parser_counts_bytes_and_fused_time_once():

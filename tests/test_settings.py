@@ -15,7 +15,7 @@ META = records.DatasetMeta(name="digits", split="train", num_rows=1000, height=2
                            class_names=[str(k) for k in range(10)])
 # Settings that say how a training runs, not what it computes: they may change on resume.
 RUNTIME = {"epochs", "reader_workers", "threads_per_worker", "nics", "start_timeout", "checkpoint", "resume",
-           "deterministic", "export_saved_model"}
+           "deterministic", "export_saved_model", "overlap", "fusion_threshold_mb", "cycle_time_ms", "timeline"}
 
 
 def _spec(settings: TrainSection, **data) -> TrainSpec:
@@ -29,7 +29,8 @@ def _another_value(f: dataclasses.Field):
     if choices:
         return next(c for c in choices if c != f.default)
     samples = {"model": "lenet", "validation": 0.1, "nics": ["lo"], "split": "train_aug",
-               "early_stopping_patience": 3, "threads_per_worker": 1, "lr_decay": 0.5}
+               "early_stopping_patience": 3, "threads_per_worker": 1, "lr_decay": 0.5,
+               "fusion_threshold_mb": 32.0, "cycle_time_ms": 5.0}
     if f.name in samples:
         return samples[f.name]
     if isinstance(f.default, bool):
