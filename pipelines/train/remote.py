@@ -174,8 +174,8 @@ def _optimizer(tf, t: TrainSection, lr: float):
 
 # Horovod's background thread coordinates the workers every cycle (1 ms by default: a gloo round
 # trip each time).  On CPU workers that steals cores from the training itself: measured with
-# `make bench-levers` on 2 cores, 1-thread workers computed 18% faster with a 20 ms cycle than
-# with 1 ms, and 50 ms added allreduce latency without computing faster.  GPU workers leave the
+# `make bench-levers` on 2 cores, 1-thread workers computed 11-22% faster with a 20 ms cycle than
+# with 1 ms (two runs), and 50 ms added allreduce latency without computing reliably faster.  GPU workers leave the
 # CPU idle, so there Horovod's own default stays.
 CPU_CYCLE_TIME_MS = 20.0
 
@@ -231,7 +231,10 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     lr = t.learning_rate * (size * passes if t.scale_lr else 1)
     model.compile(optimizer=_optimizer(tf, t, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clock = StepClock()
-    install_step(tf, model, _allreduce(size, t.overlap), clock, passes, t.compression, t.overlap)
+    # Deterministic training reduces all gradients as one group (Horovod's deterministic fusion; TF's op
+    # determinism also refuses the graph timestamps that measure an overlapped reduction).
+    overlap = t.overlap and not t.deterministic
+    install_step(tf, model, _allreduce(size, overlap), clock, passes, t.compression, overlap)
     downloaded = None
     if spec.resume_prefix:
         # Every rank reads the same checkpoint; optimizer slots are restored when first created.
@@ -261,7 +264,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
         precision = f", {t.mixed_precision}" if t.mixed_precision else ""
         levers = (f", {passes} backward passes per allreduce" if passes > 1 else "") + \
             (f", {t.compression} compression" if t.compression != "none" else "") + \
-            (", overlapped allreduce" if t.overlap else "")
+            (", overlapped allreduce" if overlap and size > 1 else "")
         cycle = f", Horovod cycle {knobs['HOROVOD_CYCLE_TIME']} ms" if size > 1 and "HOROVOD_CYCLE_TIME" in knobs else ""
         print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
               f"lr {lr:g}{precision}{levers}{cycle}{resumed}", flush=True)
@@ -289,7 +292,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
         downloaded.cleanup()
     breakdown = {"epochs": clock.epochs, "allreduce_bytes": gradient_bytes(model.trainable_variables, t.compression)
                  if size > 1 else 0, "backward_passes_per_step": passes, "compression": t.compression,
-                 "overlap": t.overlap}
+                 "overlap": overlap}
     if rank != 0:
         return {"placement": placement.as_dict(), "breakdown": breakdown}
     timeline = None

@@ -57,7 +57,7 @@ class TrainSection:
     overlap: bool = setting(True, runtime=True, doc=(
         "reduce each gradient as soon as the backward pass has made it, overlapping transfer and compute "
         "(false: one grouped reduction after the backward pass); the breakdown's allreduce is then the part "
-        "not hidden"))
+        "not hidden; off under deterministic (the grouped reduction is Horovod's deterministic one)"))
     fusion_threshold_mb: Optional[float] = setting(None, min=0.0, runtime=True, doc=(
         "Horovod's fusion buffer in MB (HOROVOD_FUSION_THRESHOLD; 0 turns fusion off); null: Horovod's default"))
     cycle_time_ms: Optional[float] = setting(None, min=0.1, runtime=True, doc=(

@@ -81,7 +81,7 @@ def breakdown_summary(ranks: list, settings: TrainSection) -> dict:
         return {}
     return {"ms_per_step": summarise(per_rank), "allreduce_bytes": per_rank[0]["allreduce_bytes"],
             "backward_passes_per_step": settings.backward_passes_per_step, "compression": settings.compression,
-            "overlap": settings.overlap, "ranks": [b["epochs"] for b in per_rank]}
+            "overlap": per_rank[0].get("overlap", settings.overlap), "ranks": [b["epochs"] for b in per_rank]}
 
 
 def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore, *,
