@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks.report_file import write_report
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # one core, both sides
     os.environ.setdefault(_var, "1")
@@ -381,10 +382,7 @@ def main(argv=None):
                   f"{sum(r >= 1.5 for r in ratios)}/{len(ratios)} at >= 1.5x")
     if args.spark:
         report["stage"] = bench_stage(1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\n-> {args.out}   reproduce: make bench-augment   (or python -m benchmarks.augment)")
+    write_report(args.out, report, "make bench-augment   (or python -m benchmarks.augment)")
 
 
 if __name__ == "__main__":

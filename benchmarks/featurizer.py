@@ -23,6 +23,7 @@ import time
 
 import pyarrow.parquet as pq
 
+from benchmarks.report_file import write_report
 from pipelines.core import records
 
 
@@ -96,11 +97,8 @@ def main(argv=None):
     print(f"  {'DeepImageFeaturizer through Spark (raw rows in)':<52} {ours['images_per_second']:7.1f} images/s  "
           f"{ratio:4.2f}x   passes(s): " + ", ".join(f"{s:.2f}" for s in ours["pass_seconds"]) + " (first is cold)")
     report = {"model": t.model, "rows": ours["rows"], "baseline": base, "spark": ours, "ratio": ratio}
-    out_path = os.path.join(cfg.run_dir, "bench_featurizer.json")
-    os.makedirs(cfg.run_dir, exist_ok=True)
-    with open(out_path, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\n-> {out_path}   reproduce: make bench-featurizer   (or python -m benchmarks.featurizer --rows {args.rows})")
+    write_report(os.path.join(cfg.run_dir, "bench_featurizer.json"), report,
+                 f"make bench-featurizer   (or python -m benchmarks.featurizer --rows {args.rows})")
 
 
 if __name__ == "__main__":

@@ -10,18 +10,15 @@ whole test split.  The 1-worker row is the reference of the ratios.
 """
 import argparse
 import dataclasses
-import json
 import os
-import statistics
 import tempfile
 
-from benchmarks.spine import plain
+from benchmarks.report_file import write_report
+from benchmarks.spine import horovod_spec, measure_horovod, plain
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.stages import load_config
-from pipelines.train.launch import run_horovod
 from pipelines.train.step import PHASES
-from pipelines.train.training import breakdown_summary, make_spec
 
 # name -> (workers, settings changed from the conf's)
 CASES = {
@@ -50,15 +47,10 @@ def _settings(base, changes):
 
 def run_case(spark, cfg, workers, changes, rows, epochs, model_path):
     settings = _settings(dataclasses.replace(cfg.train, epochs=epochs, num_proc=workers), changes)
-    spec = make_spec(settings, cfg.dataset_dir("train"), None)
-    spec = dataclasses.replace(spec, val_path=None, val_rows=0, train_rows=min(rows, spec.train_rows))
-    ranks = run_horovod(spark, spec, workers, {"lo"}, 600)
-    result = ranks[0]
+    m = measure_horovod(spark, horovod_spec(cfg, settings, rows), workers)
     with open(model_path, "wb") as f:
-        f.write(result["model_keras"])
-    secs = result["epoch_seconds"]
-    return {"samples_per_second": result["samples_per_epoch"] / statistics.median(secs[1:] or secs),
-            "epoch_seconds": secs, "breakdown": breakdown_summary(ranks, settings)}
+        f.write(m.pop("result")["model_keras"])
+    return m
 
 
 def main(argv=None):
@@ -99,13 +91,8 @@ def main(argv=None):
         print(f"  {name:<20} {r['samples_per_second']:9.0f} {r['samples_per_second'] / ref:5.2f}x "
               f"{r['test_accuracy']:8.4f}  " + " ".join(f"{ms.get(f'{p}_ms', 0):9.1f}" for p in
                                                         (*PHASES, "other", "step")))
-    store = RunStore(cfg.run_dir)
-    os.makedirs(store.root, exist_ok=True)
-    path = os.path.join(store.root, "bench-levers.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"\n-> {path}   reproduce: make bench-levers   (python -m benchmarks.levers --rows {args.rows} "
-          f"--epochs {args.epochs})")
+    write_report(os.path.join(RunStore(cfg.run_dir).root, "bench-levers.json"), out,
+                 f"make bench-levers   (python -m benchmarks.levers --rows {args.rows} --epochs {args.epochs})")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ import traceback
 
 import numpy as np
 
+from benchmarks.report_file import write_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.expanduser("~/.cache/sparkcnn/bench-predict")
 CORES = 2
@@ -686,10 +688,7 @@ def main(argv=None):
               "limit_repeats": args.limit_repeats, "results": results, "targets": targets,
               "driver_peak_rss_mib": rss_mib}
     out = os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"-> {args.out}   reproduce: make bench-predict   (or python -m benchmarks.predict --images {args.images})")
+    write_report(out, report, f"make bench-predict   (or python -m benchmarks.predict --images {args.images})")
     if spark is not None:
         spark.stop()
 

@@ -25,9 +25,11 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
+
+from benchmarks.report_file import write_report
+from pipelines.train.step import describe
 
 MODELS = {  # name -> (input shape, batch measured here, measured steps, batch per worker in the model)
     "mnist_cnn": ((28, 28, 1), 128, 8, 128),
@@ -90,13 +92,12 @@ def table(name, measured, args, speedup=1.0):
 
 def check(cfg, rows, epochs, probes):
     """Predicted vs measured on this machine: 1 worker (all cores) and 2 workers (half each) on loopback."""
+    from benchmarks.spine import horovod_spec, measure_horovod
     from pipelines.core.session import build_spark
-    from pipelines.train.launch import run_horovod
-    from pipelines.train.training import breakdown_summary, make_spec
+    from pipelines.train.remote import CPU_CYCLE_TIME_MS
     spark = build_spark(cfg.spark)
     cores = os.cpu_count()
     grad_bytes = probes["mnist_cnn"]["params"] * 4
-    from pipelines.train.remote import CPU_CYCLE_TIME_MS
     cycle = cfg.train.cycle_time_ms or CPU_CYCLE_TIME_MS
     # Latency at the training's cycle (a 4-byte allreduce: the cycle dominates it); bandwidth from 8x
     # the gradient at a 1 ms cycle, where the transfer dominates.
@@ -108,12 +109,8 @@ def check(cfg, rows, epochs, probes):
     measured = {}
     for workers in (1, 2):
         settings = dataclasses.replace(cfg.train, epochs=epochs, num_proc=workers)
-        spec = make_spec(settings, cfg.dataset_dir("train"), None)
-        spec = dataclasses.replace(spec, val_path=None, val_rows=0, train_rows=min(rows, spec.train_rows))
-        ranks = run_horovod(spark, spec, workers, {"lo"}, 600)
-        secs = ranks[0]["epoch_seconds"]
-        measured[workers] = {"samples_per_second": ranks[0]["samples_per_epoch"] / statistics.median(secs[1:] or secs),
-                             "ms_per_step": breakdown_summary(ranks, settings)["ms_per_step"]}
+        m = measure_horovod(spark, horovod_spec(cfg, settings, rows), workers)
+        measured[workers] = {"samples_per_second": m["samples_per_second"], "ms_per_step": m["breakdown"]["ms_per_step"]}
     passes = cfg.train.backward_passes_per_step
     batch = cfg.train.batch_size
     overlap = cfg.train.overlap
@@ -170,19 +167,13 @@ def main(argv=None):
             p, m = result["predicted"][w], result["measured"][w]
             print(f"  {w} worker(s): predicted {p['samples_per_second']:6.0f} samples/s, measured "
                   f"{m['samples_per_second']:6.0f} ({m['samples_per_second'] / p['samples_per_second']:.2f}x of "
-                  f"predicted); step {m['ms_per_step']['step_ms']:.0f} ms = compute {m['ms_per_step']['compute_ms']:.0f}"
-                  f" + allreduce {m['ms_per_step']['allreduce_ms']:.0f} + apply {m['ms_per_step']['apply_ms']:.0f}"
-                  f" + input {m['ms_per_step']['input_ms']:.0f}")
+                  f"predicted); {describe(m['ms_per_step'], digits=0)}")
         print(f"  compute at {result['compute_half_cores']['threads']} core(s) per worker: "
               f"{result['compute_half_cores']['seconds_per_sample'] * 1e3:.3f} ms/sample vs "
               f"{probes['mnist_cnn']['seconds_per_sample'] * 1e3:.3f} at {cores}")
     from pipelines.core.store import RunStore
-    store = RunStore(cfg.run_dir)
-    os.makedirs(store.root, exist_ok=True)
-    path = os.path.join(store.root, "bench-scaling.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\n-> {path}   reproduce: make bench-scaling   (python -m benchmarks.scaling)")
+    write_report(os.path.join(RunStore(cfg.run_dir).root, "bench-scaling.json"), report,
+                 "make bench-scaling   (python -m benchmarks.scaling)")
 
 
 if __name__ == "__main__":

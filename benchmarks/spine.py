@@ -24,13 +24,14 @@ import sys
 import tempfile
 import time
 
+from benchmarks.report_file import write_report
 from pipelines.core import records
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.score.stage import predict_dataset
 from pipelines.stages import load_config
 from pipelines.train.launch import run_horovod
-from pipelines.train.step import PHASES
+from pipelines.train.step import describe
 from pipelines.train.training import breakdown_summary, make_spec
 
 
@@ -41,18 +42,28 @@ def plain(*args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _horovod_row(spark, spec, workers, name):
+def horovod_spec(cfg, settings, rows=None):
+    """A training spec on the conf's train split without validation, on its first `rows` rows (None: all)."""
+    spec = make_spec(settings, cfg.dataset_dir("train"), None)
+    return dataclasses.replace(spec, train_rows=min(rows or spec.train_rows, spec.train_rows))
+
+
+def measure_horovod(spark, spec, workers) -> dict:
+    """One Horovod-on-Spark training on loopback: samples/s from the median epoch after the first (which
+    traces), the epochs' seconds, the workers' step breakdown, and rank 0's result (the model)."""
     ranks = run_horovod(spark, spec, workers, {"lo"}, 600)
     secs = ranks[0]["epoch_seconds"]
-    ms = breakdown_summary(ranks, spec.settings).get("ms_per_step", {})
-    return name, ranks[0]["samples_per_epoch"] / statistics.median(secs[1:] or secs), secs, ms
+    return {"samples_per_second": ranks[0]["samples_per_epoch"] / statistics.median(secs[1:] or secs),
+            "epoch_seconds": secs, "breakdown": breakdown_summary(ranks), "result": ranks[0]}
+
+
+def _horovod_row(spark, spec, workers, name):
+    m = measure_horovod(spark, spec, workers)
+    return name, m["samples_per_second"], m["epoch_seconds"], m["breakdown"].get("ms_per_step", {})
 
 
 def _breakdown_line(ms) -> str:
-    if not ms:
-        return ""
-    return (f"\n  {'':<60} step {ms['step_ms']:.0f} ms = " + " + ".join(
-        f"{k} {ms[f'{k}_ms']:.0f}" for k in (*PHASES, "other")))
+    return f"\n  {'':<60} {describe(ms, digits=0)}" if ms else ""
 
 
 def bench_training(spark, cfg, epochs):
@@ -60,8 +71,7 @@ def bench_training(spark, cfg, epochs):
     rows = []
     base = plain("fit", os.path.realpath(train_dir), epochs, cfg.train.batch_size)
     rows.append(("Keras fit, in-memory numpy (baseline)", base["samples_per_second"], base["epoch_seconds"], {}))
-    spec = make_spec(cfg.train, train_dir, cfg.dataset_dir("val"))
-    spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs), val_path=None, val_rows=0)
+    spec = horovod_spec(cfg, dataclasses.replace(cfg.train, epochs=epochs))
     for workers in (1, 2):
         if workers <= spark.sparkContext.defaultParallelism:
             rows.append(_horovod_row(spark, spec, workers, f"Horovod on Spark via Petastorm, {workers} worker(s)"))
@@ -75,9 +85,7 @@ def bench_mixed_precision(spark, cfg, precision, rows_used, epochs=2):
     without those instructions (here: several times slower), and 2 epochs (the first traces).
     """
     workers = min(2, spark.sparkContext.defaultParallelism)
-    spec = make_spec(cfg.train, cfg.dataset_dir("train"), None)
-    spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, epochs=epochs),
-                               train_rows=min(rows_used, spec.train_rows))
+    spec = horovod_spec(cfg, dataclasses.replace(cfg.train, epochs=epochs), rows_used)
     out = []
     for policy in (None, precision):
         run = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, mixed_precision=policy))
@@ -147,11 +155,8 @@ def main(argv=None):
             extra = ("   passes(s): " + ", ".join(f"{s:.2f}" for s in secs) + " (first is cold)") if secs else ""
             print(f"  {name:<60} {rps:8.0f} rows/s     {rps / base:5.2f}x{extra}")
         report["scoring"] = [{"name": n_, "rows_per_second": r, "ratio": r / base} for n_, r, _ in rows]
-    os.makedirs(store.root, exist_ok=True)
-    out = os.path.join(store.root, "bench.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\n-> {out}   reproduce: make bench   (or python -m benchmarks.spine --epochs {args.epochs})")
+    write_report(os.path.join(store.root, "bench.json"), report,
+                 f"make bench   (or python -m benchmarks.spine --epochs {args.epochs})")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ def test_bad_conf_names_file_and_key(tmp_path, text, message):
     ("epochs=1", "must be SECTION.NAME"),
     ("tran.epochs=1", "unknown section 'tran'"),
     ("train.epoch=1", "unknown key 'train.epoch'"),
+    # Horovod's levers (pipelines/train/step.py): a bad value names the key
+    ("train.compression=gzip", r"train.compression: 'gzip' is not one of none, fp16"),
+    ("train.backward_passes_per_step=0", r"train.backward_passes_per_step: 0 is below the minimum 1"),
+    ("train.backward_passes_per_step=two", r"train.backward_passes_per_step: expected an integer"),
+    ("train.fusion_threshold_mb=-1", r"train.fusion_threshold_mb: -1.0 is below the minimum 0.0"),
+    ("train.cycle_time_ms=0", r"train.cycle_time_ms: 0.0 is below the minimum 0.1"),
+    ("train.overlap=sometimes", r"train.overlap: expected true or false"),
+    ("train.timeline=1", r"train.timeline: expected true or false"),
 ])
 def test_bad_override(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -70,6 +70,12 @@ class StepClock:
         return entry
 
 
+def describe(ms: dict, digits: int = 1) -> str:
+    """`step 348.2 ms = input 1.3 + compute 299.3 + allreduce 43.5 + apply 3.8 + other 0.4` from ms per step."""
+    return f"step {ms['step_ms']:.{digits}f} ms = " + " + ".join(
+        f"{k} {ms[f'{k}_ms']:.{digits}f}" for k in (*PHASES, "other"))
+
+
 def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = None):
     """Times each Keras step from outside the train function and closes the clock's epoch."""
 
@@ -83,8 +89,7 @@ def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = 
         def on_epoch_end(self, epoch, logs=None):
             entry = clock.end_epoch()
             if log:
-                log(f"[train] epoch {epoch + 1} step {entry['step_ms']:.1f} ms = " + " + ".join(
-                    f"{k} {entry[f'{k}_ms']:.1f}" for k in PHASES) + f" + other {entry['other_ms']:.1f}")
+                log(f"[train] epoch {epoch + 1} {describe(entry)}")
 
     return PhaseClockCallback()
 

@@ -73,15 +73,16 @@ def _write_saved_model(tar_bytes: Optional[bytes], dest: str) -> None:
         os.rmdir(staging + ".unpack")
 
 
-def breakdown_summary(ranks: list, settings: TrainSection) -> dict:
-    """Where a step's time went (ms per step, mean over ranks) with the levers that shaped it, and each
-    rank's per-epoch numbers: a rank whose compute is longer is the one the others wait for."""
+def breakdown_summary(ranks: list) -> dict:
+    """Where a step's time went (ms per step, mean over ranks) with the levers the workers applied, and
+    each rank's per-epoch numbers: a rank whose compute is longer is the one the others wait for."""
     per_rank = [r.get("breakdown") for r in ranks if r and r.get("breakdown")]
     if not per_rank:
         return {}
-    return {"ms_per_step": summarise(per_rank), "allreduce_bytes": per_rank[0]["allreduce_bytes"],
-            "backward_passes_per_step": settings.backward_passes_per_step, "compression": settings.compression,
-            "overlap": per_rank[0].get("overlap", settings.overlap), "ranks": [b["epochs"] for b in per_rank]}
+    first = per_rank[0]
+    return {"ms_per_step": summarise(per_rank), "allreduce_bytes": first["allreduce_bytes"],
+            "backward_passes_per_step": first["backward_passes_per_step"], "compression": first["compression"],
+            "overlap": first["overlap"], "ranks": [b["epochs"] for b in per_rank]}
 
 
 def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore, *,
@@ -114,7 +115,7 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         "resumed_after_epoch": spec.initial_epoch, "wall_seconds": wall, "metrics": result["history"],
         "mixed_precision": settings.mixed_precision,
         "devices": [r["placement"] for r in ranks if r and "placement" in r],   # per rank: GPU assigned, visible
-        "step_breakdown": breakdown_summary(ranks, settings),
+        "step_breakdown": breakdown_summary(ranks),
     }
     timeline = result.get("timeline")
     if timeline:
