@@ -4,11 +4,15 @@ The pinned stack lives in requirements.txt; Horovod is built by
 scripts/bootstrap.sh after TensorFlow (it must compile against that exact TF),
 so it is not an install_requires here.
 """
+import re
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', open("pipelines/__init__.py").read()).group(1)
 
 setup(
     name="sparkcnn",
-    version="0.1.0",
+    version=VERSION,
     description="Spark + Horovod + Keras pipeline for image CNNs: ingest, train, score, report",
     packages=find_packages(include=["pipelines", "pipelines.*", "featurizers", "jobs"]),
     package_data={"": ["*.yaml"]},

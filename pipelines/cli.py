@@ -7,17 +7,25 @@ and turns known failures into one clear line instead of a stack trace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+import traceback
 
 import yaml
 
 from pipelines.core import storage
 from pipelines.core.config import describe
-from pipelines.core.errors import SparkcnnError, remote_error_message
+from pipelines.core import stage_cache
+from pipelines.core.config import ConfigError
+from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, classify
+from pipelines.core.events import EventLog, summary_of
+from pipelines.core.progress import StageProgress
+from pipelines.core.run_lock import RunLock
 from pipelines.core.session import build_spark
-from pipelines.core.store import RunStore, configure_from, write_bytes_atomic
-from pipelines.stages import PIPELINES, STAGES, load_config, sections_of, stage_names
+from pipelines.core.store import RunStore, configure_from, read_json, write_bytes_atomic
+from pipelines.report.stage import report_index
+from pipelines.stages import PIPELINES, STAGES, WRITES_DATASET, load_config, sections_of, stage_names
 from pipelines.tracking.tracker import tracked
 
 
@@ -28,68 +36,139 @@ def _commands() -> dict:
     return commands
 
 
+EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(EXIT_CODES.items()))
+
+
 def parser() -> argparse.ArgumentParser:
     commands = _commands()
     p = argparse.ArgumentParser(
         prog="sparkcnn", description="Distributed image-CNN pipeline on Spark, Horovod and Keras.",
-        epilog="examples:\n" + "\n".join(f"  {example}" for _, example in commands.values()),
+        epilog="examples:\n" + "\n".join(f"  {example}" for _, example in commands.values()) + "\n\n" + EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (text, example) in commands.items():
         settings = [line for section, cls in sections_of(name).items() for line in describe(section, cls)]
         s = sub.add_parser(name, help=text, description=text,
                            epilog=f"example:\n  {example}\n\nsettings (conf file or --set SECTION.KEY=VALUE):\n"
-                                  + "\n".join(settings),
+                                  + "\n".join(settings) + "\n\n" + EXIT_HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("--conf", required=True, help="job config, e.g. conf/mnist.yaml")
         s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one setting (repeatable), e.g. --set train.epochs=1")
+        s.add_argument("--force", action="append", default=[], metavar="STAGE|all",
+                       help="run these stages even when their inputs are unchanged (a stage whose key is "
+                            "unchanged and whose outputs are intact is skipped: '[train] up to date')")
     return p
 
 
-def run_stages(stages, cfg, log=print) -> dict:
-    """Run stages in order against one SparkSession (one MLflow run when tracked); returns each stage's result."""
+def _forced(command: str, force: list) -> set:
+    """The stages `--force` names (comma lists and repeats allowed; 'all' = every stage of the command)."""
+    stages = stage_names(command)
+    names = {n.strip() for item in force for n in item.split(",") if n.strip()}
+    unknown = sorted(names - set(stages) - {"all"})
+    if unknown:
+        raise ConfigError(f"--force {','.join(unknown)}: `sparkcnn {command}` runs {', '.join(stages)} (or say all)")
+    return set(stages) if "all" in names else names
+
+
+def _locks(command: str, cfg, log) -> list:
+    """The locks a command holds while it runs: its run directory's, and the dataset's when it writes one."""
+    ttl = cfg.run.lock_ttl_seconds
+    locks = [RunLock(cfg.run_dir, "run directory", f"sparkcnn {command} --conf {cfg.source}", ttl, log)]
+    if any(stage in WRITES_DATASET for stage in stage_names(command)):
+        dataset_root = storage.split(cfg.dataset_dir("train"))[0]
+        locks.append(RunLock(dataset_root, "dataset", f"sparkcnn {command} --conf {cfg.source}", ttl, log))
+    return locks
+
+
+def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> object:
+    """One stage: skipped when its key says it is up to date, else run with progress lines and its key recorded."""
+    key_spec = STAGES[stage].key
+    verdict = stage_cache.check(stage, key_spec, cfg, store) if key_spec is not None else None
+    if verdict is not None and verdict.up_to_date and stage not in forced:
+        log(f"[{stage}] up to date (key {verdict.key}); --force {stage} runs it anyway")
+        events.emit("stage_skipped", stage=stage, key=verdict.key)
+        return None
+    if verdict is not None:
+        log(f"[{stage}] running: " + ("--force" if stage in forced else verdict.reason))
+    events.emit("stage_start", stage=stage, key=verdict.key if verdict else None)
+    t0 = time.perf_counter()
+    spark = session()
+    with StageProgress(spark, stage, log, cfg.run.progress_seconds):
+        result = STAGES[stage].run(spark, cfg, store, log)
+    seconds = time.perf_counter() - t0
+    if verdict is not None:
+        stage_cache.remember(verdict, key_spec, cfg, store, result)
+    store.record_timing(stage, seconds)
+    events.emit("stage_end", stage=stage, seconds=round(seconds, 2), result=summary_of(result))
+    return result
+
+
+def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
+    """Run stages in order against one SparkSession (one MLflow run when tracked); returns each stage's
+    result (None for a stage that was up to date)."""
     configure_from(cfg)
     store = RunStore(cfg.run_dir)
     storage.makedirs(store.root)
+    events = events or EventLog(store.root, log)
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     results = {}
+    started = []
+
+    def session():
+        """Spark starts when the first stage that is not up to date runs (a run of skips takes seconds)."""
+        if not started:
+            started.append(build_spark(cfg.spark, resources=cfg.resources))
+        return started[0]
     with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
-        spark = build_spark(cfg.spark, resources=cfg.resources)
         for stage in stages:
             t0 = time.perf_counter()
-            results[stage] = STAGES[stage].run(spark, cfg, store, log)
-            seconds = time.perf_counter() - t0
-            store.record_timing(stage, seconds)
-            tracking.stage_done(stage, seconds)
+            results[stage] = _run_one(stage, session, cfg, store, log, set(forced), events)
+            if results[stage] is not None:
+                tracking.stage_done(stage, time.perf_counter() - t0)
     return results
+
+
+def _fail(command: str, code: int, message: str, events) -> int:
+    print(f"sparkcnn {command}: error: {storage.redact(message)}", file=sys.stderr)
+    if events is not None:
+        events.emit("command_end", exit_code=code, reason=EXIT_CODES.get(code, ""), message=storage.redact(message))
+    return code
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     # Progress lines (per-epoch, per-stage) must reach log files as they happen, not at exit.
     sys.stdout.reconfigure(line_buffering=True)
+    events = None
     try:
         cfg = load_config(args.conf, args.set)
         stages = stage_names(args.stage)
-        t0 = time.perf_counter()
-        results = run_stages(stages, cfg)
-    except (SparkcnnError, OSError) as exc:   # OSError: a file or store that cannot be read or written
-        print(f"sparkcnn {args.stage}: error: {storage.redact(exc)}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a sparkcnn error raised inside a Spark task arrives wrapped
-        message = remote_error_message(exc)
-        if message is None:
-            raise
-        print(f"sparkcnn {args.stage}: error: {storage.redact(message)}", file=sys.stderr)
-        return 2
-    if args.stage == "transfer":
+        forced = _forced(args.stage, args.force)
+        with contextlib.ExitStack() as held:
+            for lock in _locks(args.stage, cfg, print):
+                held.enter_context(lock)
+            events = EventLog(cfg.run_dir)
+            events.emit("command_start", command=args.stage, stages=list(stages), conf=cfg.source,
+                        overrides=[storage.redact(o) for o in args.set], forced=sorted(forced))
+            t0 = time.perf_counter()
+            results = run_stages(stages, cfg, forced=forced, events=events)
+            events.emit("command_end", exit_code=EXIT_OK, seconds=round(time.perf_counter() - t0, 2))
+    except Exception as exc:  # noqa: BLE001 (every failure ends in one line and an exit code)
+        known = classify(exc)
+        if known is None:                      # a bug: the traceback, then the one line
+            traceback.print_exc()
+            return _fail(args.stage, EXIT_BUG, f"internal error (please report): {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", events)
+        return _fail(args.stage, known[0], known[1], events)
+    if args.stage == "transfer" and results.get("transfer"):
         print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")
         print(f"report: {results['transfer']['report']}")
     if args.stage == "run":
         print(f"\nsparkcnn run '{cfg.run.name}' finished in {time.perf_counter() - t0:.0f}s")
-        print(f"test accuracy: {results['score']['accuracy']:.4f}")
-        print(f"report: {results['report']}")
+        metrics = results["score"] or read_json(RunStore(cfg.run_dir).metrics_path)
+        print(f"test accuracy: {metrics['accuracy']:.4f}")
+        print(f"report: {results['report'] or report_index(RunStore(cfg.run_dir))}")
     return 0
 
 

@@ -19,22 +19,27 @@ from pipelines.augment.stage import augment
 from pipelines.core import config as config_engine
 from pipelines.core.config import Config
 from pipelines.core.sections import CORE_SECTIONS
+from pipelines.core.stage_cache import StageKey
 from pipelines.core.store import configure_from
 from pipelines.experiments.section import ExperimentSection
 from pipelines.experiments.stage import experiment
 from pipelines.export.section import ExportSection
 from pipelines.export.stage import export_stage
+from pipelines.ingest.key import INGEST_KEY
 from pipelines.ingest.section import IngestSection
 from pipelines.ingest.stage import ingest_stage
 from pipelines.localise.section import LocaliseSection
 from pipelines.localise.stage import localise
 from pipelines.predict.section import PredictSection
 from pipelines.predict.stage import predict
+from pipelines.report.key import REPORT_KEY
 from pipelines.report.section import ReportSection
 from pipelines.report.stage import report
+from pipelines.score.key import SCORE_KEY
 from pipelines.score.section import ScoreSection
 from pipelines.score.stage import score
 from pipelines.tracking.section import TrackingSection
+from pipelines.train.key import TRAIN_KEY
 from pipelines.train.section import TrainSection
 from pipelines.train.stage import train
 from pipelines.transfer.section import TransferSection
@@ -50,21 +55,22 @@ class Stage:
     sections: Mapping[str, type]
     help: str
     example: str
+    key: Optional[StageKey] = None     # what its output depends on: skipped when unchanged (core/stage_cache.py)
 
 
 STAGES = {
     "ingest": Stage(ingest_stage, {"ingest": IngestSection},
                     "fetch the dataset (verified) and write train/val/test Parquet datasets",
-                    "sparkcnn ingest --conf conf/mnist.yaml --set ingest.limit_train=6000"),
+                    "sparkcnn ingest --conf conf/mnist.yaml --set ingest.limit_train=6000", INGEST_KEY),
     "augment": Stage(augment, {"augment": AugmentSection},
                      "augment Parquet splits (rotate, shift, skew, elastic, ...) reproducibly: <split>_aug + figure",
                      "sparkcnn augment --conf conf/augment_mnist.yaml"),
     "train": Stage(train, {"train": TrainSection, "augment": AugmentSection},
                    "train a zoo model with Horovod on Spark executors, reading Parquet through Petastorm",
-                   "sparkcnn train --conf conf/mnist.yaml --set train.epochs=1 --set train.num_proc=2"),
+                   "sparkcnn train --conf conf/mnist.yaml --set train.epochs=1 --set train.num_proc=2", TRAIN_KEY),
     "score": Stage(score, {"score": ScoreSection},
                    "batch-score a split with the trained model: predictions Parquet + metrics.json",
-                   "sparkcnn score --conf conf/mnist.yaml"),
+                   "sparkcnn score --conf conf/mnist.yaml", SCORE_KEY),
     "predict": Stage(predict, {"predict": PredictSection},
                      "score raw image files (folder, glob, list; any storage) with any model: a partitioned "
                      "predictions table + rejects, resumable and incremental",
@@ -72,7 +78,7 @@ STAGES = {
                      "--set predict.output=predictions"),
     "report": Stage(report, {"report": ReportSection},
                     "write runs/<run>/report/index.html with samples, curves, confusion matrix",
-                    "sparkcnn report --conf conf/mnist.yaml"),
+                    "sparkcnn report --conf conf/mnist.yaml", REPORT_KEY),
     "visualize": Stage(visualize, {"visualize": VisualizeSection},
                        "PNG grid of N samples per class (misclassified in red with predictions) + class counts",
                        "sparkcnn visualize --conf conf/mnist.yaml --set visualize.split=test --set visualize.predictions=true"),
@@ -97,6 +103,8 @@ PIPELINES = {
     "run": (("ingest", "train", "score", "report"), "the whole pipeline: ingest, train, score, report",
             "sparkcnn run --conf conf/mnist.yaml"),
 }
+# Commands that write a dataset, and so hold its lock as well as the run directory's.
+WRITES_DATASET = ("ingest", "augment", "transfer")
 # Sections of services that wrap every command rather than being one.
 SERVICE_SECTIONS = {"tracking": TrackingSection}
 

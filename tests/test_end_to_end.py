@@ -21,7 +21,7 @@ def test_run_prints_accuracy_and_report_path(e2e_run):
     lines = proc.stdout.strip().splitlines()
     assert lines[-2].startswith("test accuracy: ")
     assert lines[-1] == f"report: {root}/runs/e2e/report/index.html"
-    assert "Epoch 2/2" in proc.stdout  # per-epoch progress streamed from Horovod rank 0
+    assert "[train] epoch 2/2: accuracy " in proc.stdout  # per-epoch progress relayed from Horovod rank 0
 
 
 def test_accuracy_well_above_chance_and_metrics_consistent(e2e_run):

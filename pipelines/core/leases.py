@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import RetryableError
 
 
-class PublishConflict(SparkcnnError, RuntimeError):
+class PublishConflict(RetryableError, RuntimeError):
     """Another job published the same output while this one was writing it."""
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 from pipelines.core.store import resolve
 
 ID = "id"            # int64: position of the image in its source (stable across reruns)
@@ -70,7 +70,7 @@ PREDICTIONS_DDL = "id LONG, label INT, prediction INT, probabilities ARRAY<FLOAT
 META_FILE = "_sparkcnn_dataset.json"  # leading underscore: Spark and pyarrow skip it
 
 
-class RecordError(SparkcnnError, ValueError):
+class RecordError(DataError, ValueError):
     """A row or batch that does not follow the record contract."""
 
 

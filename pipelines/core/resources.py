@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core.config import ConfigError, setting
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import EXIT_RETRY, SparkcnnError
 
 TASK_GPUS = "spark.task.resource.gpu.amount"
 EXECUTOR_GPUS = "spark.executor.resource.gpu.amount"
@@ -32,6 +32,11 @@ REQUIRE_ENV_CONF = "spark.executorEnv.SPARKCNN_REQUIRE_GPU"
 
 class GpuError(SparkcnnError, RuntimeError):
     """GPUs were asked for and Spark or TensorFlow cannot give them; the message says which and why."""
+
+
+class GpuUnavailableError(GpuError):
+    """GPUs are configured but no executor offers one (yet): the cluster's state, worth retrying."""
+    exit_code = EXIT_RETRY
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ def check_session(spark, section: ResourcesSection) -> None:
                        f"{TASK_GPUS}={spark.sparkContext.getConf().get(TASK_GPUS, 'unset')}; set one or the "
                        "other, not both differently")
     if section.require_gpu and not gpu_task_slots(spark, wait_seconds=60):
-        raise GpuError("resources.require_gpu is true but no executor of this application offers a GPU "
+        raise GpuUnavailableError("resources.require_gpu is true but no executor of this application offers a GPU "
                        f"(executors: {executor_summary(spark) or 'none registered'}); check the workers' GPU "
                        f"discovery ({EXECUTOR_GPUS}, spark.worker.resource.gpu.*)")
 

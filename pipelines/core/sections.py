@@ -20,6 +20,10 @@ def _check_plain_name(where: str, value: str) -> None:
 class RunSection:
     name: str = setting("", doc="run name; outputs go to <runs_dir>/<name>/ (default: conf file name)")
     runs_dir: str = setting("runs", doc="where run directories live")
+    lock_ttl_seconds: float = setting(300.0, min=10.0, doc=(
+        "object stores: a run lock whose holder stopped renewing it this long ago counts as abandoned "
+        "(local locks are released by the kernel when their holder dies)"))
+    progress_seconds: float = setting(30.0, min=1.0, doc="a progress line at least this often while a stage runs")
 
     def resolve(self, where: str, sections: dict, path: Optional[str]) -> "RunSection":
         name = self.name or (os.path.splitext(os.path.basename(path))[0] if path else "run")

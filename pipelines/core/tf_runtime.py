@@ -25,13 +25,13 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, Hashable, Optional
 
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import RetryableError
 
 # Set (to 1) in every executor's environment by resources.require_gpu (spark.executorEnv.*).
 REQUIRE_GPU_ENV = "SPARKCNN_REQUIRE_GPU"
 
 
-class NoGpuError(SparkcnnError, RuntimeError):
+class NoGpuError(RetryableError, RuntimeError):
     """resources.require_gpu is true and this task's TensorFlow sees no GPU."""
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.store import atomic_dirs
-from pipelines.ingest.remote import IngestError, write_ranges
+from pipelines.ingest.remote import IngestCheckError, IngestSetupError, write_ranges
 from pipelines.ingest.tasks import (
     SplitWritten,
     check_part_files,
@@ -59,7 +59,7 @@ def write_splits(spark, plans: list, dests: dict, name: str, class_names: list,
             dest, got = dests[plan.split], written.get(plan.split, SplitWritten())
             expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2 % 2 ** 64
             if got.rows != plan.rows or got.id_sum % 2 ** 64 != expected_id_sum:
-                raise IngestError(f"{dest}: tasks wrote {got.rows} rows (id sum {got.id_sum}) but "
+                raise IngestCheckError(f"{dest}: tasks wrote {got.rows} rows (id sum {got.id_sum}) but "
                                   f"{plan.rows} were planned (id sum {expected_id_sum})")
             check_part_files(folders[plan.split], dest, got)
             h, w, c = plan.source.shape
@@ -81,7 +81,7 @@ def plan_splits(train, test, limit_train=None, limit_test=None, validation_rows:
     """train (+ val from its tail) and test plans from two sources (test may be None)."""
     rows = min(limit_train or train.rows, train.rows)
     if validation_rows >= rows:
-        raise IngestError(f"ingest.validation_rows={validation_rows} leaves no training rows out of {rows}")
+        raise IngestSetupError(f"ingest.validation_rows={validation_rows} leaves no training rows out of {rows}")
     cut = rows - validation_rows
     plan = [SplitPlan("train", train, 0, cut)]
     if validation_rows:
@@ -118,7 +118,7 @@ def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
         found = sources.open_npz(d.path, scratch)
         class_names = [str(k) for k in range(int(_max_label(found["train"], found.get("test"))) + 1)]
         return {"train": found["train"], "test": found.get("test")}, class_names
-    raise IngestError(f"data.format '{d.format}' is not an array format")
+    raise IngestSetupError(f"data.format '{d.format}' is not an array format")
 
 
 def _max_label(*srcs) -> int:
@@ -137,7 +137,7 @@ def _max_label(*srcs) -> int:
 def _user_idx_files(folder) -> dict:
     """train-/t10k- IDX files (raw or .gz) in a user's folder, MNIST naming."""
     if not folder or not storage.isdir(folder):
-        raise IngestError(f"data.path {storage.redact(folder)!r} must be a folder holding the IDX files for format 'idx'")
+        raise IngestSetupError(f"data.path {storage.redact(folder)!r} must be a folder holding the IDX files for format 'idx'")
     names = storage.listdir(folder)
     out = {}
     for role, stem in (("train_images", "train-images"), ("train_labels", "train-labels"),
@@ -146,8 +146,8 @@ def _user_idx_files(folder) -> dict:
         if hits:
             out[role] = storage.join(folder, hits[0])
     if "train_images" not in out or "train_labels" not in out:
-        raise IngestError(f"{folder}: needs train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
+        raise IngestSetupError(f"{folder}: needs train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
                           f"(found {', '.join(names) or 'nothing'})")
     if ("test_images" in out) != ("test_labels" in out):
-        raise IngestError(f"{folder}: has only one of t10k-images / t10k-labels")
+        raise IngestSetupError(f"{folder}: has only one of t10k-images / t10k-labels")
     return out

@@ -27,15 +27,21 @@ import zipfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import EXIT_CONFIG, EXIT_DATA, RetryableError
 
 
-class FetchError(SparkcnnError, RuntimeError):
+class FetchError(RetryableError, RuntimeError):
     """A dataset could not be obtained from any source; the message says what each source said."""
 
 
 class ChecksumError(FetchError):
-    """A file's checksum is not the published one."""
+    """A file's checksum is not the published one: bad data, not a passing failure."""
+    exit_code = EXIT_DATA
+
+
+class FetchSetupError(FetchError):
+    """data.source/data.path name no usable files: the conf's to fix."""
+    exit_code = EXIT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -285,13 +291,13 @@ def _from_dir(ds: IdxDataset, source_dir: str) -> dict:
         candidates = [os.path.join(source_dir, s + ext) for s in stems for ext in ("", ".gz")]
         path = next((c for c in candidates if os.path.exists(c)), None)
         if path is None:
-            raise FetchError(f"{source_dir}: no {f.name} (or .gz) for {f.role}; looked for {', '.join(map(os.path.basename, candidates))}")
+            raise FetchSetupError(f"{source_dir}: no {f.name} (or .gz) for {f.role}; looked for {', '.join(map(os.path.basename, candidates))}")
         if path.endswith(".gz"):
             _verify(path, f.md5_gz)
         elif f.md5_raw:
             _verify(path, f.md5_raw)
         else:
-            raise FetchError(f"{path}: no published MD5 for the raw file; give the official .gz instead")
+            raise FetchSetupError(f"{path}: no published MD5 for the raw file; give the official .gz instead")
         out[f.role] = path
     return out
 
@@ -305,7 +311,7 @@ def fetch_idx_dataset(name: str, cache_dir: str, source: str = "auto", source_di
     ds = IDX_DATASETS[name]
     if source == "dir":
         if not source_dir:
-            raise FetchError("data.source is 'dir' but data.path is not set")
+            raise FetchSetupError("data.source is 'dir' but data.path is not set")
         return _from_dir(ds, source_dir)
     cache = os.path.join(os.path.expanduser(cache_dir), name)
     os.makedirs(cache, exist_ok=True)

@@ -34,7 +34,7 @@ from pipelines.core.config import Config
 from pipelines.core.store import atomic_dirs, published_url
 from pipelines.ingest.decode import probe_shape
 from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
-from pipelines.ingest.remote import IngestError
+from pipelines.ingest.remote import IngestCheckError, IngestError, IngestSetupError
 from pipelines.ingest.tasks import (
     SplitWritten,
     check_part_files,
@@ -68,7 +68,7 @@ def class_folders(root: str, layout: dict) -> list:
     for folder in layout.values():
         names.update(name for name, is_dir in storage.entries(folder) if is_dir)
     if not names:
-        raise IngestError(f"{root}: no class subfolders (expected {root}/<class>/<image files>)")
+        raise IngestSetupError(f"{root}: no class subfolders (expected {root}/<class>/<image files>)")
     return [(n, n) for n in sorted(names)]
 
 
@@ -141,7 +141,7 @@ def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
 def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     root = cfg.data.path
     if not root or not storage.isdir(root):
-        raise IngestError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders "
+        raise IngestSetupError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders "
                           "for format 'folder'")
     root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
     layout = folder_layout(root)
@@ -154,7 +154,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
              if rel != CLASS_MANIFEST]                                       # the manifest is not data
     n_files = len(files)
     if n_files == 0:
-        raise IngestError(f"{root}: no files found")
+        raise IngestSetupError(f"{root}: no files found")
 
     ing = cfg.ingest
     first_split = next(iter(layout))
@@ -178,7 +178,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         written, rejects = run_ingest_tasks(spark, tasks, writer)
         n_written = sum(got.rows for got in written.values())
         if n_written + len(rejects) != n_files:
-            raise IngestError(f"{root}: {n_files} files found but {n_written} written + {len(rejects)} rejected")
+            raise IngestCheckError(f"{root}: {n_files} files found but {n_written} written + {len(rejects)} rejected")
         _check_unique_ids(root, written)
         rejects.sort()
         with storage.open_file(storage.join(stagings[rejects_dir], "part-00000.parquet"), "wb") as f:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 
 # IDX type byte -> numpy dtype (big-endian as stored)
 _DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
            0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-class IdxFormatError(SparkcnnError, ValueError):
+class IdxFormatError(DataError, ValueError):
     """The file is not a well-formed IDX file; the message names the file and what was expected."""
 
 

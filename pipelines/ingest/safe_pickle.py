@@ -15,7 +15,7 @@ import pickle
 import numpy as np
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -28,7 +28,7 @@ _NUMPY_GLOBALS = {
 }
 
 
-class UnsafePickleError(SparkcnnError, ValueError):
+class UnsafePickleError(DataError, ValueError):
     """The file asked to load something other than plain data."""
 
 

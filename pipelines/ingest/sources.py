@@ -18,7 +18,7 @@ from typing import Tuple
 import numpy as np
 
 from pipelines.core import storage
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 from pipelines.ingest import idx
 from pipelines.ingest.safe_pickle import load_data_pickle
 
@@ -26,7 +26,7 @@ CIFAR_SHAPE = (32, 32, 3)
 CIFAR_PIXELS = 32 * 32 * 3
 
 
-class SourceError(SparkcnnError, ValueError):
+class SourceError(DataError, ValueError):
     """An input file that cannot be read as the format it claims; the message names it."""
 
 

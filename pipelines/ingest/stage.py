@@ -20,7 +20,7 @@ from pipelines.core.config import Config
 from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
-from pipelines.ingest.remote import IngestError
+from pipelines.ingest.remote import IngestSetupError
 
 
 def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
@@ -35,7 +35,7 @@ def _check_executors_can_read(spark, cfg: Config, found: dict) -> None:
         return
     local = [p for src in found.values() if src is not None for p in src.paths() if not storage.is_remote(p)]
     if local:
-        raise IngestError(f"data.path {storage.redact(cfg.data.path)}: {storage.basename(local[0])} had to be "
+        raise IngestSetupError(f"data.path {storage.redact(cfg.data.path)}: {storage.basename(local[0])} had to be "
                           "unpacked on the driver (gzip, tar or npz), and executors of a cluster cannot read the "
                           "driver's disk: put the unpacked files in the store (e.g. gunzip the IDX files) "
                           "or run with a local master")

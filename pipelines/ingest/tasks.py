@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pipelines.core import records, storage
 from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.store import atomic_dir
-from pipelines.ingest.remote import MB, IngestError
+from pipelines.ingest.remote import MB, IngestCheckError, IngestError
 
 
 def partition_count(total_bytes: int, rows: int, partition_mb: float, min_partitions: int) -> int:
@@ -69,14 +69,14 @@ def check_part_files(staging: str, dest: str, written: SplitWritten) -> None:
             storage.remove(storage.join(staging, name))
     on_disk = sorted(n for n in names if n.endswith(".parquet") and not n.startswith("_tmp-"))
     if on_disk != sorted(written.files):
-        raise IngestError(f"{storage.redact(dest)}: the tasks reported files {sorted(written.files)} but "
+        raise IngestCheckError(f"{storage.redact(dest)}: the tasks reported files {sorted(written.files)} but "
                           f"{storage.redact(staging)} holds {on_disk}")
     rows = 0
     for name in on_disk:
         with storage.open_file(storage.join(staging, name), "rb") as f:
             rows += pq.ParquetFile(f).metadata.num_rows
     if rows != written.rows:
-        raise IngestError(f"{storage.redact(dest)}: the part files hold {rows} rows but the tasks reported {written.rows}")
+        raise IngestCheckError(f"{storage.redact(dest)}: the part files hold {rows} rows but the tasks reported {written.rows}")
 
 
 def publish_dataset(spark, frame, dest: str, meta: records.DatasetMeta, row_group_mb: float,

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.config import Config, ConfigError
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import RetryableError
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
@@ -42,7 +42,7 @@ RECORDS_DDL = (f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING
                f"width INT, channels INT")
 
 
-class AccountingError(SparkcnnError, RuntimeError):
+class AccountingError(RetryableError, RuntimeError):
     """The table read back does not hold exactly one row per listed file."""
 
 

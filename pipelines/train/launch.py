@@ -6,12 +6,14 @@ launcher changes this file only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import Optional
 
 from pipelines.core import resources
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import EXIT_RETRY, SparkcnnError
+from pipelines.core.line_relay import LineRelay
 from pipelines.core.session import is_local_master
 from pipelines.core.tf_runtime import REQUIRE_GPU_ENV
 from pipelines.train.remote import TrainSpec, train_worker
@@ -19,6 +21,11 @@ from pipelines.train.remote import TrainSpec, train_worker
 
 class TrainError(SparkcnnError, RuntimeError):
     """Training cannot start or did not produce a model; the message says why."""
+
+
+class WorkerLostError(TrainError):
+    """A Horovod worker died or returned nothing (killed, OOM, lost executor): the same command resumes."""
+    exit_code = EXIT_RETRY
 
 
 def worker_slots(spark, wanted: Optional[int] = None) -> tuple:
@@ -66,9 +73,14 @@ def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
     if spark.sparkContext.getConf().get(resources.REQUIRE_ENV_CONF) == "1":
         env[REQUIRE_GPU_ENV] = "1"
-    results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
-                                nics=nics, start_timeout=start_timeout, verbose=1, env=env,
-                                stdout=sys.stdout, stderr=sys.stderr)
+    # Rank 0's epoch lines come through a relay of ours: Horovod's stdout forwarding delivers in 64 KiB
+    # chunks (pipelines/core/line_relay.py), i.e. at the end of a training.
+    driver_host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
+    with LineRelay(driver_host) as relay:
+        spec = dataclasses.replace(spec, log_relay=relay.address)
+        results = horovod.spark.run(train_worker, args=(spec,), num_proc=num_proc, use_gloo=True,
+                                    nics=nics, start_timeout=start_timeout, verbose=1, env=env,
+                                    stdout=sys.stdout, stderr=sys.stderr)
     if not results or not results[0] or "model_keras" not in results[0]:
-        raise TrainError("Horovod rank 0 returned no model")
+        raise WorkerLostError("Horovod rank 0 returned no model")
     return results

@@ -26,6 +26,7 @@ from typing import Optional
 
 from pipelines.augment.remote import augment_tf_dataset
 from pipelines.core import storage
+from pipelines.core.line_relay import LineSender, RelayAddress
 from pipelines.core.store import write_json_atomic
 from pipelines.core.tf_runtime import (
     configure_threads,
@@ -64,6 +65,7 @@ class TrainSpec:
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
     storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for remote datasets and checkpoints
+    log_relay: Optional[RelayAddress] = None  # rank 0's lines reach the driver's stdout through it, as written
 
 
 def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
@@ -141,6 +143,19 @@ def _place_rank():
     assigned = get_available_devices()[:1]             # one GPU per rank
     return place(f"rank {rank}", assigned, fallback_index=local_rank,
                  log=lambda line: print(line, flush=True))
+
+
+def _epoch_line(tf, epochs: int, say):
+    """Rank 0's line per epoch (Keras's own verbose output would reach the driver only at the end)."""
+    class EpochLine(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = " ".join(f"{k} {float(v):.4f}" for k, v in sorted((logs or {}).items())
+                               if k.endswith(("loss", "accuracy")))
+            say(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({time.perf_counter() - self.t0:.1f} s)")
+    return EpochLine()
 
 
 def _precision_policy(tf, name: Optional[str], log) -> None:
@@ -225,7 +240,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    _precision_policy(tf, t.mixed_precision, log=lambda line: print(line, flush=True) if rank == 0 else None)
+    say = LineSender(spec.log_relay).send if rank == 0 else (lambda line: None)   # rank 0 speaks for all
+    _precision_policy(tf, t.mixed_precision, log=say)
     model = build_model(t.model, spec.input_shape, spec.num_classes)
     passes = t.backward_passes_per_step
     lr = t.learning_rate * (size * passes if t.scale_lr else 1)
@@ -258,7 +274,9 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
     epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
-    callbacks.insert(0, clock_callback(tf, clock, log=(lambda line: print(line, flush=True)) if rank == 0 else None))
+    callbacks.insert(0, clock_callback(tf, clock, log=say if rank == 0 else None))
+    if rank == 0:
+        callbacks.append(_epoch_line(tf, t.epochs, say))   # last: sees the metrics averaged over workers
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
         precision = f", {t.mixed_precision}" if t.mixed_precision else ""
@@ -266,8 +284,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             (f", {t.compression} compression" if t.compression != "none" else "") + \
             (", overlapped allreduce" if overlap and size > 1 else "")
         cycle = f", Horovod cycle {knobs['HOROVOD_CYCLE_TIME']} ms" if size > 1 and "HOROVOD_CYCLE_TIME" in knobs else ""
-        print(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
-              f"lr {lr:g}{precision}{levers}{cycle}{resumed}", flush=True)
+        say(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
+            f"lr {lr:g}{precision}{levers}{cycle}{resumed}")
 
     if spec.initial_epoch < t.epochs:
         with contextlib.ExitStack() as readers:
@@ -286,7 +304,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
                 fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
                                   validation_steps=val_steps)
             model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,
-                      callbacks=callbacks, verbose=2 if rank == 0 else 0, **fit_kwargs)
+                      callbacks=callbacks, verbose=0, **fit_kwargs)   # _epoch_line says it, as it happens
 
     if downloaded is not None:
         downloaded.cleanup()

@@ -30,7 +30,7 @@ from pipelines.core.store import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from pipelines.train.launch import TrainError, resolve_num_proc, run_horovod
+from pipelines.train.launch import TrainError, WorkerLostError, resolve_num_proc, run_horovod
 from pipelines.train.models import check_model_name
 from pipelines.train.remote import TrainSpec
 from pipelines.train.resume import plan_resume, resume_hint
@@ -102,7 +102,7 @@ def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         if "Horovod detected" not in str(exc):
             raise
         # One worker died (killed, OOM, lost executor): the others abort within seconds.
-        raise TrainError(f"a Horovod worker process died, so training stopped ({str(exc).splitlines()[0][:200]}); "
+        raise WorkerLostError(f"a Horovod worker process died, so training stopped ({str(exc).splitlines()[0][:200]}); "
                          + resume_hint(store)) from None
     wall = time.perf_counter() - t0
     result = ranks[0]

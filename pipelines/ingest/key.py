@@ -1,0 +1,41 @@
+"""What an ingest's datasets depend on: the data and ingest settings and the raw files' identities.
+
+Raw files are identified without reading them: a folder (image folders, IDX/CIFAR folders, an
+.npz file) by a digest of its listing (names, sizes, times, ETags); fetched datasets by the verified
+files in the download cache.  The record lives beside the datasets (<datasets_dir>/<dataset>/),
+not in a run directory: two runs on the same dataset and settings share it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from pipelines.core import storage
+from pipelines.core.sections import FORMATS_READING_PATH
+from pipelines.core.stage_cache import StageKey, identity, listing_identity
+
+
+def raw_identity(cfg) -> dict:
+    d = cfg.data
+    if d.format in FORMATS_READING_PATH or d.source == "dir":
+        return {"path": d.path, "listing": listing_identity(d.path)}
+    from pipelines.ingest.fetch import fetch_idx_dataset
+    files = fetch_idx_dataset(d.format, d.cache_dir, d.source, d.path, log=lambda message: None)
+    return {role: identity(path) for role, path in sorted(files.items())}
+
+
+def inputs(cfg, store) -> dict:
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "datasets_dir")}
+    return {"data section": data, "ingest section": dataclasses.asdict(cfg.ingest), "raw files": raw_identity(cfg)}
+
+
+def dataset_root(cfg, store=None) -> str:
+    return storage.split(cfg.dataset_dir("train"))[0]
+
+
+def outputs(cfg, store, result) -> list:
+    written = [cfg.dataset_dir(split) for split in (result or {})]
+    rejects = storage.join(dataset_root(cfg), "rejects")
+    return written + ([rejects] if cfg.data.format == "folder" and identity(rejects) else [])
+
+
+INGEST_KEY = StageKey(inputs, outputs, dataset_root)
