@@ -197,17 +197,45 @@ def test_photo_sized_warps_match_exact_bilinear(photos, steps):
     assert worst < 0.3
 
 
+@pytest.mark.parametrize("step", [{"op": "shift", "x": [-1, 1], "y": [-1, 1]},    # some wholly outside
+                                  {"op": "shift", "x": [-0.05, 0.05], "y": [-0.05, 0.05]}])
+def test_photo_translations_are_exact_bilinear_within_one_grey_level(photos, step):
+    """Pure translations of photos take the 2x2 filter route (photo_warps.translate), with exact weights:
+    within one grey level of float64 bilinear everywhere, edges and black margins included."""
+    out, lineage = run([step], photos, lineage=True)
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64)
+    moved = 0
+    for img, got, d in zip(photos, out, drawn(lineage, step["op"])):
+        tx, ty = -d["x"] * SIDE, -d["y"] * SIDE
+        exact = np.stack([bilinear64(img[..., ch], xs + tx, ys + ty) for ch in range(3)], axis=-1)
+        assert_within_one(got, exact)
+        moved += tx % 1 != 0 and ty % 1 != 0
+    assert moved >= len(photos) // 2     # the fractions were exercised
+
+
+def test_whole_pixel_shifts_of_photos_move_pixels_exactly(photos):
+    out = run([{"op": "shift", "x": [0.25, 0.25], "y": [-0.125, -0.125]}], photos)   # 24 right, 12 up
+    expected = np.zeros_like(photos)
+    expected[:, :SIDE - 12, 24:] = photos[:, 12:, :SIDE - 24]
+    np.testing.assert_array_equal(out, expected)
+
+
 # ---------------------------------------------------------------- reproducibility
 
+CHAIN = [{"op": "resized_crop", "p": 0.7}, {"op": "rotate", "p": 0.5}, {"op": "skew", "p": 0.5},
+         {"op": "flip_lr", "p": 0.5}, {"op": "elastic", "p": 0.3, "magnitude": 4},
+         {"op": "colour_jitter", "p": 0.8}, {"op": "hue_saturation", "p": 0.5},
+         {"op": "blur", "p": 0.5}, {"op": "brightness", "p": 0.5}, {"op": "jpeg", "p": 0.5},
+         {"op": "erase", "p": 0.5, "fill": "noise"}, {"op": "noise", "p": 0.3},
+         {"op": "contrast", "p": 0.5}]
+
+
+@pytest.mark.parametrize("steps", [CHAIN, [{"op": "shift", "p": 0.5}, {"op": "flip_tb", "p": 0.5}]],
+                         ids=["chain", "shift-flip"])
 @pytest.mark.parametrize("size", ["photos", "thumbnails"])
-def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size):
+def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size, steps):
     photos = request.getfixturevalue(size)
-    p = Pipeline.parse([{"op": "resized_crop", "p": 0.7}, {"op": "rotate", "p": 0.5}, {"op": "skew", "p": 0.5},
-                        {"op": "flip_lr", "p": 0.5}, {"op": "elastic", "p": 0.3, "magnitude": 4},
-                        {"op": "colour_jitter", "p": 0.8}, {"op": "hue_saturation", "p": 0.5},
-                        {"op": "blur", "p": 0.5}, {"op": "brightness", "p": 0.5}, {"op": "jpeg", "p": 0.5},
-                        {"op": "erase", "p": 0.5, "fill": "noise"}, {"op": "noise", "p": 0.3},
-                        {"op": "contrast", "p": 0.5}], seed=7)
+    p = Pipeline.parse(steps, seed=7)
     images = np.concatenate([photos, photos[:, ::-1]])   # 40 images, 40 different sources
     n = len(images)
     ids, samples = np.arange(n) + 100, np.full(n, 2)

@@ -57,6 +57,7 @@ from pipelines.augment.geometric import (
     Zoom,
 )
 from pipelines.augment.params import PROB, AugmentError, _num
+from pipelines.augment.photo_warps import warp_each
 from pipelines.augment.photometric import Erase, Noise, Scramble
 from pipelines.augment.pixels import run_pixel_ops
 from pipelines.augment.resample import (
@@ -65,7 +66,6 @@ from pipelines.augment.resample import (
     _coordinates,
     _matrix_product,
     _resample,
-    _warp_each,
     per_image_calls,
 )
 from pipelines.core.config import suggest
@@ -211,7 +211,7 @@ class Pipeline:
         for path in np.unique(paths[todo]).tolist():
             group = todo[paths[todo] == path]
             if each and path < 4:   # matrices only (bits 2 and up are elastic ops)
-                _warp_each(images, group, _matrix_product(steps, group), bool(path & 2), out)
+                warp_each(images, group, _matrix_product(steps, group), bool(path & 2), out)
                 continue
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]

@@ -1,7 +1,7 @@
 """Resampling: per-image output->input coordinates, and one bilinear cv2.remap per chunk of images.
 
 Pipeline._warp resamples all geometric ops at once through _coordinates and _resample, or, for
-photo-sized images whose chain is matrices only, through _warp_each (one OpenCV warp per image); Elastic
+photo-sized images whose chain is matrices only, through pipelines.augment.photo_warps; Elastic
 builds its fields with the grid helpers here.  Also the per-thread scratch buffers (_buffer) and
 the single-threaded OpenCV import (_cv2) that the pixel ops' rounding shares.
 """
@@ -73,7 +73,7 @@ def per_image_calls(h: int, w: int) -> bool:
     """Whether ops on images of this size call OpenCV image by image (photos) or work on the whole
     batch at once (small images such as MNIST, where a call per image would cost more than its work).
     A fact of the size alone, so every image of a dataset takes the same route however it is split.
-    Geometry: small images gain from one remap per chunk; photos from _warp_each, OpenCV computing
+    Geometry: small images gain from one remap per chunk; photos from photo_warps.warp_each, OpenCV computing
     the coordinates itself block by block in cache."""
     return h * w >= _PER_IMAGE_PIXELS
 
@@ -86,46 +86,6 @@ def _matrix_product(steps, part):
         if op.kind != "elastic" and mask[part].any():
             acc = x[part] if acc is None else _matmul(acc, x[part])
     return acc
-
-
-def _warp_each(images: np.ndarray, group: np.ndarray, acc: np.ndarray, projective: bool, out: np.ndarray) -> None:
-    """out[i] = images[i] sampled at acc[j] @ (x, y, 1) for the j-th image i of group (output->input),
-    bilinear, black outside: cv2.warpAffine / warpPerspective per image (1/32 pixel, as the remap
-    route).  A matrix that moves
-    whole pixels onto the canvas (flips, quarter turns of a square, their products) is a copy of
-    pixels, and a bilinear sample there is exactly that pixel: cv2.flip / transpose give the same bytes."""
-    cv2 = _cv2()
-    k, h, w, c = images.shape
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for j, i in enumerate(group.tolist()):
-        src, dst = (images[i], out[i]) if c > 1 else (images[i, ..., 0], out[i, ..., 0])
-        if not projective and _copy_pixels(src, acc[j], h, w, dst):
-            continue
-        if projective:
-            cv2.warpPerspective(src, acc[j], (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        else:
-            cv2.warpAffine(src, acc[j, :2], (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def _copy_pixels(src, m, h: int, w: int, dst) -> bool:
-    """dst = src moved by m when m maps the pixel grid onto itself (identity, flips, quarter turns of a
-    square image and their products); False (nothing written) otherwise."""
-    a, b, cx, d, e, cy = m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2]
-    if b == 0 and d == 0 and abs(a) == 1 and abs(e) == 1:
-        view = src
-    elif a == 0 and e == 0 and abs(b) == 1 and abs(d) == 1 and h == w:
-        view = _cv2().transpose(src)      # view[p, q] = src[q, p], so out[y, x] = view[b y + cx, d x + cy]
-        a, e, cx, cy = d, b, cy, cx
-    else:
-        return False
-    if cx != (0 if a > 0 else w - 1) or cy != (0 if e > 0 else h - 1):
-        return False
-    code = {(True, True): None, (False, True): 1, (True, False): 0, (False, False): -1}[(a > 0, e > 0)]
-    if code is None:
-        np.copyto(dst, view)
-    else:
-        _cv2().flip(view, code, dst=dst)
-    return True
 
 
 def _coordinates(steps, part, h, w, projective: bool):
