@@ -247,3 +247,15 @@ def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size, s
     order = np.random.default_rng(1).permutation(n)
     np.testing.assert_array_equal(p.apply(images[order], ids[order], samples[order]), whole[order])
     assert not np.array_equal(p.apply(images, ids, samples + 1), whole)
+
+
+def test_erase_noise_runs_hash_the_same_bytes_as_single_pixels():
+    """photometric.Erase hashes a photo's box row by row (draws.pixel_bytes_runs, the finaliser's last step
+    skipped): the same bytes as hashing each pixel on its own."""
+    from pipelines.augment.draws import pixel_bytes_at, pixel_bytes_runs, stream_bits
+    keys = image_keys(3, np.arange(5), np.ones(5))
+    starts = np.array([0, 7, 1000, 224 * 224 * 3 - 40])
+    for i in range(5):
+        runs = pixel_bytes_runs(stream_bits(keys, 63)[i], starts, 40)
+        single = pixel_bytes_at(keys[i:i + 1], 63, 0, (starts[:, None] + np.arange(40)).ravel())
+        np.testing.assert_array_equal(runs, single.reshape(4, 40))

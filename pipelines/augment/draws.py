@@ -9,6 +9,7 @@ permutation per (seed, image size), from a Philox generator keyed by the seed.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -16,6 +17,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _TAG_STRIDE = 64  # draws per op
+_MASK = (1 << 64) - 1
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -99,6 +101,34 @@ def pixel_bytes_at(keys: np.ndarray, tag: int, image, pixel: np.ndarray) -> np.n
         ctr *= _GOLDEN
         ctr += _bits(keys, tag)[image]
     return (_mix_inplace(ctr) >> np.uint64(56)).astype(np.uint8)
+
+
+def stream_bits(keys: np.ndarray, tag: int) -> np.ndarray:
+    """Per image, the start of its splitmix64 stream for draw `tag` (what the pixel functions add to
+    counter x _GOLDEN); computed once for a batch by callers that then work image by image."""
+    return _bits(keys, tag)
+
+
+def pixel_bytes_runs(start_bits, starts: np.ndarray, length: int) -> np.ndarray:
+    """(len(starts), length) uint8 (a strided view): pixel_bytes_at of one image (stream start_bits, from stream_bits)
+    at the runs of pixels starts[r] .. starts[r] + length - 1, e.g. the rows of a box.
+
+    The same numbers with less work, which at photo sizes is most of an erase: the counters are a row
+    part plus a column part (one broadcast add, the finaliser's first addition folded into the row
+    part), and only the top byte is kept, which splitmix64's last xor-shift (x ^= x >> 31) leaves
+    unchanged, so that step is skipped."""
+    ctr = np.empty((len(starts), length), np.uint64)
+    first = np.uint64((int(start_bits) + int(_GOLDEN)) & _MASK)   # Python ints: numpy scalars warn on wrapping
+    rows = np.asarray(starts, np.int64).astype(np.uint64) * _GOLDEN + first
+    np.add(rows[:, None], np.arange(length, dtype=np.uint64) * _GOLDEN, out=ctr)
+    t = np.empty_like(ctr)
+    for shift, mult in ((30, _M1), (27, _M2)):
+        np.right_shift(ctr, np.uint64(shift), out=t)
+        ctr ^= t
+        ctr *= mult
+    if sys.byteorder == "little":
+        return ctr.view(np.uint8)[:, 7::8]   # the top byte of each little-endian value
+    return (ctr >> np.uint64(56)).astype(np.uint8)
 
 
 def pixel_uniform255_at(keys: np.ndarray, tag: int, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:

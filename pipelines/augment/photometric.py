@@ -15,9 +15,11 @@ import numpy as np
 from pipelines.augment.draws import (
     _TAG_STRIDE,
     pixel_bytes_at,
+    pixel_bytes_runs,
     pixel_normal,
     pixel_uniform255_at,
     scramble_permutation,
+    stream_bits,
 )
 from pipelines.augment.params import Op, Param
 from pipelines.augment.resample import per_image_calls
@@ -87,10 +89,10 @@ class Erase(Op):
             for i in range(n):
                 images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = self.values["fill"]
             return
-        for i in range(n):   # one image at a time: its box's indices and hashes stay in cache
-            box = ((np.arange(y0[i], y0[i] + eh[i]) * (w * c))[:, None]
-                   + np.arange(x0[i] * c, (x0[i] + ew[i]) * c)[None, :])
-            fill = pixel_bytes_at(keys[i:i + 1], self.index * _TAG_STRIDE + 63, 0, box.ravel())
+        bits = stream_bits(keys, self.index * _TAG_STRIDE + 63).tolist()
+        for i in range(n):   # one image at a time: its box's counters and hashes stay in cache
+            rows = (np.arange(y0[i], y0[i] + eh[i]) * w + x0[i]) * c
+            fill = pixel_bytes_runs(bits[i], rows, ew[i] * c)
             images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = fill.reshape(eh[i], ew[i], c)
 
 
