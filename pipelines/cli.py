@@ -145,12 +145,12 @@ def main(argv=None) -> int:
         cfg = load_config(args.conf, args.set)
         stages = stage_names(args.stage)
         forced = _forced(args.stage, args.force)
+        events = EventLog(cfg.run_dir)
+        events.emit("command_start", command=args.stage, stages=list(stages), conf=cfg.source,
+                    overrides=[storage.redact(o) for o in args.set], forced=sorted(forced))
         with contextlib.ExitStack() as held:
             for lock in _locks(args.stage, cfg, print):
                 held.enter_context(lock)
-            events = EventLog(cfg.run_dir)
-            events.emit("command_start", command=args.stage, stages=list(stages), conf=cfg.source,
-                        overrides=[storage.redact(o) for o in args.set], forced=sorted(forced))
             t0 = time.perf_counter()
             results = run_stages(stages, cfg, forced=forced, events=events)
             events.emit("command_end", exit_code=EXIT_OK, seconds=round(time.perf_counter() - t0, 2))

@@ -56,25 +56,31 @@ def _uniform(maps) -> np.ndarray:
     return (np.all(m == m[:, :1, :1] * np.eye(c), axis=(1, 2)) & np.all(t == t[:, :1], axis=1))
 
 
-def _map_image(src: np.ndarray, m: np.ndarray, dst: np.ndarray) -> None:
-    """dst = m[:, :C] v + m[:, C] for every pixel v of one (H, W, C) uint8 image, rounded and saturated.
+def _map_images(src: np.ndarray, idx: np.ndarray, maps, dst: np.ndarray) -> None:
+    """dst[i] = M v + t for every pixel v of image i = idx[j] ((H, W, C) uint8, maps[j]), rounded and saturated.
 
     A map that scales and offsets every channel alike (brightness, contrast, grey images) is one
     multiply-add: convertScaleAbs when nothing can go negative (then its absolute value changes
     nothing), addWeighted otherwise, both SIMD float32 in OpenCV.  Anything else is cv2.transform,
     whose RGB path is SIMD fixed point (coefficients to 1/1024); its diagonal case is a scalar loop,
-    which is why a uniform diagonal never goes there.  dst may be src (both work pixel by pixel)."""
+    which is why a uniform diagonal never goes there.  Which call each image takes is decided for all
+    of them at once, so the loop is one OpenCV call per image (at 224x224 the Python around a call
+    costs as much as the call).  dst may be src (both work pixel by pixel)."""
     cv2 = _cv2()
+    m, t = maps
     c = src.shape[-1]
-    scale, offset = m[0, 0], m[0, c]
-    uniform = (c == 1 or (np.all(m[:, :c] == scale * np.eye(c)) and np.all(m[:, c] == offset)))
-    plane_src, plane_dst = (src[..., 0], dst[..., 0]) if c == 1 else (src, dst)
-    if uniform and scale >= 0 and offset >= 0:
-        cv2.convertScaleAbs(plane_src, plane_dst, float(scale), float(offset))
-    elif uniform:
-        cv2.addWeighted(plane_src, float(scale), plane_src, 0.0, float(offset), dst=plane_dst)
-    else:
-        cv2.transform(plane_src, m, dst=plane_dst)
+    uniform = _uniform(maps)
+    scales, offsets = m[:, 0, 0].tolist(), t[:, 0].tolist()
+    kinds = np.where(~uniform, 2, np.where((m[:, 0, 0] >= 0) & (t[:, 0] >= 0), 0, 1)).tolist()
+    whole = np.concatenate([m, t[:, :, None]], axis=2)
+    for j, i in enumerate(idx.tolist()):
+        plane_src, plane_dst = (src[i, ..., 0], dst[i, ..., 0]) if c == 1 else (src[i], dst[i])
+        if kinds[j] == 0:
+            cv2.convertScaleAbs(plane_src, plane_dst, scales[j], offsets[j])
+        elif kinds[j] == 1:
+            cv2.addWeighted(plane_src, scales[j], plane_src, 0.0, offsets[j], dst=plane_dst)
+        else:
+            cv2.transform(plane_src, whole[j], dst=plane_dst)
 
 
 def _take(values: dict, sel) -> dict:
@@ -131,16 +137,14 @@ class _Pixels:
         self.means_ok[idx] = 0
 
     def _map_each(self, idx):
-        n, h, w, c = self.u8.shape
-        m = np.concatenate([self.maps[0][idx], self.maps[1][idx][:, :, None]], axis=2)
+        n = len(self.u8)
         if self.owned:
             dst = self.u8
         else:   # write the mapped images into a fresh batch instead of copying them first
             dst = np.empty_like(self.u8)
             rest = np.flatnonzero(~np.isin(np.arange(n), idx))
             dst[rest] = self.u8[rest]
-        for j, i in enumerate(idx.tolist()):
-            _map_image(self.u8[i], m[j], dst[i])
+        _map_images(self.u8, idx, (self.maps[0][idx], self.maps[1][idx]), dst)
         self.u8, self.owned = dst, True
 
     def to_float(self, idx):

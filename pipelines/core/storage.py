@@ -353,6 +353,22 @@ def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_abs
             raise
 
 
+def copy_file(source: str, target: str) -> None:
+    """One file copied within a filesystem: a hard link locally (published versions are never written
+    again, so sharing their bytes is safe; a copy across devices), a server-side copy on a store."""
+    if not is_remote(target):
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        return
+    with _About(target):
+        fs, source_path = filesystem(source)
+        _, target_path = filesystem(target)
+        fs.copy(source_path, target_path)
+
+
 def etag(location: str) -> Optional[str]:
     """The object's ETag (S3, Azure) for a later conditional write; None elsewhere or when missing."""
     if scheme_of(location) not in CONDITIONAL_SCHEMES:

@@ -19,6 +19,7 @@ cost, which made 157 tasks for 5k small PNGs).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -33,8 +34,9 @@ from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.store import atomic_dirs, published_url
 from pipelines.ingest.decode import probe_shape
+from pipelines.ingest import incremental
 from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
-from pipelines.ingest.remote import IngestCheckError, IngestError, IngestSetupError
+from pipelines.ingest.remote import IngestCheckError, IngestError, IngestSetupError, rows_per_row_group
 from pipelines.ingest.tasks import (
     SplitWritten,
     check_part_files,
@@ -148,13 +150,16 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     classes = class_folders(root, layout)
     class_index = {folder: k for k, (folder, _) in enumerate(classes)}
     class_names = [name for _, name in classes]
-    listed = {s: storage.walk_sizes(f) for s, f in layout.items() if storage.is_remote(f)}
+    details = {s: {rel: (size, mtime, tag) for rel, size, mtime, tag in storage.walk_details(f)}
+               for s, f in layout.items() if storage.is_remote(f)}
+    listed = {s: {rel: found[0] for rel, found in d.items()} for s, d in details.items()}
     files = [(split_folder, rel) for split_folder, folder in layout.items()
              for rel in (listed[split_folder] if split_folder in listed else walk_files(folder))
              if rel != CLASS_MANIFEST]                                       # the manifest is not data
     n_files = len(files)
     if n_files == 0:
         raise IngestSetupError(f"{root}: no files found")
+    identities = {(s, rel): details[s][rel] if s in details else _local_identity(layout[s], rel) for s, rel in files}
 
     ing = cfg.ingest
     first_split = next(iter(layout))
@@ -164,23 +169,40 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     c = ing.channels or probe[2]
     log(f"[ingest] {root}: {n_files} files, {len(classes)} classes, image shape {h}x{w}x{c}")
 
-    n_parts = partition_count(estimated_bytes(layout, files, listed) + n_files * h * w * c, n_files, ing.partition_mb,
-                              spark.sparkContext.defaultParallelism)       # bytes read + bytes written
-    tasks = list(enumerate(interleaved_shares(files, n_parts)))
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \
         ["train"] + (["test"] if ing.test_fraction > 0 else [])
     dests = {split: cfg.dataset_dir(split) for split in splits}
-    rejects_dir = storage.join(storage.split(cfg.dataset_dir("train"))[0], "rejects")
-    with atomic_dirs(list(dests.values()) + [rejects_dir]) as stagings:
+    dataset_root = storage.split(cfg.dataset_dir("train"))[0]
+    rejects_dir, index_dir = storage.join(dataset_root, "rejects"), storage.join(dataset_root, "files")
+    settings = _index_settings(cfg, root, class_names, (h, w, c))
+    previous = incremental.read_previous(index_dir, settings, log) if ing.incremental else None
+    plan = incremental.plan(previous, files, identities)
+    if previous is not None:
+        log(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
+            f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
+    todo = plan.todo
+    n_parts = partition_count(estimated_bytes(layout, todo, listed) + len(todo) * h * w * c, len(todo),
+                              ing.partition_mb, spark.sparkContext.defaultParallelism)  # bytes read + written
+    first = incremental.next_task_index(dests) if previous is not None else 0
+    tasks = list(enumerate(interleaved_shares(todo, n_parts), start=first))
+    with atomic_dirs(list(dests.values()) + [rejects_dir, index_dir]) as stagings:
         folders = {split: stagings[dest] for split, dest in dests.items()}
         writer = functools.partial(write_files, layout, class_index, (h, w, c), ing.resize, ing.max_pixels,
                                    ing.test_fraction, folders, ing.row_group_mb, storage.current_options())
         written, rejects = run_ingest_tasks(spark, tasks, writer)
         n_written = sum(got.rows for got in written.values())
-        if n_written + len(rejects) != n_files:
-            raise IngestCheckError(f"{root}: {n_files} files found but {n_written} written + {len(rejects)} rejected")
+        if n_written + len(rejects) != len(todo):
+            raise IngestCheckError(f"{root}: {len(todo)} files to read but {n_written} written + "
+                                   f"{len(rejects)} rejected")
+        carried = incremental.carry_over(spark, plan, dests, folders, rows_per_row_group(h * w * c, ing.row_group_mb))
+        new_rejects = Counter(split for _, split, _ in rejects)
+        new_rows = {split: got.rows for split, got in written.items()}
+        for split, acc in carried.items():
+            written.setdefault(split, SplitWritten()).merge(acc)
         _check_unique_ids(root, written)
-        rejects.sort()
+        incremental.write_index(stagings[index_dir], incremental.index_table(
+            layout, files, identities, class_index, ing.test_fraction, rejects, plan), settings)
+        rejects = sorted(rejects + plan.unchanged_rejects())
         with storage.open_file(storage.join(stagings[rejects_dir], "part-00000.parquet"), "wb") as f:
             pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects],
                                                 REJECTS_SCHEMA), f)
@@ -203,11 +225,31 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             records.write_meta(folders[split], meta)
             metas[split] = meta
     for split, meta in metas.items():
-        log(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {meta.num_rows} + "
-            f"rejected {meta.rejected} -> {published_url(dests[split])}")
+        unchanged = meta.num_rows + meta.rejected - new_rows.get(split, 0) - new_rejects[split]
+        log(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {new_rows.get(split, 0)} + "
+            f"rejected {new_rejects[split]} + unchanged {unchanged} -> {published_url(dests[split])}")
+    if plan.removed:
+        log(f"[ingest] {len(plan.removed)} file(s) removed since the last ingest: their rows are gone "
+            f"(listed as removed in {storage.redact(index_dir)})")
     if rejects:
         log(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
     return metas
+
+
+def _local_identity(folder: str, rel: str) -> tuple:
+    """(size, modification time, None) of a local file; a dangling link is (0, None, None) (its task rejects it)."""
+    try:
+        st = os.stat(os.path.join(folder, rel))
+    except OSError:
+        return 0, None, None
+    return st.st_size, st.st_mtime, None
+
+
+def _index_settings(cfg: Config, root: str, class_names: list, shape: tuple) -> dict:
+    """What decided every row of the file index: if any of it changes, the next ingest reads every file."""
+    ing = {k: v for k, v in dataclasses.asdict(cfg.ingest).items() if k not in ("incremental", "partition_mb")}
+    return {"root": storage.redact(root), "ingest settings": ing, "class names": list(class_names),
+            "image shape": list(shape), "dataset": cfg.data.dataset}
 
 
 def _check_unique_ids(root: str, written: dict) -> None:

@@ -20,6 +20,9 @@ class IngestSection:
                        doc="images of another size: reject, stretch to size, pad (keep aspect) or centre-crop")
     max_pixels: int = setting(50_000_000, min=1, doc="images with more pixels are rejected (decompression bombs)")
     coarse_labels: bool = setting(False, doc="CIFAR-100: the 20 superclasses instead of the 100 classes")
+    incremental: bool = setting(True, doc=(
+        "image folders: decode only files that are new or changed since the last ingest of this dataset with "
+        "the same settings (rows of unchanged files are carried over; removed files' rows leave)"))
     test_fraction: float = setting(0.2, min=0.0, max=0.9,
                                 doc="image folders without train/ and test/ subfolders: share of files (by path hash) for test")
 

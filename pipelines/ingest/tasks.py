@@ -34,6 +34,14 @@ class SplitWritten:
     files: list = field(default_factory=list)
     ids: list = field(default_factory=list)
 
+    def merge(self, other: "SplitWritten") -> None:
+        """Add another share of the same split (rows carried over by an incremental ingest)."""
+        self.rows += other.rows
+        self.id_sum += other.id_sum
+        self.class_counts.update(other.class_counts)
+        self.files.extend(other.files)
+        self.ids.extend(other.ids)
+
     def sorted_class_counts(self) -> dict:
         return {str(k): int(v) for k, v in sorted(self.class_counts.items())}
 
