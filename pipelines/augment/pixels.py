@@ -11,7 +11,8 @@ on the other images of the batch (the byte-identical guarantee):
   on a float image, the op's float32 `apply`;
 - "uint8" (erase, blur, jpeg): the image's pending map is applied, then the op changes the uint8
   image in place (float images are rounded first; erase, which has a float `apply`, writes float
-  images directly);
+  images directly); blur and jpeg rewrite whole images (`apply_uint8_to`), so they read the batch
+  they were given and write a new one instead of copying it first;
 - "float" (noise): the image's pending map is applied and it becomes float32 from then on; rounded
   once at the end or before a uint8 op;
 - "any" (scramble): moves pixels in whichever form they are; a colour map commutes with it.
@@ -137,14 +138,20 @@ class _Pixels:
         self.means_ok[idx] = 0
 
     def _map_each(self, idx):
-        n = len(self.u8)
+        maps = (self.maps[0][idx], self.maps[1][idx])
+        self.rewrite(idx, lambda src, dst: _map_images(src, idx, maps, dst))
+
+    def rewrite(self, idx, write):
+        """write(src, dst) writes whole images idx of dst from those of src (dst may be src); the other
+        images are kept.  Unless the batch is already ours, dst is a fresh batch with only the other
+        images copied into it: the rewritten ones are never copied first."""
         if self.owned:
-            dst = self.u8
-        else:   # write the mapped images into a fresh batch instead of copying them first
-            dst = np.empty_like(self.u8)
-            rest = np.flatnonzero(~np.isin(np.arange(n), idx))
-            dst[rest] = self.u8[rest]
-        _map_images(self.u8, idx, (self.maps[0][idx], self.maps[1][idx]), dst)
+            write(self.u8, self.u8)
+            return
+        dst = np.empty_like(self.u8)
+        rest = np.flatnonzero(~np.isin(np.arange(len(dst)), idx))
+        dst[rest] = self.u8[rest]
+        write(self.u8, dst)
         self.u8, self.owned = dst, True
 
     def to_float(self, idx):
@@ -209,6 +216,11 @@ def run_pixel_ops(steps, base: np.ndarray, keys: np.ndarray, float_reference: bo
             continue
         if op.mode == "uint8":
             px.flush(idx[u])
+        if hasattr(op, "apply_uint8_to"):   # writes whole images (blur, jpeg): from the batch into a new one
+            sel, sel_values, sel_keys = idx[u], _take(values, u), sub_keys[u]
+            px.rewrite(sel, lambda src, dst: op.apply_uint8_to(src, dst, sel, sel_values, sel_keys))
+            px.means_ok[sel] = 0
+            continue
         px.own()   # "any" (scramble): pending maps stay pending, a permutation changes no mean
         _on_images(px.u8, idx[u], lambda sub: op.apply_uint8(sub, _take(values, u), sub_keys[u]))
         if op.mode == "uint8":
