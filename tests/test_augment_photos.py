@@ -259,3 +259,29 @@ def test_erase_noise_runs_hash_the_same_bytes_as_single_pixels():
         runs = pixel_bytes_runs(stream_bits(keys, 63)[i], starts, 40)
         single = pixel_bytes_at(keys[i:i + 1], 63, 0, (starts[:, None] + np.arange(40)).ravel())
         np.testing.assert_array_equal(runs, single.reshape(4, 40))
+
+
+def test_noise_pieces_are_the_splitmix64_irwin_hall_stream():
+    """draws.pixel_normal hashes in cache-sized pieces from a cached counter ramp: the same float32 values as
+    hashing each counter directly (splitmix64 of start + i * golden, four 16-bit fields summed)."""
+    from pipelines.augment.draws import _GOLDEN, _bits, _mix, pixel_normal
+    keys = image_keys(9, np.arange(3), np.ones(3))
+    count, start = 70000, 12345          # more than one piece, from an offset
+    got = pixel_normal(keys, 63, count, start)
+    for i in range(3):
+        counters = np.arange(start, start + count, dtype=np.uint64) * _GOLDEN + _bits(keys[i:i + 1], 63)
+        fields = _mix(counters).view(np.uint16).reshape(count, 4).astype(np.uint32).sum(axis=1)
+        expected = (fields.astype(np.float32) * np.float32(1 / 65536.0) - np.float32(2.0)) * np.float32(np.sqrt(3.0))
+        np.testing.assert_array_equal(got[i], expected)
+
+
+@pytest.mark.parametrize("steps", [[{"op": "noise", "sigma": [0, 30]}],
+                                   [{"op": "noise", "sigma": [0, 30], "p": 0.5}, {"op": "erase", "fill": "noise"},
+                                    {"op": "blur", "p": 0.5}]])
+def test_noise_added_and_rounded_in_one_pass_gives_the_float_paths_bytes(photos, thumbnails, steps):
+    """With no later op reading float pixels, noise adds and rounds a piece at a time on the uint8 images
+    (Noise.apply_uint8_to): exactly the bytes of the float32 route."""
+    for images in (photos, thumbnails):
+        fused = run(steps, images)
+        np.testing.assert_array_equal(fused, run(steps, images, float_reference=True))
+        assert np.abs(fused.astype(int) - images).mean() > 1

@@ -8,8 +8,10 @@ permutation per (seed, image size), from a Philox generator keyed by the seed.
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -78,15 +80,60 @@ def pixel_normal(keys: np.ndarray, tag: int, count: int, start: int = 0) -> np.n
 
     Pure integer/float arithmetic (no log/cos), so identical on every CPU path; tails stop at 3.46 sigma.
     """
-    quarters = _pixel_bits(keys, tag, count, start).view(np.uint16).reshape(len(keys), count, 4)   # the four 16-bit fields
-    s = quarters[..., 0].astype(np.uint32)
-    for i in (1, 2, 3):
-        s += quarters[..., i]
-    s = s.astype(np.float32)   # at most 4 * 65535: exact
-    s *= np.float32(1 / 65536.0)
-    s -= np.float32(2.0)
-    s *= np.float32(math.sqrt(3.0))
-    return s
+    out = np.empty((len(keys), count), np.float32)
+    for row, bits in zip(out, stream_bits(keys, tag).tolist()):
+        for lo in range(0, count, _NORMAL_PIECE):
+            pixel_normal_into(bits, start + lo, row[lo:lo + _NORMAL_PIECE])
+    return out
+
+
+_NORMAL_PIECE = 1 << 15   # values per pass: 256 KB of counters and as much scratch stay in a 1 MB L2
+
+
+@functools.lru_cache(maxsize=4)
+def _counter_steps(count: int) -> np.ndarray:
+    """uint64 i * _GOLDEN for i < count: a stream's counters less their start (read-only, shared)."""
+    out = np.arange(count, dtype=np.uint64) * _GOLDEN
+    out.flags.writeable = False
+    return out
+
+
+def pixel_normal_into(start_bits, start: int, out: np.ndarray) -> None:
+    """out (float32, 1-d, at most _NORMAL_PIECE values) = pixel_normal's values start .. start + len(out)
+    of one image's stream (start_bits from stream_bits).
+
+    Pieces of _NORMAL_PIECE values keep the hashing in L2 cache (a whole 224x224 RGB image's counters
+    are 1.2 MB): measured three times faster on photos than hashing an image at once.  The counters
+    are one add to a cached ramp, with splitmix64's first addition folded in."""
+    n = len(out)
+    ctr = _scratch_u64("ctr", n)
+    first = np.uint64((int(start_bits) + (start + 1) * int(_GOLDEN)) & _MASK)   # Python ints: no wrap warnings
+    np.add(_counter_steps(_NORMAL_PIECE)[:n], first, out=ctr)
+    t = _scratch_u64("tmp", n)
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        np.right_shift(ctr, np.uint64(shift), out=t)
+        ctr ^= t
+        if mult is not None:
+            ctr *= mult
+    quarters = ctr.view(np.uint16).reshape(n, 4)   # the four 16-bit fields
+    s = np.add(quarters[:, 0], quarters[:, 1], dtype=np.uint32)
+    s += quarters[:, 2]
+    s += quarters[:, 3]
+    out[...] = s   # at most 4 * 65535: exact in float32
+    out *= np.float32(1 / 65536.0)
+    out -= np.float32(2.0)
+    out *= np.float32(math.sqrt(3.0))
+
+
+_scratch = threading.local()
+
+
+def _scratch_u64(name: str, n: int) -> np.ndarray:
+    """A per-thread uint64 working array of _NORMAL_PIECE values, reused (its first n)."""
+    pool = _scratch.__dict__.setdefault("pool", {})
+    if name not in pool:
+        pool[name] = np.empty(_NORMAL_PIECE, np.uint64)
+    return pool[name][:n]
 
 
 def pixel_uniform255(keys: np.ndarray, tag: int, count: int) -> np.ndarray:

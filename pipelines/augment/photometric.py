@@ -13,18 +13,17 @@ import math
 import numpy as np
 
 from pipelines.augment.draws import (
+    _NORMAL_PIECE,
     _TAG_STRIDE,
     pixel_bytes_at,
     pixel_bytes_runs,
-    pixel_normal,
+    pixel_normal_into,
     pixel_uniform255_at,
     scramble_permutation,
     stream_bits,
 )
 from pipelines.augment.params import Op, Param
-from pipelines.augment.resample import per_image_calls
-
-_NOISE_PIECE = 1 << 18   # values hashed at a time (2 MB of uint64 per pass): fewer, larger calls measured faster
+from pipelines.augment.resample import per_image_calls, round_to_uint8
 
 
 class Noise(Op):
@@ -36,14 +35,35 @@ class Noise(Op):
         return {"sigma": self.between(keys, 1, self.values["sigma"])}
 
     def apply(self, x, d, keys):
+        flat = x.reshape(len(x), -1)
+        for j, start, piece in self._pieces(d, keys, flat.shape[1]):
+            flat[j, start:start + len(piece)] += piece
+
+    def apply_uint8_to(self, src, dst, idx, d, keys):
+        """dst[i] = src[i] + noise rounded to uint8, for the images idx ((N, H, W, C); dst may be src): the
+        float32 arithmetic of `apply` and the rounding pipelines.augment.pixels would do after it, a
+        piece at a time in cache.  pixels calls it only when no later op reads float pixels."""
+        flat_src, flat_dst = src.reshape(len(src), -1), dst.reshape(len(dst), -1)
+        pixels = np.empty(min(flat_src.shape[1], _NORMAL_PIECE), np.float32)
+        rows = idx.tolist()
+        for j, start, piece in self._pieces(d, keys, flat_src.shape[1]):
+            x = pixels[:len(piece)]
+            x[...] = flat_src[rows[j], start:start + len(piece)]
+            x += piece
+            round_to_uint8(x, flat_dst[rows[j], start:start + len(piece)])
+
+    def _pieces(self, d, keys, size: int):
+        """(j, start, sigma_j x normal values start .. of image j's stream), image by image, piece by piece:
+        the hashes stay in cache (draws.pixel_normal_into).  The piece array is reused."""
         sigma = d["sigma"].astype(np.float32)
-        size = x[0].size
-        for i in range(len(x)):   # image by image, piece by piece: the hashes stay in cache
-            flat = x[i].reshape(-1)
-            for start in range(0, size, _NOISE_PIECE):
-                z = pixel_normal(keys[i:i + 1], self.index * _TAG_STRIDE + 63, min(_NOISE_PIECE, size - start), start)[0]
-                z *= sigma[i]
-                flat[start:start + len(z)] += z
+        bits = stream_bits(keys, self.index * _TAG_STRIDE + 63).tolist()
+        z = np.empty(min(size, _NORMAL_PIECE), np.float32)
+        for j in range(len(keys)):
+            for start in range(0, size, _NORMAL_PIECE):
+                piece = z[:min(_NORMAL_PIECE, size - start)]
+                pixel_normal_into(bits[j], start, piece)
+                piece *= sigma[j]
+                yield j, start, piece
 
 
 class Erase(Op):

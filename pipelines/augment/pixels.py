@@ -14,7 +14,9 @@ on the other images of the batch (the byte-identical guarantee):
   images directly); blur and jpeg rewrite whole images (`apply_uint8_to`), so they read the batch
   they were given and write a new one instead of copying it first;
 - "float" (noise): the image's pending map is applied and it becomes float32 from then on; rounded
-  once at the end or before a uint8 op;
+  once at the end or before a uint8 op.  When no later op reads float pixels (_floats_read_after),
+  an image still in uint8 form instead takes the op and that rounding in one pass, a cache-sized
+  piece at a time (`apply_uint8_to`), rather than through a float32 copy of the batch;
 - "any" (scramble): moves pixels in whichever form they are; a colour map commutes with it.
 The float32 route is also the reference (`float_reference=True`: every image float from the start,
 every op with a float32 form run in it, rounded at the end or before blur and jpeg); the fused
@@ -31,7 +33,7 @@ from pipelines.augment.colour import (
     identity_maps,
     mapped_means,
 )
-from pipelines.augment.resample import _buffer, _cv2, per_image_calls
+from pipelines.augment.resample import _buffer, _cv2, per_image_calls, round_to_uint8
 
 
 def _means(images: np.ndarray, per_channel: bool) -> np.ndarray:
@@ -192,13 +194,14 @@ def run_pixel_ops(steps, base: np.ndarray, keys: np.ndarray, float_reference: bo
     """steps: [(op, applied mask, drawn values)] of the pixel ops in conf order; base: (N,H,W,C) uint8,
     not modified unless owned (then it may be returned).  Returns the new uint8 images."""
     px = _Pixels(base, owned, float_reference)
-    for op, mask, d in steps:
+    floats_read_after = _floats_read_after(steps)
+    for k, (op, mask, d) in enumerate(steps):
         idx = np.flatnonzero(mask)
         if not len(idx):
             continue
         values, sub_keys = _take(d, idx), keys[idx]
         floats = px.floats[idx]
-        if op.mode == "float":
+        if op.mode == "float" and (floats_read_after[k] or not hasattr(op, "apply_uint8_to")):
             px.to_float(idx)
             _on_images(px.x, idx, lambda sub: op.apply(sub, values, sub_keys))
             continue
@@ -214,9 +217,9 @@ def run_pixel_ops(steps, base: np.ndarray, keys: np.ndarray, float_reference: bo
         if op.mode == "colour":
             px.add_map(op, idx[u], _take(values, u))
             continue
-        if op.mode == "uint8":
+        if op.mode in ("uint8", "float"):
             px.flush(idx[u])
-        if hasattr(op, "apply_uint8_to"):   # writes whole images (blur, jpeg): from the batch into a new one
+        if hasattr(op, "apply_uint8_to"):   # writes whole images (blur, jpeg, noise): from the batch into a new one
             sel, sel_values, sel_keys = idx[u], _take(values, u), sub_keys[u]
             px.rewrite(sel, lambda src, dst: op.apply_uint8_to(src, dst, sel, sel_values, sel_keys))
             px.means_ok[sel] = 0
@@ -226,6 +229,18 @@ def run_pixel_ops(steps, base: np.ndarray, keys: np.ndarray, float_reference: bo
         if op.mode == "uint8":
             px.means_ok[idx[u]] = 0
     return px.result()
+
+
+def _floats_read_after(steps) -> list:
+    """Per step, whether a later step that applies to any image reads float pixels (a colour or float
+    op).  When none does, a float op's result is only ever rounded, so images still in uint8 form can
+    take the op and the rounding in one pass (apply_uint8_to) with the same bytes: blur and jpeg round
+    first anyway, erase writes whole grey levels and a permutation commutes with rounding."""
+    out, seen = [], False
+    for op, mask, _ in reversed(steps):
+        out.append(seen)
+        seen = seen or (op.mode in ("colour", "float") and bool(mask.any()))
+    return out[::-1]
 
 
 def _on_images(array, idx, fn):
@@ -239,9 +254,5 @@ def _on_images(array, idx, fn):
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float pixels rounded half to even and clipped to 0..255, as np.clip(np.rint(x), 0, 255) would
-    (negatives are zeroed first; OpenCV's saturating conversion rounds and caps at 255)."""
-    cv2 = _cv2()
-    flat = x.reshape(len(x), -1)
-    cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO, dst=flat)
-    return cv2.convertScaleAbs(flat).reshape(x.shape)
+    """Float pixels rounded half to even and clipped to 0..255 (resample.round_to_uint8)."""
+    return round_to_uint8(x.reshape(len(x), -1)).reshape(x.shape)

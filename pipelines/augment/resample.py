@@ -69,6 +69,14 @@ def _cv2():
     return cv2
 
 
+def round_to_uint8(x: np.ndarray, out=None) -> np.ndarray:
+    """Float32 pixels (2-d or 1-d) rounded half to even and clipped to 0..255, as np.clip(np.rint(x), 0, 255)
+    would: negatives are zeroed first (in x), then OpenCV's saturating conversion rounds and caps at 255."""
+    cv2 = _cv2()
+    cv2.threshold(x, 0, 0, cv2.THRESH_TOZERO, dst=x)
+    return cv2.convertScaleAbs(x, out)
+
+
 def per_image_calls(h: int, w: int) -> bool:
     """Whether ops on images of this size call OpenCV image by image (photos) or work on the whole
     batch at once (small images such as MNIST, where a call per image would cost more than its work).
