@@ -28,17 +28,41 @@ def warp_each(images: np.ndarray, group: np.ndarray, acc: np.ndarray, projective
     cv2 = _cv2()
     k, h, w, c = images.shape
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    routes = [_WARP] * len(group) if projective else _routes(acc, h, w)
     for j, i in enumerate(group.tolist()):
         src, dst = (images[i], out[i]) if c > 1 else (images[i, ..., 0], out[i, ..., 0])
-        m = acc[j]
-        if projective:
-            cv2.warpPerspective(src, m, (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        elif _copy_pixels(src, m, h, w, dst):
+        route = routes[j]
+        if route in (-1, 0, 1):
+            cv2.flip(src, route, dst=dst)
+        elif route == _COPY:
+            np.copyto(dst, src)
+        elif route == _TRANSLATE:
+            translate(src, float(acc[j, 0, 2]), float(acc[j, 1, 2]), dst)
+        elif route == _TURN and _copy_pixels(src, acc[j], h, w, dst):
             continue
-        elif is_translation(m):
-            translate(src, m[0, 2], m[1, 2], dst)
+        elif projective:
+            cv2.warpPerspective(src, acc[j], (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         else:
-            cv2.warpAffine(src, m[:2], (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.warpAffine(src, acc[j, :2], (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+_COPY, _TURN, _TRANSLATE, _WARP = 2, 3, 4, 5   # routes besides cv2.flip's codes -1, 0, 1
+
+
+def _routes(acc: np.ndarray, h: int, w: int) -> list:
+    """Per affine matrix (k, 3, 3), its route in warp_each: a cv2.flip code, _COPY (identity), _TURN (a
+    quarter turn of a square image, maybe: _copy_pixels decides), _TRANSLATE or _WARP.  Decided for
+    all matrices at once, so that the Python per image is one OpenCV call (at 224x224 a flip costs
+    about as much as a few scalar tests on numpy values)."""
+    a, b, cx = acc[:, 0, 0], acc[:, 0, 1], acc[:, 0, 2]
+    d, e, cy = acc[:, 1, 0], acc[:, 1, 1], acc[:, 1, 2]
+    axes = (b == 0) & (d == 0)
+    mirror = (axes & (np.abs(a) == 1) & (np.abs(e) == 1)
+              & (cx == np.where(a > 0, 0, w - 1)) & (cy == np.where(e > 0, 0, h - 1)))
+    code = np.where(a > 0, np.where(e > 0, _COPY, 0), np.where(e > 0, 1, -1))
+    turn = (a == 0) & (e == 0) & (np.abs(b) == 1) & (np.abs(d) == 1) & (h == w)
+    shift = axes & (a == 1) & (e == 1)
+    return np.select([mirror, turn, shift], [code, _TURN, _TRANSLATE], _WARP).tolist()
 
 
 def _copy_pixels(src, m, h: int, w: int, dst) -> bool:
@@ -60,12 +84,6 @@ def _copy_pixels(src, m, h: int, w: int, dst) -> bool:
     else:
         _cv2().flip(view, code, dst=dst)
     return True
-
-
-def is_translation(m: np.ndarray) -> bool:
-    """Whether the output->input matrix m (3x3) moves pixels without turning or scaling them."""
-    return (m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0
-            and m[2, 0] == 0 and m[2, 1] == 0 and m[2, 2] == 1)
 
 
 def _span(a: int, size: int):
