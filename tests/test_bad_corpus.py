@@ -65,7 +65,7 @@ def test_idx_whole_file_errors_are_one_line(tmp_path):
                                "--set", "data.format=idx", "--set", f"data.path={folder}",
                                "--set", f"data.datasets_dir={tmp_path}/ds", "--set", f"data.cache_dir={tmp_path}/c"],
                               capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2
+        assert proc.returncode == 3          # bad input data (README: exit codes)
         lines = [line for line in proc.stderr.splitlines() if line.startswith("sparkcnn ingest: error:")]
         assert len(lines) == 1 and message in lines[0] and "train-images-idx3-ubyte" in lines[0], proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr

@@ -124,7 +124,8 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], expo
         on_cluster = outputs()
         sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
         for stage in ("ingest", "score"):
-            local = subprocess.run([sparkcnn, stage, "--conf", str(conf), "--set", "spark.master=local[2]"],
+            local = subprocess.run([sparkcnn, stage, "--conf", str(conf), "--set", "spark.master=local[2]",
+                                    "--force", stage],
                                    capture_output=True, text=True, timeout=600)
             assert local.returncode == 0, local.stderr[-2000:]
         in_local_mode = outputs()

@@ -15,7 +15,9 @@ SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
 
 def run(conf, stage, *sets):
-    return subprocess.run([SPARKCNN, stage, "--conf", str(conf), *[a for s in sets for a in ("--set", s)]],
+    """The stage run whatever its key says (--force all): a rerun after kills must really run."""
+    return subprocess.run([SPARKCNN, stage, "--conf", str(conf), "--force", "all",
+                           *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=600)
 
 
@@ -27,7 +29,7 @@ def snapshot(path):
 
 
 def kill_rounds(conf, stage, outputs, rounds, window, seed):
-    return kill_job_rounds([SPARKCNN, stage, "--conf", str(conf)], snapshot, outputs, rounds, window, seed, stage)
+    return kill_job_rounds([SPARKCNN, stage, "--conf", str(conf), "--force", "all"], snapshot, outputs, rounds, window, seed, stage)
 
 
 @pytest.fixture(scope="module")

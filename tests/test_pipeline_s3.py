@@ -29,7 +29,9 @@ train: {model: torres, epochs: 2, batch_size: 64, num_proc: 2, deterministic: tr
 
 
 def sparkcnn(conf, stage, *sets, timeout=900):
-    return subprocess.run([SPARKCNN, stage, "--conf", str(conf), *[a for s in sets for a in ("--set", s)]],
+    """The stage run whatever its key says (--force all): these tests compare and kill real runs."""
+    return subprocess.run([SPARKCNN, stage, "--conf", str(conf), "--force", "all",
+                           *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -122,7 +124,7 @@ def _unpublished(dest):
 
 
 def _kill_rounds(conf, stage, outputs, window, seed, rounds=3):
-    return kill_rounds([SPARKCNN, stage, "--conf", str(conf)], _snapshot, outputs, rounds, window, seed,
+    return kill_rounds([SPARKCNN, stage, "--conf", str(conf), "--force", "all"], _snapshot, outputs, rounds, window, seed,
                        f"{stage} on S3")
 
 

@@ -29,18 +29,33 @@ from pipelines.core.store import read_json, read_manifest, write_json_atomic
 RECORD_FORMAT = "sparkcnn-stage-key/1"
 
 
+def _library_sources() -> dict:
+    """{'pipelines/core/x.py': bytes} of the library, from its folder or from the zip that
+    spark-submit --py-files put on the path (the same digest either way)."""
+    import pipelines
+    archive = getattr(getattr(pipelines, "__loader__", None), "archive", None)
+    wanted = ("pipelines/", "featurizers/")
+    if archive:                                    # imported from a zip (zipimport)
+        import zipfile
+        with zipfile.ZipFile(archive) as zf:
+            return {n: zf.read(n) for n in zf.namelist() if n.startswith(wanted) and n.endswith(".py")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pipelines.__file__)))
+    out = {}
+    for package in ("pipelines", "featurizers"):
+        for folder, _, files in os.walk(os.path.join(root, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name), "rb") as f:
+                        out[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = f.read()
+    return out
+
+
 def project_version() -> str:
     """The package version and a digest of the library's source: a code change is an input change."""
     import pipelines
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pipelines.__file__)))
     digest = hashlib.sha256()
-    for package in ("pipelines", "featurizers"):
-        for folder, dirs, files in sorted(os.walk(os.path.join(root, package))):
-            dirs.sort()
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    with open(os.path.join(folder, name), "rb") as f:
-                        digest.update(name.encode() + b"\0" + f.read())
+    for name, data in sorted(_library_sources().items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return f"{pipelines.__version__}+{digest.hexdigest()[:12]}"
 
 
