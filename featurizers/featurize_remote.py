@@ -14,7 +14,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 from pipelines.core.tf_runtime import MODELS, configure_threads
 
 # Field names of the struct the transformers hand to the UDF (see transformers._image_struct).
@@ -22,7 +22,7 @@ ORIGIN, HEIGHT, WIDTH, CHANNELS, DATA = "origin", "height", "width", "channels",
 SUPPORTED_CHANNELS = (1, 3, 4)
 
 
-class ImageInputError(SparkcnnError, ValueError):
+class ImageInputError(DataError, ValueError):
     """An input image that cannot be featurized; the message names the image and the reason."""
 
 

@@ -24,7 +24,7 @@ from typing import Dict
 
 import numpy as np
 
-from pipelines.core.errors import SparkcnnError
+from pipelines.core.errors import DataError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -41,7 +41,7 @@ TORCH_DTYPES = {"float32": "<f4", "float": "<f4", "float64": "<f8", "double": "<
                 "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?"}
 
 
-class WeightsFileError(SparkcnnError, ValueError):
+class WeightsFileError(DataError, ValueError):
     """A weights file that cannot be read safely; the message names the file and the reason."""
 
 
