@@ -68,6 +68,22 @@ def test_cli_config_error_exits_2_and_help_lists_the_codes(tmp_path):
     assert "--force STAGE|all" in helped.stdout
 
 
+@pytest.mark.slow   # the S3 client retries for ~12 s before it gives up
+def test_cli_exits_4_when_the_store_cannot_be_reached(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"""
+run: {{name: unreachable, runs_dir: {tmp_path}/runs}}
+data: {{datasets_dir: 's3://nightly/datasets'}}
+storage: {{options: {{endpoint_url: 'http://127.0.0.1:9', region_name: us-east-1, key: AKIAX, secret: very-secret-value}}}}
+""")
+    proc = subprocess.run([SPARKCNN, "ingest", "--conf", str(conf)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_RETRY, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sparkcnn ingest: error: s3://nightly/datasets/mnist/_sparkcnn.lock: the store could "
+                           "not be reached"), last
+    assert "Traceback" not in proc.stderr and "very-secret-value" not in proc.stdout + proc.stderr
+
+
 # -- locks --------------------------------------------------------------------------------------
 
 def test_local_lock_is_exclusive_and_dies_with_its_holder(tmp_path):

@@ -124,3 +124,37 @@ def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     cfg = load_config(str(conf), [f"run.runs_dir={tmp_path}", "run.name=nocol", "train.validation=is_holdout"])
     with pytest.raises(ValidationSplitError, match="names column 'is_holdout'"):
         split_for(spark, cfg, logs)
+
+
+def test_a_dead_horovod_worker_exits_4_with_one_line(small_conf):
+    """A rank killed mid-training (OOM killer, lost executor): exit 4, retryable, one line, an event."""
+    import psutil
+
+    from pipelines.core.events import read_events
+    root, conf = small_conf
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen([SPARKCNN, "train", "--conf", str(conf), "--set", "run.name=dead_rank",
+                             "--set", "train.epochs=20"], env=dict(os.environ, SPARKCNN_TEST_MARK=mark),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        for p in psutil.process_iter():
+            try:
+                env = p.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("SPARKCNN_TEST_MARK") == mark and env.get("HOROVOD_RANK") == "1" \
+                    and any("train_worker" in part or "horovod" in part for part in p.cmdline()):
+                if (root / "runs/dead_rank/checkpoints/state.json").exists():   # training is under way
+                    p.kill()
+                    killed = p.pid
+                break
+        time.sleep(0.5)
+    assert killed is not None, "no Horovod rank 1 found to kill"
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4, out[-2000:] + err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sparkcnn train: error: a Horovod worker process died") and "again" in last, last
+    end = [e for e in read_events(str(root / "runs/dead_rank")) if e["event"] == "command_end"][-1]
+    assert end["exit_code"] == 4 and "Horovod worker" in end["message"]

@@ -63,8 +63,9 @@ class LockHeld(SparkcnnError):
 
 
 _BY_NAME["SparkcnnError"] = EXIT_CONFIG
+_BY_NAME["StoreUnreachable"] = EXIT_RETRY      # pipelines.core.storage's: an OSError, not a SparkcnnError
 
-_REMOTE = re.compile(r"^(?:pipelines|featurizers)\.[\w.]+\.(\w+(?:Error|Held|Conflict)): (.+)$", re.MULTILINE)
+_REMOTE = re.compile(r"^(?:pipelines|featurizers)\.[\w.]+\.(\w+(?:Error|Held|Conflict|Unreachable)): (.+)$", re.MULTILINE)
 
 
 def remote_error(exc: BaseException):
@@ -83,7 +84,8 @@ def remote_error_message(exc: BaseException):
 # Spark's and Py4J's words for an infrastructure failure (an executor or the JVM went away).
 _INFRA_TEXT = re.compile(r"ExecutorLostFailure|Lost executor|executor lost|SparkContext was shut down|"
                          r"Py4JNetworkError|Answer from Java side is empty|Connection refused|"
-                         r"FetchFailed|Master removed our application|Could not connect", re.IGNORECASE)
+                         r"FetchFailed|Master removed our application|Could not connect|EndpointConnectionError|"
+                         r"StoreUnreachable", re.IGNORECASE)
 _CONFIG_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 

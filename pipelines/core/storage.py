@@ -79,6 +79,19 @@ def basename(location: str) -> str:
 
 # -- remote filesystems -------------------------------------------------------------------------
 
+class StoreUnreachable(StorageError, ConnectionError):
+    """The store did not answer (connection refused, timed out, endpoint unknown): worth retrying."""
+
+
+# Clients' own words for "no connection" (botocore, aiohttp, azure-core, requests): not OSErrors.
+_TRANSPORT_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                     "ClientConnectorError", "ServerDisconnectedError", "ServiceRequestError", "ServiceResponseError")
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    return not isinstance(exc, OSError) and any(t.__name__ in _TRANSPORT_ERRORS for t in type(exc).__mro__)
+
+
 class _About:
     """Re-raise a remote filesystem's OSError naming the location (redacted): stores' own messages
     ("The specified bucket does not exist") do not say which one."""
@@ -90,6 +103,9 @@ class _About:
         return self
 
     def __exit__(self, kind, exc, tb):
+        if exc is not None and _is_transport_error(exc):
+            raise StoreUnreachable(f"{redact(self.location)}: the store could not be reached "
+                                   f"({redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})") from None
         if exc is None or not isinstance(exc, OSError) or isinstance(exc, StorageError):
             return False
         reason = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
@@ -347,7 +363,7 @@ def put_bytes(location: str, data: bytes, if_match: Optional[str] = None, if_abs
         if (isinstance(exc, FileExistsError) or "pre-condition" in text or "precondition" in text
                 or type(exc).__name__ in ("ResourceModifiedError", "ResourceExistsError")):
             raise PreconditionFailed(f"{redact(location)} changed while this job was publishing") from None
-        if not isinstance(exc, OSError):
+        if not isinstance(exc, OSError) and not _is_transport_error(exc):
             raise
         with _About(location):
             raise
