@@ -47,6 +47,7 @@ def test_each_failure_kind_has_its_exit_code():
     assert classify(ValueError("a bug")) is None and classify(KeyError("k")) is None
 
 
+@pytest.mark.slow   # a Spark job
 def test_an_error_raised_in_a_spark_task_keeps_its_exit_code(spark):
     def task(_):
         from pipelines.ingest.idx import IdxFormatError
@@ -56,6 +57,7 @@ def test_an_error_raised_in_a_spark_task_keeps_its_exit_code(spark):
     assert classify(info.value) == (EXIT_DATA, "/data/x-idx3-ubyte: header says 5 items")
 
 
+@pytest.mark.slow   # two CLI processes
 def test_cli_config_error_exits_2_and_help_lists_the_codes(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"run: {{name: x, runs_dir: {tmp_path}/runs}}\ntrain: {{epoch: 3}}\n")
@@ -105,6 +107,7 @@ def test_local_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     RunLock(folder, "run directory", "me").acquire().release()              # the kernel dropped the dead holder's lock
 
 
+@pytest.mark.slow   # a CLI process
 def test_cli_exits_5_when_the_run_directory_is_locked(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"run: {{name: locked, runs_dir: {tmp_path}/runs}}\n")
@@ -119,11 +122,11 @@ def test_cli_exits_5_when_the_run_directory_is_locked(tmp_path):
 
 def test_s3_lock_heartbeat_takeover_and_race(s3_storage):
     folder = s3_storage.url("locks", "run1")
-    first = RunLock(folder, "run directory", "first", ttl=2.0, log=lambda m: None).acquire()
+    first = RunLock(folder, "run directory", "first", ttl=1.0, log=lambda m: None).acquire()
     try:
-        time.sleep(3.0)                                      # longer than the ttl: only the heartbeat keeps it
+        time.sleep(1.6)                                      # longer than the ttl: only the heartbeat keeps it
         with pytest.raises(LockHeld):
-            RunLock(folder, "run directory", "second", ttl=2.0).acquire()
+            RunLock(folder, "run directory", "second", ttl=1.0).acquire()
     finally:
         first.release()
     assert not storage.exists(lock_location(folder))          # released: the object is gone
@@ -152,8 +155,8 @@ def test_s3_lock_heartbeat_takeover_and_race(s3_storage):
 
 def test_progress_lines_while_a_spark_job_runs(spark):
     lines = []
-    with StageProgress(spark, "ingest", lines.append, every=0.5):
-        spark.sparkContext.parallelize(range(4), 4).map(lambda x: time.sleep(1.0 + x * 0.4)).collect()
+    with StageProgress(spark, "ingest", lines.append, every=0.3):
+        spark.sparkContext.parallelize(range(4), 4).map(lambda x: time.sleep(0.5 + x * 0.2)).collect()
     assert len(lines) >= 3, lines
     assert all(line.startswith("[ingest] progress: ") and "s elapsed" in line for line in lines)
     assert any("/4 tasks" in line for line in lines), lines
