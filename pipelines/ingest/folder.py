@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core import records, storage
 from pipelines.core.config import Config
+from pipelines.core.progress import expect_rows
 from pipelines.core.store import atomic_dirs, published_url
 from pipelines.ingest.decode import probe_shape
 from pipelines.ingest import incremental
@@ -181,6 +182,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         log(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
             f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
     todo = plan.todo
+    expect_rows(len(todo))                               # for the progress lines
     n_parts = partition_count(estimated_bytes(layout, todo, listed) + len(todo) * h * w * c, len(todo),
                               ing.partition_mb, spark.sparkContext.defaultParallelism)  # bytes read + written
     first = incremental.next_task_index(dests) if previous is not None else 0

@@ -17,6 +17,7 @@ from typing import Callable
 
 from pipelines.core import storage
 from pipelines.core.config import Config
+from pipelines.core.progress import expect_rows
 from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
@@ -50,6 +51,7 @@ def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     plan = plan_splits(found["train"], found.get("test"), cfg.ingest.limit_train, cfg.ingest.limit_test,
                        cfg.ingest.validation_rows)
     dests = {part.split: cfg.dataset_dir(part.split) for part in plan}
+    expect_rows(sum(part.rows for part in plan))         # for the progress lines
     metas = write_splits(spark, plan, dests, cfg.data.dataset, class_names, cfg.ingest.partition_mb,
                          cfg.ingest.row_group_mb)
     for part in plan:
