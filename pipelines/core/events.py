@@ -7,8 +7,7 @@ Every line has `time` (UTC ISO), `invocation` (one id per command started) and `
 they happen, so a `tail -f` or a log shipper sees a stage start before it ends.
 
 Local files are appended to (one write per line).  Object stores cannot append: the file is
-read once, then rewritten whole (one PUT) after each event; it stays small (a few lines per
-command).  A failure to write an event is printed and never fails the command.
+read and rewritten whole (one GET, one PUT) for each event; it stays small (a few lines per command).  A failure to write an event is printed and never fails the command.
 """
 from __future__ import annotations
 
@@ -55,7 +54,6 @@ class EventLog:
         self.location = storage.join(run_dir, EVENTS_NAME)
         self.invocation = uuid.uuid4().hex[:12]
         self.log = log
-        self._remote_lines = None
 
     def emit(self, event: str, **fields) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "invocation": self.invocation,
@@ -72,13 +70,11 @@ class EventLog:
             with open(self.location, "a", encoding="utf-8") as f:
                 f.write(line)
             return
-        if self._remote_lines is None:
-            try:
-                self._remote_lines = storage.read_bytes(self.location).decode("utf-8")
-            except FileNotFoundError:
-                self._remote_lines = ""
-        self._remote_lines += line
-        storage.put_bytes(self.location, self._remote_lines.encode("utf-8"))
+        try:                                   # read again each time: a run refused by the lock adds its lines too
+            before = storage.read_bytes(self.location)
+        except FileNotFoundError:
+            before = b""
+        storage.put_bytes(self.location, before + line.encode("utf-8"))
 
 
 def read_events(run_dir: str) -> list:
