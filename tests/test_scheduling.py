@@ -273,3 +273,34 @@ ingest: {{partition_mb: 1, test_fraction: 0.25}}
     full = make_conf(tmp_path, text.replace("DIR", "full"))
     ingest(spark, full, lambda m: None)
     assert _content(dataset) == _content(storage.join(datasets.replace("DIR", "full"), "shapes"))
+
+
+@pytest.mark.slow   # three Spark ingests
+def test_a_file_list_ingests_like_its_folder_and_incrementally(spark, tmp_path):
+    from pipelines.ingest.stage import ingest
+    root = tmp_path / "photos"
+    for k in range(60):
+        split = "test" if k % 5 == 0 else "train"
+        folder = root / split / f"c{k % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"p{k:02d}.png").write_bytes(_png(k))
+    listed = sorted(str(p.relative_to(tmp_path)) for p in root.rglob("*.png"))
+    file_list = tmp_path / "photos.txt"
+    file_list.write_text("# tonight's photos\n" + "\n".join(listed[:50] + ["photos/train/c1/missing.png"]) + "\n")
+    text = f"""
+run: {{name: lst, runs_dir: {tmp_path}/runs}}
+data: {{format: folder, path: PATH, dataset: photos, datasets_dir: {tmp_path}/DIR}}
+"""
+    cfg = make_conf(tmp_path, text.replace("PATH", str(file_list)).replace("DIR", "ds"))
+    ingest(spark, cfg, lambda m: None)
+    rejects = _content(str(tmp_path / "ds" / "photos"))["rejects"]
+    assert [(p.rsplit("/", 1)[1], reason.split(":")[0]) for p, reason in rejects] == \
+        [("missing.png", "unreadable file")]
+
+    file_list.write_text("\n".join(listed) + "\n")                     # ten more files listed
+    log = []
+    ingest(spark, cfg, log.append)
+    assert any("incremental: 10 new, 0 changed, 1 removed, 50 unchanged" in line for line in log), log
+    folder_cfg = make_conf(tmp_path, text.replace("PATH", str(root)).replace("DIR", "full"))
+    ingest(spark, folder_cfg, lambda m: None)
+    assert _content(str(tmp_path / "ds" / "photos")) == _content(str(tmp_path / "full" / "photos"))

@@ -36,6 +36,7 @@ from pipelines.core.progress import expect_rows
 from pipelines.core.store import atomic_dirs, published_url
 from pipelines.ingest.decode import probe_shape
 from pipelines.ingest import incremental
+from pipelines.ingest.file_list import LIST_SUFFIXES, is_file_list, listed_files
 from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
 from pipelines.ingest.remote import IngestCheckError, IngestError, IngestSetupError, rows_per_row_group
 from pipelines.ingest.tasks import (
@@ -141,26 +142,56 @@ def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
 
 
 
-def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
-    root = cfg.data.path
-    if not root or not storage.isdir(root):
-        raise IngestSetupError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders "
-                          "for format 'folder'")
-    root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
+def _walked(root: str) -> tuple:
+    """A folder's layout, its files [(split folder or None, rel)] and their {file: (size, mtime, ETag)}."""
     layout = folder_layout(root)
-    classes = class_folders(root, layout)
-    class_index = {folder: k for k, (folder, _) in enumerate(classes)}
-    class_names = [name for _, name in classes]
     details = {s: {rel: (size, mtime, tag) for rel, size, mtime, tag in storage.walk_details(f)}
                for s, f in layout.items() if storage.is_remote(f)}
-    listed = {s: {rel: found[0] for rel, found in d.items()} for s, d in details.items()}
     files = [(split_folder, rel) for split_folder, folder in layout.items()
-             for rel in (listed[split_folder] if split_folder in listed else walk_files(folder))
+             for rel in (details[split_folder] if split_folder in details else walk_files(folder))
              if rel != CLASS_MANIFEST]                                       # the manifest is not data
+    identities = {(s, rel): details[s][rel] if s in details else _local_identity(layout[s], rel) for s, rel in files}
+    return layout, files, identities
+
+
+def _listed(list_path: str) -> tuple:
+    """The same for the files a list names (pipelines.ingest.file_list), laid out as a folder would be."""
+    root, found = listed_files(list_path)
+    in_splits = all(rel.split("/", 1)[0] in SPLIT_FOLDERS and "/" in rel for rel in found)
+    if in_splits:
+        layout = {s: storage.join(root, s) for s in SPLIT_FOLDERS if any(r.startswith(s + "/") for r in found)}
+        items = [((rel.split("/", 1)[0]), rel.split("/", 1)[1], stats) for rel, stats in found.items()]
+    else:
+        layout = {None: root}
+        items = [(None, rel, stats) for rel, stats in found.items()]
+    files = [(s, rel) for s, rel, _ in items if rel != CLASS_MANIFEST]
+    return layout, files, {(s, rel): stats for s, rel, stats in items}
+
+
+def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
+    root = cfg.data.path
+    if is_file_list(root):
+        layout, files, identities = _listed(root)
+        root = layout[None] if None in layout else storage.split(next(iter(layout.values())))[0]
+        names = sorted({rel.split("/", 1)[0] for _, rel in files if "/" in rel})
+        classes = [(n, n) for n in names]
+        if not classes:
+            raise IngestSetupError(f"data.path {storage.redact(cfg.data.path)}: no listed file is inside a class "
+                                   "folder (expected <root>/<class>/<file> or <root>/<split>/<class>/<file>)")
+    else:
+        if not root or not storage.isdir(root):
+            raise IngestSetupError(f"data.path {storage.redact(root)!r} must be a folder of class subfolders, or "
+                                   f"a list of image files ({'/'.join(LIST_SUFFIXES)}), for format 'folder'")
+        root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
+        layout, files, identities = _walked(root)
+        classes = class_folders(root, layout)
+    class_index = {folder: k for k, (folder, _) in enumerate(classes)}
+    class_names = [name for _, name in classes]
+    listed = {s: {rel: identities[(s2, rel)][0] for s2, rel in files if s2 == s}
+              for s, f in layout.items() if storage.is_remote(f)}
     n_files = len(files)
     if n_files == 0:
         raise IngestSetupError(f"{root}: no files found")
-    identities = {(s, rel): details[s][rel] if s in details else _local_identity(layout[s], rel) for s, rel in files}
 
     ing = cfg.ingest
     first_split = next(iter(layout))
