@@ -14,6 +14,7 @@ from pipelines.core import records
 from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.parquet_io import read_frame, write_frame
+from pipelines.core.progress import expect_rows
 from pipelines.core.store import (
     RunStore,
     atomic_dir,
@@ -46,6 +47,7 @@ def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = prin
     model_location = store.require(store.model_path, "train")
     t0 = time.perf_counter()
     predictions, meta = predict_dataset(spark, dataset_dir, model_location, cfg.score.batch_size)
+    expect_rows(meta.num_rows)                             # for the progress lines
     with atomic_dir(store.predictions_dir) as staging:
         write_frame(predictions, staging)
     seconds = time.perf_counter() - t0
