@@ -81,14 +81,15 @@ def _locks(command: str, cfg, log) -> list:
     return locks
 
 
-def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> object:
-    """One stage: skipped when its key says it is up to date, else run with progress lines and its key recorded."""
+def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> tuple:
+    """One stage: skipped when its key says it is up to date, else run with progress lines and its key
+    recorded -> (its result, its seconds); (None, None) when skipped."""
     key_spec = STAGES[stage].key
     verdict = stage_cache.check(stage, key_spec, cfg, store) if key_spec is not None else None
     if verdict is not None and verdict.up_to_date and stage not in forced:
         log(f"[{stage}] up to date (key {verdict.key}); --force {stage} runs it anyway")
         events.emit("stage_skipped", stage=stage, key=verdict.key)
-        return None
+        return None, None
     if verdict is not None:
         log(f"[{stage}] running: " + ("--force" if stage in forced else verdict.reason))
     events.emit("stage_start", stage=stage, key=verdict.key if verdict else None)
@@ -101,7 +102,7 @@ def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> objec
         stage_cache.remember(verdict, key_spec, cfg, store, result)
     store.record_timing(stage, seconds)
     events.emit("stage_end", stage=stage, seconds=round(seconds, 2), result=summary_of(result))
-    return result
+    return result, seconds
 
 
 def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
@@ -122,10 +123,9 @@ def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
         return started[0]
     with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
         for stage in stages:
-            t0 = time.perf_counter()
-            results[stage] = _run_one(stage, session, cfg, store, log, set(forced), events)
-            if results[stage] is not None:
-                tracking.stage_done(stage, time.perf_counter() - t0)
+            results[stage], seconds = _run_one(stage, session, cfg, store, log, set(forced), events)
+            if seconds is not None:
+                tracking.stage_done(stage, seconds)        # the same seconds as timings.json
     return results
 
 

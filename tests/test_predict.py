@@ -436,18 +436,27 @@ def test_killed_predict_reruns_to_exactly_one_row_per_file(model_file, tmp_path)
             "--set", "spark.master=local[2]", "--set", f"run.runs_dir={tmp_path}/runs"]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     pick = random.Random(3)
-    counts = []
+    counts = [0]
+
+    def scored():
+        rows = predictions(output)
+        return 0 if rows is None else len(rows)
     for _ in range(3):
+        # Killed once 20-60 more files are scored than before (mid-run on any machine speed), with
+        # the next tasks' part files being written at that moment.
         mark = f"predict-kill-{pick.random()}"
+        target = counts[-1] + pick.randint(20, 60)
         proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=dict(env, SPARKCNN_TEST_MARK=mark))
-        time.sleep(pick.uniform(14, 24))
+        deadline = time.time() + 300
+        while scored() < target and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
         kill_job(proc, mark)
         rows = predictions(output)
-        n = 0 if rows is None else len(rows)
         assert rows is None or rows.path.is_unique
-        counts.append(n)
-    assert counts[-1] < len(good), f"the kills came too late to test anything: {counts}"
+        counts.append(scored())
+    counts = counts[1:]
+    assert 0 < counts[-1] < len(good), f"the kills came too late or too early to test anything: {counts}"
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = predictions(output)
