@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -18,7 +20,7 @@ from pipelines.core import storage
 from pipelines.core.config import describe
 from pipelines.core import stage_cache
 from pipelines.core.config import ConfigError
-from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, classify
+from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, Terminated, classify
 from pipelines.core.events import EventLog, summary_of
 from pipelines.core.progress import StageProgress
 from pipelines.core.run_lock import RunLock
@@ -36,7 +38,7 @@ def _commands() -> dict:
     return commands
 
 
-EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(EXIT_CODES.items()))
+EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code:<3}  {text}" for code, text in sorted(EXIT_CODES.items()))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,8 +138,32 @@ def _fail(command: str, code: int, message: str, events) -> int:
     return code
 
 
+_TERMINATED: list = []     # set by SIGTERM: whatever exception then ends the command, it ends as terminated
+
+
+def _on_sigterm(signum, frame) -> None:
+    """A scheduler's timeout or kill: cancel the Spark jobs (so no task writes on into a staging folder),
+    then unwind through every atomic_dir and lock, which discard what was half written.  Raised inside a
+    Py4J call the exception may arrive as Py4J's own error: `_TERMINATED` says what it really was."""
+    _TERMINATED.append(signum)
+    try:
+        from pyspark import SparkContext
+        if SparkContext._active_spark_context is not None:
+            SparkContext._active_spark_context.cancelAllJobs()
+    except Exception:          # noqa: BLE001 (the JVM may be going away too)
+        pass
+    raise _terminated()
+
+
+def _terminated() -> Terminated:
+    return Terminated("stopped by SIGTERM: Spark jobs cancelled and half-written outputs discarded; published "
+                      "outputs are unchanged; run the same command again to continue")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     # Progress lines (per-epoch, per-stage) must reach log files as they happen, not at exit.
     sys.stdout.reconfigure(line_buffering=True)
     events = None
@@ -155,7 +181,7 @@ def main(argv=None) -> int:
             results = run_stages(stages, cfg, forced=forced, events=events)
             events.emit("command_end", exit_code=EXIT_OK, seconds=round(time.perf_counter() - t0, 2))
     except Exception as exc:  # noqa: BLE001 (every failure ends in one line and an exit code)
-        known = classify(exc)
+        known = classify(_terminated() if _TERMINATED else exc)
         if known is None:                      # a bug: the traceback, then the one line
             traceback.print_exc()
             return _fail(args.stage, EXIT_BUG, f"internal error (please report): {type(exc).__name__}: "

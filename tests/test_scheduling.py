@@ -304,3 +304,32 @@ data: {{format: folder, path: PATH, dataset: photos, datasets_dir: {tmp_path}/DI
     folder_cfg = make_conf(tmp_path, text.replace("PATH", str(root)).replace("DIR", "full"))
     ingest(spark, folder_cfg, lambda m: None)
     assert _content(str(tmp_path / "ds" / "photos")) == _content(str(tmp_path / "full" / "photos"))
+
+
+@pytest.mark.slow   # a full MNIST ingest, stopped
+def test_sigterm_discards_what_was_half_written_and_exits_143(tmp_path, mnist_files):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"""
+run: {{name: term, runs_dir: {tmp_path}/runs}}
+spark: {{master: "local[2]", driver_memory: 1g}}
+data: {{datasets_dir: {tmp_path}/ds}}
+ingest: {{validation_rows: 5000, partition_mb: 4}}
+""")
+    proc = subprocess.Popen([SPARKCNN, "ingest", "--conf", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("[ingest] running"):
+            break
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(".staging-" in n for n in os.listdir(tmp_path / "ds" / "mnist")
+                                             if (tmp_path / "ds" / "mnist").exists()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("sparkcnn ingest: error: stopped by SIGTERM"), err[-2000:]
+    time.sleep(2)                                            # a cancelled task would write after this point
+    left = [n for n in os.listdir(tmp_path / "ds" / "mnist") if ".staging-" in n]
+    assert left == [] and not (tmp_path / "ds" / "mnist" / "train").exists(), left
+    end = [e for e in read_events(str(tmp_path / "runs" / "term")) if e["event"] == "command_end"][-1]
+    assert end["exit_code"] == 143

@@ -9,6 +9,8 @@ with the code of the error's kind, so a scheduler can tell what to do without re
     4  infrastructure failure worth retrying: a lost executor, a dead Horovod worker, a store
        that could not be reached, another job publishing the same output at the same moment
     5  another run holds the lock of the run directory or dataset (retry later)
+  143  stopped by SIGTERM (a scheduler's timeout, a kill): Spark jobs cancelled, half-written
+       outputs discarded, the published ones unchanged; the same command continues
     1  anything else: a bug in sparkcnn (the traceback is printed, then one line)
 
 An error class says its kind once, by its base: `SparkcnnError` (2), `DataError` (3),
@@ -25,6 +27,7 @@ EXIT_CONFIG = 2
 EXIT_DATA = 3
 EXIT_RETRY = 4
 EXIT_LOCKED = 5
+EXIT_TERMINATED = 143     # 128 + SIGTERM, what shells and schedulers already read as "terminated"
 
 EXIT_CODES = {
     EXIT_OK: "success (stages that were up to date included)",
@@ -32,6 +35,8 @@ EXIT_CODES = {
     EXIT_DATA: "bad input data (a whole file is not what its format says): fix the data; do not retry",
     EXIT_RETRY: "infrastructure failure worth retrying (lost executor, dead Horovod worker, storage unreachable)",
     EXIT_LOCKED: "another run holds the lock of the run directory or dataset: retry later",
+    EXIT_TERMINATED: "stopped by SIGTERM (a timeout, a kill): half-written outputs discarded; the same command "
+                     "continues",
     EXIT_BUG: "an unexpected error (a bug in sparkcnn): the traceback is printed before the last line",
 }
 
@@ -60,6 +65,11 @@ class RetryableError(SparkcnnError):
 class LockHeld(SparkcnnError):
     """Another run holds the lock of what this run would write."""
     exit_code = EXIT_LOCKED
+
+
+class Terminated(SparkcnnError):
+    """SIGTERM arrived: raised in the main thread so that every staging folder is discarded on the way out."""
+    exit_code = EXIT_TERMINATED
 
 
 _BY_NAME["SparkcnnError"] = EXIT_CONFIG
