@@ -333,3 +333,18 @@ ingest: {{validation_rows: 5000, partition_mb: 4}}
     assert left == [] and not (tmp_path / "ds" / "mnist" / "train").exists(), left
     end = [e for e in read_events(str(tmp_path / "runs" / "term")) if e["event"] == "command_end"][-1]
     assert end["exit_code"] == 143
+
+
+def test_the_project_version_is_the_same_from_the_py_files_zip(tmp_path):
+    """spark-submit --py-files runs the library from a zip: its stage keys must match an installed run's."""
+    from pipelines.core.stage_cache import project_version
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    zipped = tmp_path / "libs.zip"
+    subprocess.run([sys.executable, os.path.join(root, "scripts", "make_pyfiles.py"), str(zipped)], check=True,
+                   cwd=root, capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", "import pipelines, sys; from pipelines.core.stage_cache import "
+                          "project_version; assert pipelines.__file__.startswith(sys.argv[1]); print(project_version())",
+                          str(zipped)], env=dict(os.environ, PYTHONPATH=str(zipped)), cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == project_version()
