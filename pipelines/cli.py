@@ -16,10 +16,8 @@ import traceback
 
 import yaml
 
-from pipelines.core import storage
-from pipelines.core.config import describe
-from pipelines.core import stage_cache
-from pipelines.core.config import ConfigError
+from pipelines.core import stage_cache, storage
+from pipelines.core.config import ConfigError, describe
 from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, Terminated, classify
 from pipelines.core.events import EventLog, summary_of
 from pipelines.core.progress import StageProgress
@@ -75,11 +73,10 @@ def _forced(command: str, force: list) -> set:
 
 def _locks(command: str, cfg, log) -> list:
     """The locks a command holds while it runs: its run directory's, and the dataset's when it writes one."""
-    ttl = cfg.run.lock_ttl_seconds
-    locks = [RunLock(cfg.run_dir, "run directory", f"sparkcnn {command} --conf {cfg.source}", ttl, log)]
+    ttl, holder = cfg.run.lock_ttl_seconds, f"sparkcnn {command} --conf {cfg.source}"
+    locks = [RunLock(cfg.run_dir, "run directory", holder, ttl, log)]
     if any(stage in WRITES_DATASET for stage in stage_names(command)):
-        dataset_root = storage.split(cfg.dataset_dir("train"))[0]
-        locks.append(RunLock(dataset_root, "dataset", f"sparkcnn {command} --conf {cfg.source}", ttl, log))
+        locks.append(RunLock(cfg.dataset_root, "dataset", holder, ttl, log))
     return locks
 
 
@@ -192,9 +189,10 @@ def main(argv=None) -> int:
         print(f"report: {results['transfer']['report']}")
     if args.stage == "run":
         print(f"\nsparkcnn run '{cfg.run.name}' finished in {time.perf_counter() - t0:.0f}s")
-        metrics = results["score"] or read_json(RunStore(cfg.run_dir).metrics_path)
+        store = RunStore(cfg.run_dir)                    # skipped stages: what they published before
+        metrics = results["score"] or read_json(store.metrics_path)
         print(f"test accuracy: {metrics['accuracy']:.4f}")
-        print(f"report: {results['report'] or report_index(RunStore(cfg.run_dir))}")
+        print(f"report: {results['report'] or report_index(store)}")
     return 0
 
 

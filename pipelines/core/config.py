@@ -77,8 +77,13 @@ class Config:
     def run_dir(self) -> str:
         return storage.join(storage.normalize(self.run.runs_dir), self.run.name)
 
+    @property
+    def dataset_root(self) -> str:
+        """<datasets_dir>/<dataset>: its splits, rejects, file index, lock and ingest record."""
+        return storage.join(storage.normalize(self.data.datasets_dir), self.data.dataset)
+
     def dataset_dir(self, split: str) -> str:
-        return storage.join(storage.normalize(self.data.datasets_dir), self.data.dataset, split)
+        return storage.join(self.dataset_root, split)
 
 
 def suggest(name, options) -> str:

@@ -1,17 +1,9 @@
 """The errors that are the user's input or setup (not bugs), and the exit code each one means.
 
 The CLI prints these as one line naming the file or setting, without a stack trace, and exits
-with the code of the error's kind, so a scheduler can tell what to do without reading the text:
-
-    0  success (stages that were up to date included)
-    2  usage or config error: fix the command or the conf (never worth retrying)
-    3  bad input data: a whole file is not what its format says (fix the data)
-    4  infrastructure failure worth retrying: a lost executor, a dead Horovod worker, a store
-       that could not be reached, another job publishing the same output at the same moment
-    5  another run holds the lock of the run directory or dataset (retry later)
-  143  stopped by SIGTERM (a scheduler's timeout, a kill): Spark jobs cancelled, half-written
-       outputs discarded, the published ones unchanged; the same command continues
-    1  anything else: a bug in sparkcnn (the traceback is printed, then one line)
+with the code of the error's kind (EXIT_CODES below, which `sparkcnn --help` and the README list),
+so a scheduler can tell "fix the config" from "fix the data" from "retry later" without reading
+the text.
 
 An error class says its kind once, by its base: `SparkcnnError` (2), `DataError` (3),
 `RetryableError` (4), `LockHeld` (5).  Errors raised inside Spark tasks reach the driver wrapped

@@ -2,7 +2,7 @@
 
 A stage that declares a `StageKey` (in its package's `key.py`) says what its output depends on:
 `inputs(cfg, store)` returns JSON values (its config sections, the identities of the datasets,
-raw files and model it reads) and `outputs(cfg, store)` the locations it writes.  After the stage
+raw files and model it reads) and `outputs(cfg, store, result)` the locations it wrote.  After the stage
 succeeds the driver writes a record beside its output: the key (a digest of the inputs and of
 the project version), the inputs themselves, and the identity of every output.  Next time the
 stage is skipped only if the key is the same *and* every output still has the identity it had
@@ -16,6 +16,7 @@ times).  `--force STAGE` or `--force all` runs a stage whatever its key says.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -50,8 +51,10 @@ def _library_sources() -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def project_version() -> str:
-    """The package version and a digest of the library's source: a code change is an input change."""
+    """The package version and a digest of the library's source: a code change is an input change.
+    Once per process: the source does not change under a running command."""
     import pipelines
     digest = hashlib.sha256()
     for name, data in sorted(_library_sources().items()):
@@ -90,7 +93,7 @@ def identity(location: str) -> Optional[str]:
 class StageKey:
     """What a stage's output depends on (`inputs`), what it writes (`outputs`), where its record lives."""
     inputs: Callable      # (cfg, store) -> dict of JSON values
-    outputs: Callable     # (cfg, store, result or None) -> [locations]; None: the outputs of the last record
+    outputs: Callable     # (cfg, store, the stage's result) -> [locations it wrote]
     record_dir: Callable  # (cfg, store) -> folder of the record
 
 
@@ -101,7 +104,7 @@ class Verdict:
     inputs: dict
     record: str
     up_to_date: bool
-    reason: str           # why it runs: "no record", "train section changed", "model.keras changed", ...
+    reason: str           # why it runs: "no record of an earlier run", "changed: train section", ...
 
 
 def _digest(inputs: dict) -> str:

@@ -54,7 +54,8 @@ def listed_files(list_path: str) -> tuple:
     if len(schemes) > 1:
         raise IngestSetupError(f"data.path {storage.redact(list_path)}: the list mixes storage schemes "
                                f"({', '.join(sorted(s or 'local' for s in schemes))}); one dataset, one store")
-    prefix = locations[0][:len(locations[0]) - len(locations[0].split("://", 1)[-1])] if schemes != {""} else ""
+    scheme = schemes.pop()
+    prefix = f"{scheme}://" if scheme else ""             # URLs: their paths below the scheme; local: paths
     paths = [loc[len(prefix):] for loc in locations]
     root = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
     if root in paths:                    # the list names one file only, or a file and a folder's contents

@@ -157,13 +157,12 @@ def _walked(root: str) -> tuple:
 def _listed(list_path: str) -> tuple:
     """The same for the files a list names (pipelines.ingest.file_list), laid out as a folder would be."""
     root, found = listed_files(list_path)
-    in_splits = all(rel.split("/", 1)[0] in SPLIT_FOLDERS and "/" in rel for rel in found)
-    if in_splits:
-        layout = {s: storage.join(root, s) for s in SPLIT_FOLDERS if any(r.startswith(s + "/") for r in found)}
-        items = [((rel.split("/", 1)[0]), rel.split("/", 1)[1], stats) for rel, stats in found.items()]
+    if all(rel.partition("/")[0] in SPLIT_FOLDERS and "/" in rel for rel in found):
+        items = [(*rel.split("/", 1), stats) for rel, stats in found.items()]
+        layout = {s: storage.join(root, s) for s in SPLIT_FOLDERS if any(split == s for split, _, _ in items)}
     else:
-        layout = {None: root}
         items = [(None, rel, stats) for rel, stats in found.items()]
+        layout = {None: root}
     files = [(s, rel) for s, rel, _ in items if rel != CLASS_MANIFEST]
     return layout, files, {(s, rel): stats for s, rel, stats in items}
 
@@ -187,8 +186,10 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         classes = class_folders(root, layout)
     class_index = {folder: k for k, (folder, _) in enumerate(classes)}
     class_names = [name for _, name in classes]
-    listed = {s: {rel: identities[(s2, rel)][0] for s2, rel in files if s2 == s}
-              for s, f in layout.items() if storage.is_remote(f)}
+    listed = {s: {} for s, f in layout.items() if storage.is_remote(f)}     # remote files' sizes, by split folder
+    for s, rel in files:
+        if s in listed:
+            listed[s][rel] = identities[(s, rel)][0]
     n_files = len(files)
     if n_files == 0:
         raise IngestSetupError(f"{root}: no files found")
@@ -204,8 +205,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \
         ["train"] + (["test"] if ing.test_fraction > 0 else [])
     dests = {split: cfg.dataset_dir(split) for split in splits}
-    dataset_root = storage.split(cfg.dataset_dir("train"))[0]
-    rejects_dir, index_dir = storage.join(dataset_root, "rejects"), storage.join(dataset_root, "files")
+    rejects_dir, index_dir = storage.join(cfg.dataset_root, "rejects"), storage.join(cfg.dataset_root, "files")
     settings = _index_settings(cfg, root, class_names, (h, w, c))
     previous = incremental.read_previous(index_dir, settings, log) if ing.incremental else None
     plan = incremental.plan(previous, files, identities)
@@ -216,7 +216,8 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     expect_rows(len(todo))                               # for the progress lines
     n_parts = partition_count(estimated_bytes(layout, todo, listed) + len(todo) * h * w * c, len(todo),
                               ing.partition_mb, spark.sparkContext.defaultParallelism)  # bytes read + written
-    first = incremental.next_task_index(dests) if previous is not None else 0
+    parts = incremental.previous_parts(dests) if previous is not None else {}
+    first = incremental.next_task_index(parts)
     tasks = list(enumerate(interleaved_shares(todo, n_parts), start=first))
     with atomic_dirs(list(dests.values()) + [rejects_dir, index_dir]) as stagings:
         folders = {split: stagings[dest] for split, dest in dests.items()}
@@ -227,7 +228,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         if n_written + len(rejects) != len(todo):
             raise IngestCheckError(f"{root}: {len(todo)} files to read but {n_written} written + "
                                    f"{len(rejects)} rejected")
-        carried = incremental.carry_over(spark, plan, dests, folders, rows_per_row_group(h * w * c, ing.row_group_mb))
+        carried = incremental.carry_over(spark, plan, dests, parts, folders, rows_per_row_group(h * w * c, ing.row_group_mb))
         new_rejects = Counter(split for _, split, _ in rejects)
         new_rows = {split: got.rows for split, got in written.items()}
         for split, acc in carried.items():

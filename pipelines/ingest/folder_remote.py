@@ -26,6 +26,17 @@ def stable_id(relpath: str) -> int:
     return int.from_bytes(hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
+def file_key(split_folder, rel: str) -> str:
+    """The path an image's id is made from: relative to the dataset root, split folder included."""
+    return rel if split_folder is None else f"{split_folder}/{rel}"
+
+
+def reject_path(roots: dict, split_folder, rel: str) -> str:
+    """How the rejects table names a file: its URL on a store, `file:<path>` locally."""
+    local = storage.join(roots[split_folder], rel)
+    return local if storage.is_remote(local) else "file:" + local
+
+
 def hash_fraction(relpath: str) -> float:
     return int.from_bytes(hashlib.blake2b(b"split:" + relpath.encode("utf-8"), digest_size=8).digest(), "big") / 2 ** 64
 
@@ -80,10 +91,10 @@ def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_p
                     except OSError as exc:         # gone or unreadable since the driver listed it
                         reason = f"unreadable file: {exc.strerror or exc}"
                 if reason is not None:
-                    out.rejects.append((local if storage.is_remote(local) else "file:" + local, split, reason))
+                    out.rejects.append((reject_path(roots, split_folder, rel), split, reason))
                     continue
                 ids, labels, images = pending.setdefault(split, ([], [], []))
-                ids.append(stable_id(rel if split_folder is None else f"{split_folder}/{rel}"))
+                ids.append(stable_id(file_key(split_folder, rel)))
                 labels.append(class_index[parts[0]])
                 images.append(image)
                 if len(ids) >= group:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core import records, storage
 from pipelines.core.store import published_files, resolve
-from pipelines.ingest.folder_remote import split_of, stable_id
+from pipelines.ingest.folder_remote import file_key, reject_path, split_of, stable_id
 from pipelines.ingest.incremental_remote import filter_parts, part_index
 from pipelines.ingest.remote import IngestCheckError
 from pipelines.ingest.tasks import SplitWritten
@@ -45,22 +45,12 @@ INDEX_SCHEMA = pa.schema([("path", pa.string()), ("split_folder", pa.string()), 
 ROW, REJECTED, REMOVED = "row", "rejected", "removed"
 
 
-def file_key(split_folder: Optional[str], rel: str) -> str:
-    """The path an image's id is made from: relative to the dataset root, split folder included."""
-    return rel if split_folder is None else f"{split_folder}/{rel}"
-
-
-def reject_path(roots: dict, split_folder, rel: str) -> str:
-    """How a task names a rejected file (pipelines.ingest.folder_remote.write_files)."""
-    local = storage.join(roots[split_folder], rel)
-    return local if storage.is_remote(local) else "file:" + local
-
-
 def read_previous(index_dest: str, settings: dict, log: Callable[[str], None]) -> Optional[dict]:
     """{(split folder, rel): index row} of the previous ingest, when it used these settings; else None."""
-    if not storage.exists(storage.join(resolve(index_dest), SETTINGS_FILE)):
+    try:
+        before = json.loads(storage.read_bytes(storage.join(resolve(index_dest), SETTINGS_FILE)))
+    except FileNotFoundError:
         return None
-    before = json.loads(storage.read_bytes(storage.join(resolve(index_dest), SETTINGS_FILE)))
     if before != settings:
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         log(f"[ingest] {', '.join(changed)} changed since the last ingest of this dataset: every file is read")
@@ -113,31 +103,48 @@ def plan(previous: Optional[dict], files: list, identities: dict) -> Plan:
     return out
 
 
-def carry_over(spark, the_plan: Plan, dests: dict, folders: dict, group_rows: int) -> dict:
-    """Put the previous rows of unchanged files into this ingest's staging folders -> {split: SplitWritten}."""
+def previous_parts(dests: dict) -> dict:
+    """{split: [part file locations]} of the published versions this ingest builds on (one listing each)."""
+    return {split: published_files(dest) if storage.exists(dest) else [] for split, dest in dests.items()}
+
+
+def next_task_index(parts: dict) -> int:
+    """New part files are numbered after every previous part file (whose names are kept)."""
+    found = [part_index(storage.basename(loc)) for locations in parts.values() for loc in locations]
+    return max(found) + 1 if found else 0
+
+
+def carry_over(spark, the_plan: Plan, dests: dict, parts: dict, folders: dict, group_rows: int) -> dict:
+    """Put the previous rows of unchanged files into this ingest's staging folders -> {split: SplitWritten}.
+    `parts`: previous_parts(dests)."""
     carried: dict = {}
+    expected: dict = {}
     tasks = []
     for split, folder in folders.items():
         keep = the_plan.unchanged_rows(split)
         if not keep:
             continue
-        if not storage.exists(dests[split]):
+        expected[split] = len(keep)
+        if not parts.get(split):
             raise IngestCheckError(f"{storage.redact(dests[split])}: the file index lists {len(keep)} rows of "
                                    "this split but it is not published; ingest again with --set ingest.incremental=false")
         acc = carried.setdefault(split, SplitWritten())
         acc.class_counts.update(Counter(int(r["label"]) for r in keep))
         acc.ids.append(np.array([r["id"] for r in keep], np.int64))
         dropped = the_plan.dropped.get(split, np.zeros(0, np.int64))
-        for location in published_files(dests[split]):
+        for location in parts[split]:
             with storage.open_file(location, "rb") as f:
-                ids = pq.read_table(f, columns=[records.ID]).column(records.ID).to_numpy()
-            if dropped.size and np.isin(ids, dropped).any():
+                part = pq.ParquetFile(f)
+                rows = part.metadata.num_rows
+                leaving = dropped.size and np.isin(part.read(columns=[records.ID]).column(records.ID).to_numpy(),
+                                                   dropped).any()
+            if leaving:
                 tasks.append((split, location, dropped))
                 continue
             name = storage.basename(location)
             storage.copy_file(location, storage.join(folder, name))
             acc.files.append(name)
-            acc.rows += len(ids)
+            acc.rows += rows
     if tasks:
         rewrite = functools.partial(filter_parts, folders, group_rows, storage.current_options())
         for done in spark.sparkContext.parallelize(tasks, len(tasks)).mapPartitions(rewrite).collect():
@@ -146,18 +153,10 @@ def carry_over(spark, the_plan: Plan, dests: dict, folders: dict, group_rows: in
                 acc.files.append(done["file"])
                 acc.rows += done["rows"]
     for split, acc in carried.items():
-        expected = len(the_plan.unchanged_rows(split))
-        if acc.rows != expected:
+        if acc.rows != expected[split]:
             raise IngestCheckError(f"{storage.redact(dests[split])}: {acc.rows} rows carried over but the file index "
-                                   f"lists {expected} unchanged files; ingest again with --set ingest.incremental=false")
+                                   f"lists {expected[split]} unchanged files; ingest again with --set ingest.incremental=false")
     return carried
-
-
-def next_task_index(dests: dict) -> int:
-    """New part files are numbered after every part file of the previous versions (their names are kept)."""
-    found = [part_index(storage.basename(loc)) for dest in dests.values() if storage.exists(dest)
-             for loc in published_files(dest)]
-    return max(found) + 1 if found else 0
 
 
 def index_table(roots: dict, files: list, identities: dict, class_index: dict, test_fraction: float,

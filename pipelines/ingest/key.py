@@ -36,14 +36,10 @@ def inputs(cfg, store) -> dict:
     return {"data section": data, "ingest section": dataclasses.asdict(cfg.ingest), "raw files": raw_identity(cfg)}
 
 
-def dataset_root(cfg, store=None) -> str:
-    return storage.split(cfg.dataset_dir("train"))[0]
-
-
 def outputs(cfg, store, result) -> list:
     written = [cfg.dataset_dir(split) for split in (result or {})]
-    rejects = storage.join(dataset_root(cfg), "rejects")
+    rejects = storage.join(cfg.dataset_root, "rejects")
     return written + ([rejects] if cfg.data.format == "folder" and identity(rejects) else [])
 
 
-INGEST_KEY = StageKey(inputs, outputs, dataset_root)
+INGEST_KEY = StageKey(inputs, outputs, lambda cfg, store: cfg.dataset_root)

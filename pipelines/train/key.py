@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipelines.core import storage
 from pipelines.core.stage_cache import StageKey, identity
 
 
@@ -15,7 +14,7 @@ def inputs(cfg, store) -> dict:
     if t.augment:
         out["augment section"] = dataclasses.asdict(cfg.augment)
     if ":" not in t.model and ("/" in t.model or t.model.endswith((".keras", ".h5"))):
-        out["model file"] = identity(t.model) if storage.exists(t.model) else None
+        out["model file"] = identity(t.model)                  # None when missing
     return out
 
 

@@ -145,16 +145,14 @@ def _place_rank():
                  log=lambda line: print(line, flush=True))
 
 
-def _epoch_line(tf, epochs: int, say):
-    """Rank 0's line per epoch (Keras's own verbose output would reach the driver only at the end)."""
+def _epoch_line(tf, epochs: int, epoch_seconds: list, say):
+    """Rank 0's line per epoch (Keras's own verbose output would reach the driver only at the end).
+    Its time is the one EpochClock (in _callbacks, earlier in the list) has just appended."""
     class EpochLine(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
         def on_epoch_end(self, epoch, logs=None):
             metrics = " ".join(f"{k} {float(v):.4f}" for k, v in sorted((logs or {}).items())
                                if k.endswith(("loss", "accuracy")))
-            say(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({time.perf_counter() - self.t0:.1f} s)")
+            say(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({epoch_seconds[-1]:.1f} s)")
     return EpochLine()
 
 
@@ -276,7 +274,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
     callbacks.insert(0, clock_callback(tf, clock, log=say if rank == 0 else None))
     if rank == 0:
-        callbacks.append(_epoch_line(tf, t.epochs, say))   # last: sees the metrics averaged over workers
+        callbacks.append(_epoch_line(tf, t.epochs, epoch_seconds, say))   # last: sees the metrics averaged over workers
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
         precision = f", {t.mixed_precision}" if t.mixed_precision else ""
