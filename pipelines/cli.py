@@ -128,7 +128,19 @@ def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
     return results
 
 
+def _stop_spark() -> None:
+    """Stop Spark before the failure's one line: a dying job's JVM threads (task kills, Horovod's job group
+    cancelled) otherwise log after it, and a scheduler reads the last line."""
+    try:
+        from pyspark import SparkContext
+        if SparkContext._active_spark_context is not None:
+            SparkContext._active_spark_context.stop()
+    except Exception:          # noqa: BLE001 (the JVM may be gone already)
+        pass
+
+
 def _fail(command: str, code: int, message: str, events) -> int:
+    _stop_spark()
     print(f"sparkcnn {command}: error: {storage.redact(message)}", file=sys.stderr)
     if events is not None:
         events.emit("command_end", exit_code=code, reason=EXIT_CODES.get(code, ""), message=storage.redact(message))

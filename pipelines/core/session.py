@@ -62,7 +62,9 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
         "spark.sql.shuffle.partitions": "8",
-        "spark.ui.showConsoleProgress": "true",
+        # Spark's bar redraws one terminal line: in a log file it is a smear of "[Stage 0:>" fragments that
+        # can even land after the command's one error line.  Logs get core/progress.py's lines instead.
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
         # Horovod needs all its tasks running at once; never let a task wait for a locality slot.
         "spark.locality.wait": "0s",
     }
