@@ -20,7 +20,10 @@ albumentations is installed on first use into ~/.cache/sparkcnn/bench-albumentat
 --no-deps plus the few dependencies the venv lacks (ALBUMENTATIONS_PACKAGES): pip's own resolution
 would put numpy 2 and OpenCV 5 in front of the venv's numpy and OpenCV 4.10, and then the two
 sides would not run the same OpenCV.  Ratios are ours / theirs, medians of --repeats, measured in
-this one run.
+this one run.  For the ops both sides spend in one OpenCV call per image, the photo table also has
+that call alone (`_floor_calls`: mid-range parameters, a reused output, nothing else) as `floor`
+(images/s) and `ceiling` = floor / albumentations: the highest ratio any implementation built on
+that call can reach, whatever its Python does.
 
 With --spark (and the MNIST datasets from `sparkcnn ingest`), the whole augment stage is timed
 too: Parquet in, augmented Parquet out, rows/s per Spark core.
@@ -192,6 +195,44 @@ PHOTO_CASES = {
 }
 
 
+def _floor_calls(cv2, side: int) -> dict:
+    """Per photo case whose work both sides do in one OpenCV call per image: that call alone, with a
+    mid-range parameter, written into a reused output image (no draws, no Python besides the loop).
+    Its rate bounds any implementation built on that call: albumentations' time over this floor's is
+    the highest ratio to albumentations such an implementation can reach."""
+    c = side / 2
+    rot = cv2.getRotationMatrix2D((c, c), 12.5, 1.0)
+    shear = np.array([[1, np.tan(np.radians(5)), -c * np.tan(np.radians(5))], [0, 1, 0]])
+    zoom = cv2.getRotationMatrix2D((c, c), 0, 1.05)
+    persp = cv2.getPerspectiveTransform(np.float32([[0, 0], [side, 0], [side, side], [0, side]]),
+                                        np.float32([[side * .05, 0], [side * .95, 0], [side, side], [0, side]]))
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
+    grid_x, grid_y = xs + np.float32(1.5) * np.sin(ys / side * 6), ys + np.float32(1.5) * np.cos(xs / side * 6)
+    box = int(0.9 * side)
+    quarter = int(side * 0.55)   # resized_crop: a box of about the median area (0.3) of the image
+    sigma = 1.25
+    k = int(3.5 * sigma) * 2 + 1
+    kernel = cv2.getGaussianKernel(k, sigma, cv2.CV_32F)
+    lin, black = cv2.INTER_LINEAR, {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+    return {
+        "rotate +-25": ("cv2.warpAffine, 12.5 degrees", lambda im, d: cv2.warpAffine(im, rot, (side, side), dst=d, flags=lin, **black)),
+        "shear x +-10": ("cv2.warpAffine, shear 5 degrees", lambda im, d: cv2.warpAffine(im, shear, (side, side), dst=d, flags=lin, **black)),
+        "zoom 0.9-1.1": ("cv2.warpAffine, scale 1.05", lambda im, d: cv2.warpAffine(im, zoom, (side, side), dst=d, flags=lin, **black)),
+        "crop 0.8-1 + resize": ("cv2.resize of a 0.9 x side box (theirs; ours is a warpAffine)",
+                                lambda im, d: cv2.resize(im[:box, :box], (side, side), dst=d, interpolation=lin)),
+        "flip_lr": ("cv2.flip", lambda im, d: cv2.flip(im, 1, dst=d)),
+        "flip_tb": ("cv2.flip", lambda im, d: cv2.flip(im, 0, dst=d)),
+        "skew (perspective)": ("cv2.warpPerspective", lambda im, d: cv2.warpPerspective(im, persp, (side, side), dst=d, flags=lin, **black)),
+        "elastic grid 4x4": ("cv2.remap, float maps", lambda im, d: cv2.remap(im, grid_x, grid_y, lin, dst=d, **black)),
+        "resized_crop": ("cv2.resize of a 0.55 x side box", lambda im, d: cv2.resize(im[:quarter, :quarter], (side, side), dst=d, interpolation=lin)),
+        "brightness 0.8-1.2": ("cv2.convertScaleAbs, x1.1", lambda im, d: cv2.convertScaleAbs(im, d, 1.1, 0)),
+        "blur sigma 0.5-2": ("cv2.sepFilter2D, sigma 1.25", lambda im, d: cv2.sepFilter2D(im, -1, kernel, kernel, dst=d)),
+        "jpeg quality 50-95": ("cv2.imencode + imdecode, quality 72",
+                               lambda im, d: cv2.imdecode(cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 72])[1], 1)),
+        "chain: rotate, zoom, shear, flip_lr": ("cv2.warpAffine", lambda im, d: cv2.warpAffine(im, rot, (side, side), dst=d, flags=lin, **black)),
+    }
+
+
 def import_from_cache(module: str, directory: str, packages: list):
     """`module` from a benchmark-only directory, pip-installed there (--no-deps) on first use."""
     if directory not in sys.path:
@@ -298,6 +339,8 @@ def bench_photos(side: int, count: int, repeats: int) -> list:
     base = imagenet_photos(side)
     images = np.ascontiguousarray(base[np.arange(count) % len(base)])
     ids, samples = np.arange(count) % len(base), np.arange(count) // len(base)
+    floors = _floor_calls(cv2, side)
+    scratch = np.empty_like(images[0])
     rows = []
     for name, (theirs, ours_steps, mapping) in PHOTO_CASES.items():
         compose = A.Compose(theirs(A, side), seed=1)
@@ -314,11 +357,19 @@ def bench_photos(side: int, count: int, repeats: int) -> list:
         ours_run()
         a, a_cpu = rate(theirs_run, count, repeats)
         s, s_cpu = rate(ours_run, count, repeats)
-        rows.append({"case": name, "side": side, "albumentations": mapping, "albumentations_images_per_s": a,
-                     "sparkcnn_images_per_s": s, "ratio": s / a, "albumentations_cpu_per_wall": a_cpu,
-                     "sparkcnn_cpu_per_wall": s_cpu})
+        row = {"case": name, "side": side, "albumentations": mapping, "albumentations_images_per_s": a,
+               "sparkcnn_images_per_s": s, "ratio": s / a, "albumentations_cpu_per_wall": a_cpu,
+               "sparkcnn_cpu_per_wall": s_cpu}
+        ceiling = ""
+        if name in floors:
+            call, fn = floors[name]
+            f, _ = rate(lambda: [fn(img, scratch) for img in images], count, repeats)
+            row.update({"floor_call": call, "floor_images_per_s": f, "ceiling_ratio": f / a})
+            ceiling = f"{f:9.0f} {f / a:6.2f}x"
+        rows.append(row)
         mark = "" if s / a >= 1.5 else "   < 1.5x"
-        print(f"  {name:<66} {a:9.0f} {s:11.0f} {s / a:7.2f}x {a_cpu:6.2f} {s_cpu:6.2f}{mark}", flush=True)
+        print(f"  {name:<66} {a:9.0f} {s:11.0f} {s / a:7.2f}x {a_cpu:6.2f} {s_cpu:6.2f} {ceiling:>17}{mark}",
+              flush=True)
     return rows
 
 
@@ -374,7 +425,8 @@ def main(argv=None):
         for side in (int(v) for v in args.sides.split(",")):
             print(f"\nAUGMENTATION {args.photos} ImageNet photos {side}x{side} RGB (20 real photos, repeated), "
                   f"single thread each, median of {args.repeats}")
-            print(f"  {'case':<66} {'albument.':>9} {'sparkcnn':>11} {'ratio':>8} {'cpu/wall':>13}")
+            print(f"  {'case':<66} {'albument.':>9} {'sparkcnn':>11} {'ratio':>8} {'cpu/wall':>13} "
+                  f"{'floor':>9} {'ceiling':>7}")
             rows = bench_photos(side, args.photos, args.repeats)
             report["photos"][str(side)] = rows
             ratios = [r["ratio"] for r in rows]

@@ -68,6 +68,22 @@ def test_fused_colour_path_equals_the_float_path_within_one_grey_level(photos, t
         assert not np.array_equal(fused, images)
 
 
+@pytest.mark.parametrize("steps", [[{"op": "brightness", "factor": [0.3, 2.5]}],
+                                   [{"op": "brightness", "factor": [0.6, 1.6]}, {"op": "contrast", "factor": [0.2, 3]}]])
+def test_uniform_maps_through_a_table_give_the_float_paths_bytes(photos, monkeypatch, steps):
+    """brightness and contrast on photos map each image's bytes through a 256-entry table built with the
+    float route's float32 arithmetic and rounding: exactly its bytes (not just within one grey level),
+    with stringzilla's in-place translate and with numpy's take where stringzilla is missing."""
+    from pipelines.augment import pixels
+    reference = run(steps, photos, float_reference=True)
+    with_sz = run(steps, photos)
+    np.testing.assert_array_equal(with_sz, reference)
+    assert pixels._stringzilla() is not None      # a declared dependency (requirements.txt): the fast route ran
+    monkeypatch.setattr(pixels, "_SZ", None)      # as if stringzilla were not installed
+    np.testing.assert_array_equal(run(steps, photos), reference)
+    assert (with_sz == 255).any() and (with_sz == 0).any()   # the factors reach both ends: clipping tested
+
+
 def hue_rotation64(degrees):
     """Rotation about the grey axis in an orthonormal basis of the plane across it (not Rodrigues' formula)."""
     a = np.radians(degrees)
@@ -283,30 +299,69 @@ def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size, s
     assert not np.array_equal(p.apply(images, ids, samples + 1), whole)
 
 
-def test_erase_noise_runs_hash_the_same_bytes_as_single_pixels():
-    """photometric.Erase hashes a photo's box row by row (draws.pixel_bytes_runs, the finaliser's last step
-    skipped): the same bytes as hashing each pixel on its own."""
-    from pipelines.augment.draws import pixel_bytes_at, pixel_bytes_runs, stream_bits
+def _stream_hashes(keys, i, count):
+    """Hashes 0 .. count - 1 of image i's stream for draw 63, straight from the definition in draws."""
+    from pipelines.augment.draws import _GOLDEN, _bits, _mix
+    return _mix(np.arange(count, dtype=np.uint64) * _GOLDEN + _bits(keys[i:i + 1], 63))
+
+
+def test_erase_noise_bytes_are_the_hashes_cut_in_eight():
+    """Erase's noise fill, value p of an image, is byte p % 8 of hash p // 8, however it is computed: pixel by
+    pixel (draws.pixel_bytes_at), a run per row (pixel_bytes_runs, runs starting at different bytes of a
+    hash) or every box of a batch at once (box_bytes)."""
+    from pipelines.augment.draws import box_bytes, pixel_bytes_at, pixel_bytes_runs, stream_bits
     keys = image_keys(3, np.arange(5), np.ones(5))
-    starts = np.array([0, 7, 1000, 224 * 224 * 3 - 40])
+    size = 224 * 224 * 3
+    starts = np.array([0, 7, 1000, size - 40])
     for i in range(5):
+        h = _stream_hashes(keys, i, size // 8)
+        stream = np.array([(int(v) >> (8 * b)) & 255 for v in h[:200].tolist() for b in range(8)] +
+                          [(int(v) >> (8 * b)) & 255 for v in h[-5:].tolist() for b in range(8)], np.uint8)
+        expected = np.stack([stream[s:s + 40] if s < 1600 else stream[1600 + s - (size - 40):][:40] for s in starts])
         runs = pixel_bytes_runs(stream_bits(keys, 63)[i], starts, 40)
         single = pixel_bytes_at(keys[i:i + 1], 63, 0, (starts[:, None] + np.arange(40)).ravel())
-        np.testing.assert_array_equal(runs, single.reshape(4, 40))
+        np.testing.assert_array_equal(runs, expected)
+        np.testing.assert_array_equal(single.reshape(4, 40), expected)
+    # boxes of a batch: rows of 672 values (224 RGB pixels), a box at (y0, x0) of eh rows and ew pixels
+    y0, x0, eh, ew = np.array([0, 5, 100, 223]), np.array([0, 3, 150, 220]), np.array([1, 7, 20, 1]), np.array([224, 9, 74, 4])
+    boxes = box_bytes(stream_bits(keys, 63)[:4], (y0 * 224 + x0) * 3, eh, ew * 3, 224 * 3)
+    for i in range(4):
+        rows = ((y0[i] + np.arange(eh[i])) * 224 + x0[i]) * 3
+        np.testing.assert_array_equal(boxes[i], pixel_bytes_runs(stream_bits(keys, 63)[i], rows, ew[i] * 3))
 
 
 def test_noise_pieces_are_the_splitmix64_irwin_hall_stream():
-    """draws.pixel_normal hashes in cache-sized pieces from a cached counter ramp: the same float32 values as
-    hashing each counter directly (splitmix64 of start + i * golden, four 16-bit fields summed)."""
-    from pipelines.augment.draws import _GOLDEN, _bits, _mix, pixel_normal
+    """draws.pixel_normal hashes in cache-sized pieces from a cached counter ramp: value p is the 32-bit
+    word p % 2 of hash p // 2, its four bytes summed, centred and scaled to unit variance, in float32."""
+    from pipelines.augment.draws import pixel_normal
     keys = image_keys(9, np.arange(3), np.ones(3))
-    count, start = 70000, 12345          # more than one piece, from an offset
+    count, start = 70001, 12345          # more than one piece, from an odd offset
     got = pixel_normal(keys, 63, count, start)
     for i in range(3):
-        counters = np.arange(start, start + count, dtype=np.uint64) * _GOLDEN + _bits(keys[i:i + 1], 63)
-        fields = _mix(counters).view(np.uint16).reshape(count, 4).astype(np.uint32).sum(axis=1)
-        expected = (fields.astype(np.float32) * np.float32(1 / 65536.0) - np.float32(2.0)) * np.float32(np.sqrt(3.0))
+        h = _stream_hashes(keys, i, (start + count) // 2 + 1)
+        sums = h.view(np.uint8).reshape(-1, 2, 4).astype(np.int64).sum(axis=2).reshape(-1)[start:start + count]
+        expected = (sums.astype(np.float32) - np.float32(510)) * np.float32(1 / np.sqrt(4 * (256 ** 2 - 1) / 12))
         np.testing.assert_array_equal(got[i], expected)
+
+
+def test_pixel_streams_look_random():
+    """The noise values have mean 0 and standard deviation 1 and no correlation between neighbours (the
+    two halves of one hash) or between images; the fill bytes are uniform (a chi-square test) and the
+    eight bytes of a hash uncorrelated.  A broken hash or a stream shared between images fails here."""
+    from pipelines.augment.draws import pixel_bytes_at, pixel_normal
+    keys = image_keys(5, np.arange(4), np.ones(4))
+    z = pixel_normal(keys, 63, 200000).astype(np.float64)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs(np.corrcoef(z[0, 0::2], z[0, 1::2])[0, 1]) < 0.01
+    assert abs(np.corrcoef(z[0], z[1])[0, 1]) < 0.01
+    assert abs(z).max() < 3.46
+    b = pixel_bytes_at(keys, 63, np.zeros(256000, np.int64), np.arange(256000)).astype(np.float64)
+    counts = np.bincount(b.astype(np.int64), minlength=256)
+    chi2 = ((counts - 1000.0) ** 2 / 1000.0).sum()
+    assert chi2 < 350, chi2      # 255 degrees of freedom: above 350 has probability below 1e-4
+    lanes = b.reshape(-1, 8)
+    corr = np.corrcoef(lanes.T) - np.eye(8)
+    assert np.abs(corr).max() < 0.03
 
 
 @pytest.mark.parametrize("steps", [[{"op": "noise", "sigma": [0, 30]}],

@@ -67,19 +67,53 @@ def uniform(keys: np.ndarray, tag: int) -> np.ndarray:
     return (_bits(keys, tag) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def _pixel_bits(keys: np.ndarray, tag: int, count: int, start: int = 0) -> np.ndarray:
-    """(N, count) uint64: values start .. start + count of a splitmix64 stream per image."""
-    with np.errstate(over="ignore"):
-        ctr = np.arange(start, start + count, dtype=np.uint64)[None, :] * _GOLDEN + _bits(keys, tag)[:, None]
-    return _mix_inplace(ctr)
+# Per-pixel streams.  Hash k of an image's stream for draw `tag` is splitmix64 of start + k * golden
+# (start = stream_bits(keys, tag)); each 64-bit hash is cut into pieces, little-endian order:
+# - bytes (erase's noise fill): value p is byte p % 8 of hash p // 8;
+# - normals (noise): value p is 32-bit word p % 2 of hash p // 2, its four bytes summed (Irwin-Hall).
+# One hash per eight bytes or two normals: at photo sizes the hashing is most of these ops' time.
+_BYTES_PER_HASH, _NORMALS_PER_HASH = 8, 2
+_IRWIN_MEAN = np.float32(4 * 255 / 2)                            # the sum of four bytes: mean 510,
+_IRWIN_SCALE = np.float32(1.0 / math.sqrt(4 * (256 ** 2 - 1) / 12))   # standard deviation about 147.8
+
+
+def _hashes_into(start_bits, first: int, out: np.ndarray) -> np.ndarray:
+    """out (uint64, 1-d) = hashes first .. first + len(out) of the stream starting at start_bits."""
+    n = len(out)
+    # uint64 arrays wrap silently (only numpy scalars warn): scalar sums are Python ints
+    if n <= _PIECE_HASHES:   # one add to a cached ramp, splitmix64's first addition folded in
+        np.add(_counter_steps(_PIECE_HASHES)[:n], np.uint64((int(start_bits) + (first + 1) * int(_GOLDEN)) & _MASK),
+               out=out)
+    else:
+        np.multiply(np.arange(first + 1, first + 1 + n, dtype=np.uint64), _GOLDEN, out=out)
+        out += np.uint64(int(start_bits) & _MASK)
+    return _finish(out, _scratch_u64("tmp", n) if n <= _PIECE_HASHES else None)
+
+
+def _finish(ctr: np.ndarray, scratch=None) -> np.ndarray:
+    """splitmix64's finaliser after its first addition, in place on counters already holding it."""
+    t = np.empty_like(ctr) if scratch is None else scratch
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        np.right_shift(ctr, np.uint64(shift), out=t)
+        ctr ^= t
+        if mult is not None:
+            ctr *= mult
+    return ctr
+
+
+def _pieces_of(hashes: np.ndarray, dtype) -> np.ndarray:
+    """The hashes cut into pieces of dtype in stream order: uint8, byte b of a hash is (h >> 8b) & 255;
+    uint32, word w holds bytes 4w .. 4w + 3 (on a big-endian machine in another order within the word,
+    which the only reader of words, a sum of their bytes, does not see)."""
+    if sys.byteorder == "little":
+        return hashes.view(dtype)
+    return hashes.byteswap().view(dtype)
 
 
 def pixel_normal(keys: np.ndarray, tag: int, count: int, start: int = 0) -> np.ndarray:
-    """(N, count) float32 approximately N(0,1): Irwin-Hall sum of four 16-bit uniforms; values
-    start .. start + count of each image's stream (a caller may take an image in pieces).
-
-    Pure integer/float arithmetic (no log/cos), so identical on every CPU path; tails stop at 3.46 sigma.
-    """
+    """(N, count) float32 approximately N(0,1): the Irwin-Hall sum of four uniform bytes (tails stop at
+    3.45 sigma); values start .. start + count of each image's stream (a caller may take an image in
+    pieces).  Pure integer and float32 arithmetic (no log/cos), so identical on every CPU path."""
     out = np.empty((len(keys), count), np.float32)
     for row, bits in zip(out, stream_bits(keys, tag).tolist()):
         for lo in range(0, count, _NORMAL_PIECE):
@@ -87,7 +121,8 @@ def pixel_normal(keys: np.ndarray, tag: int, count: int, start: int = 0) -> np.n
     return out
 
 
-_NORMAL_PIECE = 1 << 15   # values per pass: 256 KB of counters and as much scratch stay in a 1 MB L2
+_NORMAL_PIECE = 1 << 15   # values per pass: the hashes, scratch and sums stay in a 1 MB L2
+_PIECE_HASHES = _NORMAL_PIECE // _NORMALS_PER_HASH + 1
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,53 +137,57 @@ def pixel_normal_into(start_bits, start: int, out: np.ndarray) -> None:
     """out (float32, 1-d, at most _NORMAL_PIECE values) = pixel_normal's values start .. start + len(out)
     of one image's stream (start_bits from stream_bits).
 
-    Pieces of _NORMAL_PIECE values keep the hashing in L2 cache (a whole 224x224 RGB image's counters
-    are 1.2 MB): measured about 3x faster for the hashing alone than an image at once in fresh arrays
-    (the whole noise op on photos about 15% less).  The counters
-    are one add to a cached ramp, with splitmix64's first addition folded in."""
+    Pieces of _NORMAL_PIECE values keep the hashing in L2 cache (a whole 224x224 RGB image's hashes
+    are 600 KB).  Each 64-bit hash gives two values (a 32-bit word each), and a word's four bytes are
+    summed two at a time in 32-bit lanes: about half the time per value of one hash per value."""
     n = len(out)
-    ctr = _scratch_u64("ctr", n)
-    first = np.uint64((int(start_bits) + (start + 1) * int(_GOLDEN)) & _MASK)   # Python ints: no wrap warnings
-    np.add(_counter_steps(_NORMAL_PIECE)[:n], first, out=ctr)
-    t = _scratch_u64("tmp", n)
-    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
-        np.right_shift(ctr, np.uint64(shift), out=t)
-        ctr ^= t
-        if mult is not None:
-            ctr *= mult
-    quarters = ctr.view(np.uint16).reshape(n, 4)   # the four 16-bit fields
-    s = np.add(quarters[:, 0], quarters[:, 1], dtype=np.uint32)
-    s += quarters[:, 2]
-    s += quarters[:, 3]
-    out[...] = s   # at most 4 * 65535: exact in float32
-    out *= np.float32(1 / 65536.0)
-    out -= np.float32(2.0)
-    out *= np.float32(math.sqrt(3.0))
+    first = start // _NORMALS_PER_HASH
+    m = (start + n - 1) // _NORMALS_PER_HASH - first + 1
+    words = _pieces_of(_hashes_into(start_bits, first, _scratch_u64("ctr", m)), np.uint32)
+    words = words[start % _NORMALS_PER_HASH:start % _NORMALS_PER_HASH + n]
+    s = _scratch_u32("sum", n)
+    t = _scratch_u32("lane", n)
+    np.bitwise_and(words, np.uint32(0x00FF00FF), out=s)      # bytes 0 and 2, each in a 16-bit lane
+    np.right_shift(words, np.uint32(8), out=t)
+    t &= np.uint32(0x00FF00FF)                                 # bytes 1 and 3
+    s += t
+    np.right_shift(s, np.uint32(16), out=t)
+    s &= np.uint32(0xFFFF)
+    s += t                                                     # 0 .. 1020: exact in float32
+    out[...] = s
+    out -= _IRWIN_MEAN
+    out *= _IRWIN_SCALE
 
 
 _scratch = threading.local()
 
 
 def _scratch_u64(name: str, n: int) -> np.ndarray:
-    """A per-thread uint64 working array of _NORMAL_PIECE values, reused (its first n)."""
+    """A per-thread uint64 working array of _PIECE_HASHES values, reused (its first n)."""
+    return _scratch_array(name, n, np.uint64, _PIECE_HASHES)
+
+
+def _scratch_u32(name: str, n: int) -> np.ndarray:
+    """A per-thread uint32 working array of _NORMAL_PIECE values, reused (its first n)."""
+    return _scratch_array(name, n, np.uint32, _NORMAL_PIECE)
+
+
+def _scratch_array(name, n, dtype, size):
     pool = _scratch.__dict__.setdefault("pool", {})
     if name not in pool:
-        pool[name] = np.empty(_NORMAL_PIECE, np.uint64)
+        pool[name] = np.empty(size, dtype)
     return pool[name][:n]
 
 
-def pixel_uniform255(keys: np.ndarray, tag: int, count: int) -> np.ndarray:
-    return (_pixel_bits(keys, tag, count) >> np.uint64(56)).astype(np.float32)
-
-
 def pixel_bytes_at(keys: np.ndarray, tag: int, image, pixel: np.ndarray) -> np.ndarray:
-    """pixel_uniform255(keys, tag, ...)[image, pixel] as uint8, hashing only the pixels asked for;
+    """Values `pixel` of the byte streams of images `image` (uint8), hashing only the hashes those hold;
     image: an index array like pixel's, or one int for pixels all of one image."""
-    with np.errstate(over="ignore"):
-        ctr = pixel.astype(np.uint64)
-        ctr *= _GOLDEN
-        ctr += _bits(keys, tag)[image]
-    return (_mix_inplace(ctr) >> np.uint64(56)).astype(np.uint8)
+    pixel = np.asarray(pixel, np.int64)
+    ctr = (pixel // _BYTES_PER_HASH).astype(np.uint64)
+    ctr *= _GOLDEN
+    ctr += np.atleast_1d(_bits(keys, tag)[image])   # arrays wrap silently
+    h = _mix_inplace(ctr)                            # which adds the first golden step
+    return ((h >> ((pixel % _BYTES_PER_HASH).astype(np.uint64) * np.uint64(8))) & np.uint64(0xFF)).astype(np.uint8)
 
 
 def stream_bits(keys: np.ndarray, tag: int) -> np.ndarray:
@@ -158,29 +197,58 @@ def stream_bits(keys: np.ndarray, tag: int) -> np.ndarray:
 
 
 def pixel_bytes_runs(start_bits, starts: np.ndarray, length: int) -> np.ndarray:
-    """(len(starts), length) uint8 (a strided view): pixel_bytes_at of one image (stream start_bits, from stream_bits)
-    at the runs of pixels starts[r] .. starts[r] + length - 1, e.g. the rows of a box.
+    """(len(starts), length) uint8 (maybe a strided view): pixel_bytes_at of one image (stream start_bits,
+    from stream_bits) at the runs of values starts[r] .. starts[r] + length - 1, e.g. the rows of a box.
 
-    The same numbers with less work, which at photo sizes is most of an erase: the counters are a row
-    part plus a column part (one broadcast add, the finaliser's first addition folded into the row
-    part), and only the top byte is kept, which splitmix64's last xor-shift (x ^= x >> 31) leaves
-    unchanged, so that step is skipped."""
-    ctr = np.empty((len(starts), length), np.uint64)
+    The same numbers with an eighth of the hashing of one hash per byte: each run's hashes are
+    computed once (a row part plus a column part: one broadcast add) and cut into bytes; when every
+    run starts at the same byte of a hash (rows of an image whose row is a multiple of 8 values, as
+    224x224 and 512x512 RGB are) the bytes are one slice, otherwise a gather."""
+    starts = np.asarray(starts, np.int64)
+    offsets = starts % _BYTES_PER_HASH
+    per_run = (int(offsets.max()) + length + _BYTES_PER_HASH - 1) // _BYTES_PER_HASH
+    ctr = np.empty((len(starts), per_run), np.uint64)
     first = np.uint64((int(start_bits) + int(_GOLDEN)) & _MASK)   # Python ints: numpy scalars warn on wrapping
-    rows = np.asarray(starts, np.int64).astype(np.uint64) * _GOLDEN + first
-    np.add(rows[:, None], np.arange(length, dtype=np.uint64) * _GOLDEN, out=ctr)
-    t = np.empty_like(ctr)
-    for shift, mult in ((30, _M1), (27, _M2)):
-        np.right_shift(ctr, np.uint64(shift), out=t)
-        ctr ^= t
-        ctr *= mult
-    if sys.byteorder == "little":
-        return ctr.view(np.uint8)[:, 7::8]   # the top byte of each little-endian value
-    return (ctr >> np.uint64(56)).astype(np.uint8)
+    rows = (starts // _BYTES_PER_HASH).astype(np.uint64) * _GOLDEN + first
+    np.add(rows[:, None], np.arange(per_run, dtype=np.uint64) * _GOLDEN, out=ctr)
+    _finish(ctr)
+    data = _pieces_of(ctr.reshape(-1), np.uint8).reshape(len(starts), per_run * _BYTES_PER_HASH)
+    if len(starts) and (offsets == offsets[0]).all():
+        return data[:, int(offsets[0]):int(offsets[0]) + length]
+    return data[np.arange(len(starts))[:, None], offsets[:, None] + np.arange(length)]
+
+
+def box_bytes(start_bits: np.ndarray, firsts: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
+              row_step: int) -> list:
+    """Per image i: (rows[i], lengths[i]) uint8 (a view), pixel_bytes_runs(start_bits[i], firsts[i] + r * row_step
+    for r < rows[i], lengths[i]): the boxes of a batch hashed together, one set of numpy calls rather
+    than one per image (at 224x224 the calls cost more than the hashing).  row_step must be a multiple
+    of 8, so that every run of an image starts at the same byte of a hash."""
+    if row_step % _BYTES_PER_HASH:
+        raise ValueError(f"box_bytes needs a row step that is a multiple of {_BYTES_PER_HASH}, got {row_step}")
+    firsts, rows, lengths = (np.asarray(v, np.int64) for v in (firsts, rows, lengths))
+    offsets = firsts % _BYTES_PER_HASH
+    per_run = (offsets + lengths + _BYTES_PER_HASH - 1) // _BYTES_PER_HASH      # hashes per row of each image
+    run_image = np.repeat(np.arange(len(rows)), rows)                             # each run's image
+    run_in_image = np.arange(len(run_image)) - np.repeat(np.cumsum(rows) - rows, rows)
+    run_first = (firsts[run_image] // _BYTES_PER_HASH + run_in_image * (row_step // _BYTES_PER_HASH) + 1)
+    run_hashes = per_run[run_image]
+    run_at = np.cumsum(run_hashes) - run_hashes                                   # where each run's hashes begin
+    total = int(run_hashes.sum())
+    step = np.arange(total, dtype=np.int64) - np.repeat(run_at, run_hashes)       # hash number within its run
+    ctr = (np.repeat(run_first, run_hashes) + step).astype(np.uint64)
+    ctr *= _GOLDEN
+    ctr += np.repeat(np.asarray(start_bits, np.uint64)[run_image], run_hashes)    # arrays wrap silently
+    data = _pieces_of(_finish(ctr), np.uint8)
+    image_at = (np.cumsum(per_run * rows) - per_run * rows) * _BYTES_PER_HASH
+    out = []
+    for at, r, k, off, n in zip(image_at.tolist(), rows.tolist(), per_run.tolist(), offsets.tolist(), lengths.tolist()):
+        out.append(data[at:at + r * k * _BYTES_PER_HASH].reshape(r, k * _BYTES_PER_HASH)[:, off:off + n])
+    return out
 
 
 def pixel_uniform255_at(keys: np.ndarray, tag: int, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
-    """pixel_uniform255(keys, tag, ...)[image, pixel], hashing only the pixels asked for."""
+    """pixel_bytes_at as float32 (erase on float pixels)."""
     return pixel_bytes_at(keys, tag, image, pixel).astype(np.float32)
 
 

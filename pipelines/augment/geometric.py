@@ -341,6 +341,8 @@ class ResizedCrop(Op):
                "height": np.zeros(n, np.int64), "width": np.zeros(n, np.int64)}
         found = np.zeros(n, bool)
         for attempt in range(self.ATTEMPTS):   # draws 1 + 4 attempt .. 4 + 4 attempt
+            if found.all():                       # later attempts change no image: not drawn
+                break
             j = 1 + 4 * attempt
             area = self.between(keys, j, self.values["scale"]) * (h * w)
             aspect = np.exp(log_lo + (log_hi - log_lo) * self.u(keys, j + 1))
