@@ -213,6 +213,8 @@ def _floor_calls(cv2, side: int) -> dict:
     sigma = 1.25
     k = int(3.5 * sigma) * 2 + 1
     kernel = cv2.getGaussianKernel(k, sigma, cv2.CV_32F)
+    from pipelines.augment.pixels import apply_table
+    table = np.clip(np.rint(np.arange(256) * 1.1), 0, 255).astype(np.uint8)
     lin, black = cv2.INTER_LINEAR, {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
     return {
         "rotate +-25": ("cv2.warpAffine, 12.5 degrees", lambda im, d: cv2.warpAffine(im, rot, (side, side), dst=d, flags=lin, **black)),
@@ -225,7 +227,8 @@ def _floor_calls(cv2, side: int) -> dict:
         "skew (perspective)": ("cv2.warpPerspective", lambda im, d: cv2.warpPerspective(im, persp, (side, side), dst=d, flags=lin, **black)),
         "elastic grid 4x4": ("cv2.remap, float maps", lambda im, d: cv2.remap(im, grid_x, grid_y, lin, dst=d, **black)),
         "resized_crop": ("cv2.resize of a 0.55 x side box", lambda im, d: cv2.resize(im[:quarter, :quarter], (side, side), dst=d, interpolation=lin)),
-        "brightness 0.8-1.2": ("cv2.convertScaleAbs, x1.1", lambda im, d: cv2.convertScaleAbs(im, d, 1.1, 0)),
+        "brightness 0.8-1.2": ("a copy + stringzilla's translate through a 256-entry table (both sides)",
+                               lambda im, d: (np.copyto(d, im), apply_table(d, table))),
         "blur sigma 0.5-2": ("cv2.sepFilter2D, sigma 1.25", lambda im, d: cv2.sepFilter2D(im, -1, kernel, kernel, dst=d)),
         "jpeg quality 50-95": ("cv2.imencode + imdecode, quality 72",
                                lambda im, d: cv2.imdecode(cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 72])[1], 1)),

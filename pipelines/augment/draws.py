@@ -182,12 +182,15 @@ def _scratch_array(name, n, dtype, size):
 def pixel_bytes_at(keys: np.ndarray, tag: int, image, pixel: np.ndarray) -> np.ndarray:
     """Values `pixel` of the byte streams of images `image` (uint8), hashing only the hashes those hold;
     image: an index array like pixel's, or one int for pixels all of one image."""
-    pixel = np.asarray(pixel, np.int64)
-    ctr = (pixel // _BYTES_PER_HASH).astype(np.uint64)
+    pixel = np.asarray(pixel, np.int64).astype(np.uint64)
+    ctr = pixel >> np.uint64(3)                      # the hash holding each value (8 bytes per hash)
     ctr *= _GOLDEN
     ctr += np.atleast_1d(_bits(keys, tag)[image])   # arrays wrap silently
     h = _mix_inplace(ctr)                            # which adds the first golden step
-    return ((h >> ((pixel % _BYTES_PER_HASH).astype(np.uint64) * np.uint64(8))) & np.uint64(0xFF)).astype(np.uint8)
+    pixel &= np.uint64(7)
+    pixel <<= np.uint64(3)                           # the byte's bit offset in its hash
+    h >>= pixel
+    return h.astype(np.uint8)                        # the low byte
 
 
 def stream_bits(keys: np.ndarray, tag: int) -> np.ndarray:
