@@ -14,7 +14,8 @@ Photos: the 20 real ImageNet JPEGs of the foolbox 3.3.4 wheel (512x512 RGB), res
 (area interpolation) and as they are at 512x512, repeated to --photos images (each copy its own
 sample, so its own draws), against albumentations 2.0.8 (what users of photo pipelines pick: one
 OpenCV call per op per image), each image through `A.Compose([...])(image=img)`, ours through
-Pipeline.apply over batches of PHOTO_BATCH.  PHOTO_CASES pairs every op of ours with the
+Pipeline.apply over batches of the size the Spark stage uses (remote.rows_per_call: 111 photos at
+224x224, 21 at 512x512).  PHOTO_CASES pairs every op of ours with the
 albumentations transform and parameter ranges that match it and says where they differ.
 albumentations is installed on first use into ~/.cache/sparkcnn/bench-albumentations with
 --no-deps plus the few dependencies the venv lacks (ALBUMENTATIONS_PACKAGES): pip's own resolution
@@ -59,7 +60,6 @@ ALBUMENTATIONS_VERSION = "2.0.8"
 # the venv); scipy pinned to a release built for the venv's numpy 1.26
 ALBUMENTATIONS_PACKAGES = [f"albumentations=={ALBUMENTATIONS_VERSION}", "albucore==0.0.24", "scipy==1.15.3",
                            "stringzilla==5.3.2", "simsimd==6.5.16"]
-PHOTO_BATCH = 64   # images per Pipeline.apply call (about what a Spark task hands it at 512x512)
 
 # name -> (Augmentor pipeline builder, sparkcnn pipeline): the same operations and ranges
 CASES = {
@@ -342,6 +342,8 @@ def bench_photos(side: int, count: int, repeats: int) -> list:
     base = imagenet_photos(side)
     images = np.ascontiguousarray(base[np.arange(count) % len(base)])
     ids, samples = np.arange(count) % len(base), np.arange(count) // len(base)
+    from pipelines.augment.remote import rows_per_call
+    step = rows_per_call(images.shape[1:])   # what a Spark task of the augment stage hands Pipeline.apply
     floors = _floor_calls(cv2, side)
     scratch = np.empty_like(images[0])
     rows = []
@@ -354,8 +356,8 @@ def bench_photos(side: int, count: int, repeats: int) -> list:
         ours = Pipeline.parse(ours_steps(side), seed=1)
 
         def ours_run():
-            for lo in range(0, count, PHOTO_BATCH):
-                ours.apply(images[lo:lo + PHOTO_BATCH], ids[lo:lo + PHOTO_BATCH], samples[lo:lo + PHOTO_BATCH])
+            for lo in range(0, count, step):
+                ours.apply(images[lo:lo + step], ids[lo:lo + step], samples[lo:lo + step])
         theirs_run()   # warm both (imports, OpenCV set-up, working arrays)
         ours_run()
         a, a_cpu = rate(theirs_run, count, repeats)

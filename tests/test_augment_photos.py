@@ -374,3 +374,36 @@ def test_noise_added_and_rounded_in_one_pass_gives_the_float_paths_bytes(photos,
         fused = run(steps, images)
         np.testing.assert_array_equal(fused, run(steps, images, float_reference=True))
         assert np.abs(fused.astype(int) - images).mean() > 1
+
+
+def test_spark_tasks_augment_photos_in_calls_bounded_by_bytes(imagenet_samples):
+    """The augment stage's executor side (remote.augment_batches) hands Pipeline.apply at most
+    BYTES_PER_CALL of output per call, however many rows an Arrow batch brings: 1024 MNIST digits, but
+    21 photos of 512x512 RGB (not 1024, 805 MB).  Every yielded record batch is one call's output,
+    and together they are the images of one call over all rows (bytes do not depend on the split)."""
+    import pyarrow as pa
+
+    from pipelines.augment.remote import BYTES_PER_CALL, N_SAMPLES, augment_batches, output_ids, rows_per_call
+    from pipelines.core import records
+    assert rows_per_call((28, 28, 1)) == 1024 and rows_per_call((224, 224, 3)) == 111
+    photos = np.stack([cv2.resize(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), (512, 512),
+                                  interpolation=cv2.INTER_AREA) for _, _, data in imagenet_samples])
+    n, shape = len(photos), photos.shape[1:]
+    ids, labels, counts = np.arange(n) + 50, np.arange(n) % 3, np.full(n, 3)
+    batch = records.encode_batch(ids, labels, photos)
+    batch = pa.RecordBatch.from_arrays(batch.columns + [pa.array(counts.astype(np.int32))],
+                                       names=batch.schema.names + [N_SAMPLES])
+    steps = [{"op": "rotate"}, {"op": "flip_lr", "p": 0.5}, {"op": "brightness"}, {"op": "erase", "fill": "noise"}]
+    spec = {"seed": 4, "pipeline": steps}
+    out = list(augment_batches(spec, shape, False, 10, iter([batch])))
+    step = rows_per_call(shape)
+    assert step == 21
+    assert [b.num_rows for b in out] == [step, step, n * 3 - 2 * step]
+    assert all(b.num_rows * photos[0].nbytes <= BYTES_PER_CALL for b in out)
+    got = np.concatenate([records.decode_images(b.column(records.IMAGE), shape) for b in out])
+    rows = np.repeat(np.arange(n), 3)
+    samples = np.tile([1, 2, 3], n)
+    whole = Pipeline.parse(steps, seed=4).apply(photos[rows], ids[rows], samples)
+    np.testing.assert_array_equal(got, whole)
+    np.testing.assert_array_equal(np.concatenate([b.column(records.ID).to_numpy() for b in out]),
+                                  output_ids(ids[rows], samples, 10))

@@ -38,13 +38,7 @@ def _mix_inplace(x: np.ndarray) -> np.ndarray:
     """_mix on a large uint64 array the caller owns, overwriting it (the same values, without the
     temporaries: at photo sizes a hash per pixel is most of an op's time)."""
     x += _GOLDEN
-    t = np.empty_like(x)
-    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
-        np.right_shift(x, np.uint64(shift), out=t)
-        x ^= t
-        if mult is not None:
-            x *= mult
-    return x
+    return _finish(x)
 
 
 def _u64(values) -> np.ndarray:

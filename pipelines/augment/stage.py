@@ -20,6 +20,7 @@ from pipelines.augment.params import AugmentError
 from pipelines.augment.pipeline import Pipeline
 from pipelines.augment.remote import N_SAMPLES, augment_batches
 from pipelines.core import records, storage
+from pipelines.core.arrow_batches import arrow_batch_rows, rows_within
 from pipelines.core.config import Config
 from pipelines.core.figures import agg_pyplot
 from pipelines.core.parquet_io import read_frame, write_frame
@@ -97,7 +98,8 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
         planned = planned.repartition(a.partitions)
     out = planned.mapInArrow(worker, records.AUGMENTED_SPARK_DDL)
     with atomic_dir(dest) as staging:
-        write_frame(out, staging, cfg.ingest.row_group_mb)
+        with arrow_batch_rows(spark, rows_within(meta.height * meta.width * meta.channels)):   # photos: by bytes
+            write_frame(out, staging, cfg.ingest.row_group_mb)
         counts = {str(r[records.LABEL]): int(r["count"])
                   for r in read_frame(spark, staging, [records.LABEL]).groupBy(records.LABEL).count().collect()}
         written = sum(counts.values())

@@ -17,10 +17,8 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 
 from pipelines.core import resources as gpu_resources
+from pipelines.core.arrow_batches import ARROW_BATCH_ROWS
 from pipelines.core.sections import SparkSection
-
-# Arrow batches of this many rows feed mapInArrow (ingest, scoring).
-ARROW_BATCH_ROWS = 4096
 
 
 def is_local_master(master: str) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from contextlib import contextmanager
 from typing import Callable
 
 import pyarrow as pa
@@ -24,6 +23,7 @@ from pipelines.core.config import Config, ConfigError
 from pipelines.core.errors import RetryableError
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.progress import expect_rows
+from pipelines.core.arrow_batches import arrow_batch_rows
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
@@ -72,21 +72,6 @@ def _ipc_bytes(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
-
-
-@contextmanager
-def _arrow_batch_rows(spark, rows: int):
-    """Arrow batches of `rows` rows between the JVM and Python for this job: photos are 0.1-3 MB each."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 def _table_columns(cnn, section):
@@ -194,7 +179,7 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
                     top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
                     embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
     if todo.num_rows:
-        with _arrow_batch_rows(spark, max(section.batch_size, 16)):
+        with arrow_batch_rows(spark, max(section.batch_size, 16)):   # photos are 0.1-3 MB each
             if table is not None:
                 log(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
                 _score_table(spark, model, section, task, table_input.rows_to_score(spark, table, todo), image_column)
