@@ -127,9 +127,10 @@ def _counter_steps(count: int) -> np.ndarray:
     return out
 
 
-def pixel_normal_into(start_bits, start: int, out: np.ndarray) -> None:
+def pixel_normal_into(start_bits, start: int, out: np.ndarray, scale=_IRWIN_SCALE) -> None:
     """out (float32, 1-d, at most _NORMAL_PIECE values) = pixel_normal's values start .. start + len(out)
-    of one image's stream (start_bits from stream_bits).
+    of one image's stream (start_bits from stream_bits), or with a float32 `scale` other than the unit
+    variance's, (sum - 510) * scale: noise folds its sigma in (one multiply less per value).
 
     Pieces of _NORMAL_PIECE values keep the hashing in L2 cache (a whole 224x224 RGB image's hashes
     are 600 KB).  Each 64-bit hash gives two values (a 32-bit word each), and a word's four bytes are
@@ -148,9 +149,9 @@ def pixel_normal_into(start_bits, start: int, out: np.ndarray) -> None:
     np.right_shift(s, np.uint32(16), out=t)
     s &= np.uint32(0xFFFF)
     s += t                                                     # 0 .. 1020: exact in float32
-    out[...] = s
+    out[...] = s.view(np.int32)                                # int32 converts in SIMD, uint32 does not
     out -= _IRWIN_MEAN
-    out *= _IRWIN_SCALE
+    out *= np.float32(scale)
 
 
 _scratch = threading.local()

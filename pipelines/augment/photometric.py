@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from pipelines.augment.draws import (
+    _IRWIN_SCALE,
     _NORMAL_PIECE,
     _TAG_STRIDE,
     box_bytes,
@@ -56,14 +57,13 @@ class Noise(Op):
     def _pieces(self, d, keys, size: int):
         """(j, start, sigma_j x normal values start .. of image j's stream), image by image, piece by piece:
         the hashes stay in cache (draws.pixel_normal_into).  The piece array is reused."""
-        sigma = d["sigma"].astype(np.float32)
+        scales = (d["sigma"].astype(np.float32) * _IRWIN_SCALE).tolist()   # float32 products, as Python floats
         bits = stream_bits(keys, self.index * _TAG_STRIDE + 63).tolist()
         z = np.empty(min(size, _NORMAL_PIECE), np.float32)
         for j in range(len(keys)):
             for start in range(0, size, _NORMAL_PIECE):
                 piece = z[:min(_NORMAL_PIECE, size - start)]
-                pixel_normal_into(bits[j], start, piece)
-                piece *= sigma[j]
+                pixel_normal_into(bits[j], start, piece, scales[j])   # sigma x the unit normal
                 yield j, start, piece
 
 
