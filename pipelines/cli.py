@@ -128,19 +128,31 @@ def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
     return results
 
 
-def _stop_spark() -> None:
+def _stop_spark(jvm_too: bool = False) -> None:
     """Stop Spark before the failure's one line: a dying job's JVM threads (task kills, Horovod's job group
-    cancelled) otherwise log after it, and a scheduler reads the last line."""
+    cancelled) otherwise log after it, and a scheduler reads the last line.  jvm_too (the sparkcnn command,
+    whose process ends next): the JVM itself is ended and waited for, since it still logs while it shuts
+    down (exceptions of threads the dying job left), which would land after the line (a dead-worker test
+    saw a Java stack trace last).  Not when the JVM started this process (spark-submit), and not for
+    callers of main() in their own process (a notebook, a test), who may start Spark again."""
     try:
         from pyspark import SparkContext
         if SparkContext._active_spark_context is not None:
             SparkContext._active_spark_context.stop()
+        gateway = SparkContext._gateway
+        proc = getattr(gateway, "proc", None) if jvm_too else None
+        if proc is not None:
+            SparkContext._gateway = SparkContext._jvm = None   # a later SparkContext starts a new JVM
+            gateway.shutdown()
+            if proc.stdin is not None:
+                proc.stdin.close()       # pyspark's JVM exits when its stdin closes
+            proc.wait(timeout=60)
     except Exception:          # noqa: BLE001 (the JVM may be gone already)
         pass
 
 
-def _fail(command: str, code: int, message: str, events) -> int:
-    _stop_spark()
+def _fail(command: str, code: int, message: str, events, own_process: bool = False) -> int:
+    _stop_spark(jvm_too=own_process)
     print(f"sparkcnn {command}: error: {storage.redact(message)}", file=sys.stderr)
     if events is not None:
         events.emit("command_end", exit_code=code, reason=EXIT_CODES.get(code, ""), message=storage.redact(message))
@@ -194,8 +206,8 @@ def main(argv=None) -> int:
         if known is None:                      # a bug: the traceback, then the one line
             traceback.print_exc()
             return _fail(args.stage, EXIT_BUG, f"internal error (please report): {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", events)
-        return _fail(args.stage, known[0], known[1], events)
+                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", events, argv is None)
+        return _fail(args.stage, known[0], known[1], events, argv is None)   # argv None: the sparkcnn command
     if args.stage == "transfer" and results.get("transfer"):
         print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")
         print(f"report: {results['transfer']['report']}")
