@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from pipelines.core import records, storage
+from pipelines.core.arrow_batches import arrow_batch_rows, rows_within
 from pipelines.core.config import Config
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.store import atomic_dir, published_url
@@ -90,7 +91,8 @@ def export_dataset(spark, dataset_dir: str, out_dir: str, log: Callable[[str], N
         with storage.open_file(storage.join(staging, CLASS_MANIFEST), "wb") as f:
             f.write(json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
         writer = functools.partial(_write_pngs, staging, folders, meta.shape, storage.current_options())
-        written = frame.mapInArrow(writer, "id LONG, path STRING").count()
+        with arrow_batch_rows(spark, rows_within(meta.height * meta.width * meta.channels)):   # photos: by bytes
+            written = frame.mapInArrow(writer, "id LONG, path STRING").count()
         if written != meta.num_rows:
             raise RuntimeError(f"{out_dir}: wrote {written} PNGs for {meta.num_rows} rows of {dataset_dir}")
     log(f"[export] {dataset_dir}: {written} PNG files in {len(folders)} class folders -> {published_url(out_dir)}")
