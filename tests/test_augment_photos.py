@@ -307,10 +307,11 @@ def _stream_hashes(keys, i, count):
 
 def test_erase_noise_bytes_are_the_hashes_cut_in_eight():
     """Erase's noise fill, value p of an image, is byte p % 8 of hash p // 8, however it is computed: pixel by
-    pixel (draws.pixel_bytes_at), a run per row (pixel_bytes_runs, runs starting at different bytes of a
-    hash) or every box of a batch at once (box_bytes)."""
-    from pipelines.augment.draws import box_bytes, pixel_bytes_at, pixel_bytes_runs, stream_bits
+    pixel (draws.pixel_bytes_at) or every box of a batch at once (box_bytes): runs starting at different
+    bytes of a hash, rows a multiple of 8 values apart (a view) or not (a gather)."""
+    from pipelines.augment.draws import box_bytes, pixel_bytes_at, stream_bits
     keys = image_keys(3, np.arange(5), np.ones(5))
+    bits = stream_bits(keys, 63)
     size = 224 * 224 * 3
     starts = np.array([0, 7, 1000, size - 40])
     for i in range(5):
@@ -318,16 +319,19 @@ def test_erase_noise_bytes_are_the_hashes_cut_in_eight():
         stream = np.array([(int(v) >> (8 * b)) & 255 for v in h[:200].tolist() for b in range(8)] +
                           [(int(v) >> (8 * b)) & 255 for v in h[-5:].tolist() for b in range(8)], np.uint8)
         expected = np.stack([stream[s:s + 40] if s < 1600 else stream[1600 + s - (size - 40):][:40] for s in starts])
-        runs = pixel_bytes_runs(stream_bits(keys, 63)[i], starts, 40)
+        runs = box_bytes(np.repeat(bits[i], 4), starts, np.ones(4), np.full(4, 40), 8)   # a one-row box each
         single = pixel_bytes_at(keys[i:i + 1], 63, 0, (starts[:, None] + np.arange(40)).ravel())
-        np.testing.assert_array_equal(runs, expected)
+        np.testing.assert_array_equal(np.concatenate(runs), expected)
         np.testing.assert_array_equal(single.reshape(4, 40), expected)
-    # boxes of a batch: rows of 672 values (224 RGB pixels), a box at (y0, x0) of eh rows and ew pixels
-    y0, x0, eh, ew = np.array([0, 5, 100, 223]), np.array([0, 3, 150, 220]), np.array([1, 7, 20, 1]), np.array([224, 9, 74, 4])
-    boxes = box_bytes(stream_bits(keys, 63)[:4], (y0 * 224 + x0) * 3, eh, ew * 3, 224 * 3)
-    for i in range(4):
-        rows = ((y0[i] + np.arange(eh[i])) * 224 + x0[i]) * 3
-        np.testing.assert_array_equal(boxes[i], pixel_bytes_runs(stream_bits(keys, 63)[i], rows, ew[i] * 3))
+    # boxes of a batch at (y0, x0) of eh rows and ew pixels: rows of 672 values (224 RGB pixels, a multiple
+    # of 8) and of 300 (100 RGB pixels, not one)
+    y0, x0, eh, ew = np.array([0, 5, 60, 99]), np.array([0, 3, 50, 96]), np.array([1, 7, 20, 1]), np.array([100, 9, 44, 4])
+    for width in (224, 100):
+        boxes = box_bytes(bits[:4], (y0 * width + x0) * 3, eh, ew * 3, width * 3)
+        for i in range(4):
+            pixels = (((y0[i] + np.arange(eh[i])) * width + x0[i]) * 3)[:, None] + np.arange(ew[i] * 3)
+            np.testing.assert_array_equal(boxes[i], pixel_bytes_at(keys[i:i + 1], 63, 0, pixels.ravel())
+                                          .reshape(eh[i], ew[i] * 3))
 
 
 def test_noise_pieces_are_the_splitmix64_irwin_hall_stream():

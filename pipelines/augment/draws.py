@@ -72,16 +72,13 @@ _IRWIN_SCALE = np.float32(1.0 / math.sqrt(4 * (256 ** 2 - 1) / 12))   # standard
 
 
 def _hashes_into(start_bits, first: int, out: np.ndarray) -> np.ndarray:
-    """out (uint64, 1-d) = hashes first .. first + len(out) of the stream starting at start_bits."""
+    """out (uint64, 1-d, at most _PIECE_HASHES) = hashes first .. first + len(out) of the stream starting at
+    start_bits: one add to a cached ramp, splitmix64's first addition folded in (the sum a Python int:
+    numpy scalars warn on wrapping), then the finaliser."""
     n = len(out)
-    # uint64 arrays wrap silently (only numpy scalars warn): scalar sums are Python ints
-    if n <= _PIECE_HASHES:   # one add to a cached ramp, splitmix64's first addition folded in
-        np.add(_counter_steps(_PIECE_HASHES)[:n], np.uint64((int(start_bits) + (first + 1) * int(_GOLDEN)) & _MASK),
-               out=out)
-    else:
-        np.multiply(np.arange(first + 1, first + 1 + n, dtype=np.uint64), _GOLDEN, out=out)
-        out += np.uint64(int(start_bits) & _MASK)
-    return _finish(out, _scratch_u64("tmp", n) if n <= _PIECE_HASHES else None)
+    np.add(_counter_steps(_PIECE_HASHES)[:n], np.uint64((int(start_bits) + (first + 1) * int(_GOLDEN)) & _MASK),
+           out=out)
+    return _finish(out, _scratch_u64("tmp", n))
 
 
 def _finish(ctr: np.ndarray, scratch=None) -> np.ndarray:
@@ -194,54 +191,39 @@ def stream_bits(keys: np.ndarray, tag: int) -> np.ndarray:
     return _bits(keys, tag)
 
 
-def pixel_bytes_runs(start_bits, starts: np.ndarray, length: int) -> np.ndarray:
-    """(len(starts), length) uint8 (maybe a strided view): pixel_bytes_at of one image (stream start_bits,
-    from stream_bits) at the runs of values starts[r] .. starts[r] + length - 1, e.g. the rows of a box.
-
-    The same numbers with an eighth of the hashing of one hash per byte: each run's hashes are
-    computed once (a row part plus a column part: one broadcast add) and cut into bytes; when every
-    run starts at the same byte of a hash (rows of an image whose row is a multiple of 8 values, as
-    224x224 and 512x512 RGB are) the bytes are one slice, otherwise a gather."""
-    starts = np.asarray(starts, np.int64)
-    offsets = starts % _BYTES_PER_HASH
-    per_run = (int(offsets.max()) + length + _BYTES_PER_HASH - 1) // _BYTES_PER_HASH
-    ctr = np.empty((len(starts), per_run), np.uint64)
-    first = np.uint64((int(start_bits) + int(_GOLDEN)) & _MASK)   # Python ints: numpy scalars warn on wrapping
-    rows = (starts // _BYTES_PER_HASH).astype(np.uint64) * _GOLDEN + first
-    np.add(rows[:, None], np.arange(per_run, dtype=np.uint64) * _GOLDEN, out=ctr)
-    _finish(ctr)
-    data = _pieces_of(ctr.reshape(-1), np.uint8).reshape(len(starts), per_run * _BYTES_PER_HASH)
-    if len(starts) and (offsets == offsets[0]).all():
-        return data[:, int(offsets[0]):int(offsets[0]) + length]
-    return data[np.arange(len(starts))[:, None], offsets[:, None] + np.arange(length)]
-
-
 def box_bytes(start_bits: np.ndarray, firsts: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
               row_step: int) -> list:
-    """Per image i: (rows[i], lengths[i]) uint8 (a view), pixel_bytes_runs(start_bits[i], firsts[i] + r * row_step
-    for r < rows[i], lengths[i]): the boxes of a batch hashed together, one set of numpy calls rather
-    than one per image (at 224x224 the calls cost more than the hashing).  row_step must be a multiple
-    of 8, so that every run of an image starts at the same byte of a hash."""
-    if row_step % _BYTES_PER_HASH:
-        raise ValueError(f"box_bytes needs a row step that is a multiple of {_BYTES_PER_HASH}, got {row_step}")
+    """Per image i: (rows[i], lengths[i]) uint8, row r holding values firsts[i] + r * row_step .. + lengths[i] - 1
+    of image i's byte stream (start_bits[i], from stream_bits): pixel_bytes_at of a box's rows.
+
+    The boxes of a batch are hashed together, one set of numpy calls rather than one per image (at
+    224x224 the calls cost more than the hashing), each hash once and cut into its eight bytes.  When
+    row_step is a multiple of 8 (224x224 and 512x512 RGB rows) every row of an image starts at the same
+    byte of a hash and the image's bytes are a strided view; otherwise a gather."""
     firsts, rows, lengths = (np.asarray(v, np.int64) for v in (firsts, rows, lengths))
-    offsets = firsts % _BYTES_PER_HASH
-    per_run = (offsets + lengths + _BYTES_PER_HASH - 1) // _BYTES_PER_HASH      # hashes per row of each image
+    aligned = row_step % _BYTES_PER_HASH == 0
     run_image = np.repeat(np.arange(len(rows)), rows)                             # each run's image
-    run_in_image = np.arange(len(run_image)) - np.repeat(np.cumsum(rows) - rows, rows)
-    run_first = (firsts[run_image] // _BYTES_PER_HASH + run_in_image * (row_step // _BYTES_PER_HASH) + 1)
+    first_run = np.cumsum(rows) - rows                                            # each image's first run
+    run_start = firsts[run_image] + (np.arange(len(run_image)) - first_run[run_image]) * row_step
+    lead = firsts % _BYTES_PER_HASH if aligned else np.full(len(rows), _BYTES_PER_HASH - 1)
+    per_run = (lead + lengths + _BYTES_PER_HASH - 1) // _BYTES_PER_HASH          # hashes per run of each image
     run_hashes = per_run[run_image]
     run_at = np.cumsum(run_hashes) - run_hashes                                   # where each run's hashes begin
-    total = int(run_hashes.sum())
-    step = np.arange(total, dtype=np.int64) - np.repeat(run_at, run_hashes)       # hash number within its run
-    ctr = (np.repeat(run_first, run_hashes) + step).astype(np.uint64)
+    step = np.arange(int(run_hashes.sum()), dtype=np.int64) - np.repeat(run_at, run_hashes)   # hash within its run
+    ctr = (np.repeat(run_start // _BYTES_PER_HASH + 1, run_hashes) + step).astype(np.uint64)
     ctr *= _GOLDEN
     ctr += np.repeat(np.asarray(start_bits, np.uint64)[run_image], run_hashes)    # arrays wrap silently
     data = _pieces_of(_finish(ctr), np.uint8)
     image_at = (np.cumsum(per_run * rows) - per_run * rows) * _BYTES_PER_HASH
     out = []
-    for at, r, k, off, n in zip(image_at.tolist(), rows.tolist(), per_run.tolist(), offsets.tolist(), lengths.tolist()):
-        out.append(data[at:at + r * k * _BYTES_PER_HASH].reshape(r, k * _BYTES_PER_HASH)[:, off:off + n])
+    for i, (at, r, k, n) in enumerate(zip(image_at.tolist(), rows.tolist(), per_run.tolist(), lengths.tolist())):
+        block = data[at:at + r * k * _BYTES_PER_HASH].reshape(r, k * _BYTES_PER_HASH)
+        if aligned:
+            off = int(lead[i])
+            out.append(block[:, off:off + n])
+        else:
+            offsets = run_start[first_run[i]:first_run[i] + r] % _BYTES_PER_HASH
+            out.append(block[np.arange(r)[:, None], offsets[:, None] + np.arange(n)])
     return out
 
 

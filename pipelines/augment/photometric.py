@@ -18,7 +18,6 @@ from pipelines.augment.draws import (
     _TAG_STRIDE,
     box_bytes,
     pixel_bytes_at,
-    pixel_bytes_runs,
     pixel_normal_into,
     pixel_uniform255_at,
     scramble_permutation,
@@ -110,13 +109,8 @@ class Erase(Op):
             for i in range(n):
                 images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = self.values["fill"]
             return
-        bits = stream_bits(keys, self.index * _TAG_STRIDE + 63)
-        if (w * c) % 8 == 0:   # every box of the batch hashed at once (224x224 and 512x512 RGB)
-            firsts = (d["y0"] * w + d["x0"]) * c
-            fills = box_bytes(bits, firsts, d["height"], d["width"] * c, w * c)
-        else:                  # one image at a time
-            fills = (pixel_bytes_runs(b, (np.arange(y0[i], y0[i] + eh[i]) * w + x0[i]) * c, ew[i] * c)
-                     for i, b in enumerate(bits.tolist()))
+        fills = box_bytes(stream_bits(keys, self.index * _TAG_STRIDE + 63), (d["y0"] * w + d["x0"]) * c,
+                          d["height"], d["width"] * c, w * c)   # every box of the batch hashed at once
         for i, fill in enumerate(fills):
             images[i, y0[i]:y0[i] + eh[i], x0[i]:x0[i] + ew[i]] = fill.reshape(eh[i], ew[i], c)
 
