@@ -128,6 +128,13 @@ def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
     return results
 
 
+def _active_spark(method: str) -> None:
+    """Call `method` of this process's running SparkContext, if one runs."""
+    from pyspark import SparkContext
+    if SparkContext._active_spark_context is not None:
+        getattr(SparkContext._active_spark_context, method)()
+
+
 def _stop_spark(jvm_too: bool = False) -> None:
     """Stop Spark before the failure's one line: a dying job's JVM threads (task kills, Horovod's job group
     cancelled) otherwise log after it, and a scheduler reads the last line.  jvm_too (the sparkcnn command,
@@ -137,8 +144,7 @@ def _stop_spark(jvm_too: bool = False) -> None:
     callers of main() in their own process (a notebook, a test), who may start Spark again."""
     try:
         from pyspark import SparkContext
-        if SparkContext._active_spark_context is not None:
-            SparkContext._active_spark_context.stop()
+        _active_spark("stop")
         gateway = SparkContext._gateway
         proc = getattr(gateway, "proc", None) if jvm_too else None
         if proc is not None:
@@ -168,9 +174,7 @@ def _on_sigterm(signum, frame) -> None:
     Py4J call the exception may arrive as Py4J's own error: `_TERMINATED` says what it really was."""
     _TERMINATED.append(signum)
     try:
-        from pyspark import SparkContext
-        if SparkContext._active_spark_context is not None:
-            SparkContext._active_spark_context.cancelAllJobs()
+        _active_spark("cancelAllJobs")
     except Exception:          # noqa: BLE001 (the JVM may be going away too)
         pass
     raise _terminated()

@@ -25,6 +25,8 @@ op rounds once more).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pipelines.augment.colour import (
@@ -92,7 +94,7 @@ def _tables(scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     and clipped: what apply_map_float and _to_uint8 compute for a pixel of value v."""
     x = np.arange(256, dtype=np.float32)[None, :] * scales.astype(np.float32)[:, None]
     x += offsets.astype(np.float32)[:, None]
-    return _to_uint8(np.ascontiguousarray(x)[:, None, :]).reshape(len(x), 256)
+    return _to_uint8(x)
 
 
 def apply_table(image: np.ndarray, table: np.ndarray) -> None:
@@ -106,18 +108,14 @@ def apply_table(image: np.ndarray, table: np.ndarray) -> None:
         np.take(table, image, out=image)
 
 
+@functools.lru_cache(maxsize=1)
 def _stringzilla():
-    global _SZ
-    if _SZ is False:
-        try:
-            import stringzilla as sz
-        except ImportError:
-            sz = None
-        _SZ = sz
-    return _SZ
-
-
-_SZ = False   # not looked for yet
+    """The stringzilla module, or None where it is not installed (looked for once)."""
+    try:
+        import stringzilla
+    except ImportError:
+        return None
+    return stringzilla
 
 
 def _take(values: dict, sel) -> dict:

@@ -19,11 +19,11 @@ from typing import Callable
 import pyarrow as pa
 
 from pipelines.core import storage
+from pipelines.core.arrow_batches import arrow_batch_rows
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.errors import RetryableError
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.progress import expect_rows
-from pipelines.core.arrow_batches import arrow_batch_rows
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
