@@ -5,7 +5,7 @@ same real images, so images/s is images/s per core.
 
 MNIST: 28x28 digits against Augmentor 0.2.12.  Augmentor runs its in-memory path
 (`Pipeline._execute_with_array`, what its Keras generator uses: one PIL call per op per image);
-sparkcnn runs `pipelines.augment.pipeline.Pipeline.apply` over batches of 1024 (all geometric ops fused into
+sparkcnn runs `pipelines.augmentation.pipeline.Pipeline.apply` over batches of 1024 (all geometric ops fused into
 one resample).  The cpu/wall columns (Augmentor, sparkcnn) are the process's CPU seconds per wall
 second while each side ran: about 1.0 confirms one core.  Augmentor is not a project dependency: it is installed on first use into
 ~/.cache/sparkcnn/bench-augmentor (pip --target, no deps besides tqdm) and imported from there.
@@ -213,7 +213,7 @@ def _floor_calls(cv2, side: int) -> dict:
     sigma = 1.25
     k = int(3.5 * sigma) * 2 + 1
     kernel = cv2.getGaussianKernel(k, sigma, cv2.CV_32F)
-    from pipelines.augment.pixels import apply_table
+    from pipelines.augmentation.pixels import apply_table
     table = np.clip(np.rint(np.arange(256) * 1.1), 0, 255).astype(np.uint8)
     lin, black = cv2.INTER_LINEAR, {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
     return {
@@ -291,7 +291,7 @@ def rate(fn, n: int, repeats: int):
 
 def bench_ops(images: np.ndarray, repeats: int) -> list:
     Augmentor = import_augmentor()
-    from pipelines.augment.pipeline import Pipeline
+    from pipelines.augmentation.pipeline import Pipeline
     n = len(images)
     batch = images[..., None]
     ids, samples = np.arange(n), np.ones(n, np.int64)
@@ -338,7 +338,7 @@ def bench_photos(side: int, count: int, repeats: int) -> list:
     A = import_albumentations()
     import cv2
     cv2.setNumThreads(1)
-    from pipelines.augment.pipeline import Pipeline
+    from pipelines.augmentation.pipeline import Pipeline
     base = imagenet_photos(side)
     images = np.ascontiguousarray(base[np.arange(count) % len(base)])
     ids, samples = np.arange(count) % len(base), np.arange(count) // len(base)

@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 
 from pipelines.core import records
 from pipelines.core.session import build_spark
+from pipelines.images.decode import decode_image
 from pipelines.ingest import idx
-from pipelines.ingest.decode import decode_image
 from pipelines.ingest.fetch import fetch_mnist
 from pipelines.ingest.sources import open_idx_pair
 from pipelines.ingest.stage import ingest

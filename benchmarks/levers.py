@@ -3,7 +3,7 @@
 Every case trains mnist_cnn with Horovod on Spark through Petastorm on the same first `--rows`
 training rows for `--epochs` epochs, changing one train setting from the conf's (the first
 2-worker row); samples/s come from the median epoch after the first (which traces), the
-breakdown is the workers' own (pipelines/train/step.py), accuracy is the trained model's on the
+breakdown is the workers' own (pipelines/training/step.py), accuracy is the trained model's on the
 whole test split.  The 1-worker row is the reference of the ratios.
 
     python -m benchmarks.levers [--conf conf/mnist.yaml] [--rows 12800] [--epochs 3] [--cases a,b]
@@ -18,7 +18,7 @@ from benchmarks.spine import horovod_spec, measure_horovod, plain
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.stages import load_config
-from pipelines.train.step import PHASES
+from pipelines.training.step import PHASES
 
 # name -> (workers, settings changed from the conf's)
 CASES = {

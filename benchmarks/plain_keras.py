@@ -26,7 +26,7 @@ def load_arrays(dataset_dir):
 def fit(dataset_dir, epochs, batch):
     import tensorflow as tf
 
-    from pipelines.train.models import build_model, make_optimizer
+    from pipelines.training.zoo import build_model, make_optimizer
     x, y, meta = load_arrays(dataset_dir)
     tf.keras.utils.set_random_seed(0)
     model = build_model("mnist_cnn", meta.shape, meta.num_classes)

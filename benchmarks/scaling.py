@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 from benchmarks.report_file import write_report
-from pipelines.train.step import describe
+from pipelines.training.step import describe
 
 MODELS = {  # name -> (input shape, batch measured here, measured steps, batch per worker in the model)
     "mnist_cnn": ((28, 28, 1), 128, 8, 128),
@@ -94,7 +94,7 @@ def check(cfg, rows, epochs, probes):
     """Predicted vs measured on this machine: 1 worker (all cores) and 2 workers (half each) on loopback."""
     from benchmarks.spine import horovod_spec, measure_horovod
     from pipelines.core.session import build_spark
-    from pipelines.train.remote import CPU_CYCLE_TIME_MS
+    from pipelines.training.remote import CPU_CYCLE_TIME_MS
     spark = build_spark(cfg.spark)
     cores = os.cpu_count()
     grad_bytes = probes["mnist_cnn"]["params"] * 4

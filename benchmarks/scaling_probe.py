@@ -20,10 +20,10 @@ def compute(model_name, shape, batch, threads, steps):
         model = tf.keras.applications.ResNet50(weights=None, input_shape=shape, classes=1000)
         classes = 1000
     else:
-        from pipelines.train.models import build_model
+        from pipelines.training.zoo import build_model
         classes = 10
         model = build_model(model_name, shape, classes)
-    from pipelines.train.models import make_optimizer
+    from pipelines.training.zoo import make_optimizer
     optimizer = make_optimizer("adam", 1e-3)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy()
     x = tf.constant(np.random.default_rng(0).integers(0, 255, (batch, *shape)).astype("float32"))

@@ -30,9 +30,9 @@ from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.score.stage import predict_dataset
 from pipelines.stages import load_config
-from pipelines.train.launch import run_horovod
-from pipelines.train.step import describe
-from pipelines.train.training import breakdown_summary, make_spec
+from pipelines.training.driver import breakdown_summary, make_spec
+from pipelines.training.launch import run_horovod
+from pipelines.training.step import describe
 
 
 def plain(*args):

@@ -24,7 +24,6 @@ from pipelines.core.progress import StageProgress
 from pipelines.core.run_lock import RunLock
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore, configure_from, read_json, write_bytes_atomic
-from pipelines.report.stage import report_index
 from pipelines.stages import PIPELINES, STAGES, WRITES_DATASET, load_config, sections_of, stage_names
 from pipelines.tracking.tracker import tracked
 
@@ -214,13 +213,13 @@ def main(argv=None) -> int:
         return _fail(args.stage, known[0], known[1], events, argv is None)   # argv None: the sparkcnn command
     if args.stage == "transfer" and results.get("transfer"):
         print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")
-        print(f"report: {results['transfer']['report']}")
+        print(f"report: {results['report'] or RunStore(cfg.run_dir).report_index()}")
     if args.stage == "run":
         print(f"\nsparkcnn run '{cfg.run.name}' finished in {time.perf_counter() - t0:.0f}s")
         store = RunStore(cfg.run_dir)                    # skipped stages: what they published before
         metrics = results["score"] or read_json(store.metrics_path)
         print(f"test accuracy: {metrics['accuracy']:.4f}")
-        print(f"report: {results['report'] or report_index(store)}")
+        print(f"report: {results['report'] or store.report_index()}")
     return 0
 
 

@@ -40,8 +40,8 @@ from pipelines.score.section import ScoreSection
 from pipelines.score.stage import score
 from pipelines.tracking.section import TrackingSection
 from pipelines.train.key import TRAIN_KEY
-from pipelines.train.section import TrainSection
 from pipelines.train.stage import train
+from pipelines.training.section import TrainSection
 from pipelines.transfer.section import TransferSection
 from pipelines.transfer.stage import transfer
 from pipelines.visualize.section import VisualizeSection
@@ -98,10 +98,13 @@ STAGES = {
                       "composite images with Spark (heatmaps + score)",
                       "sparkcnn localise --conf conf/experiments/localise.yaml"),
 }
-# Composite commands: a name for a sequence of stages.
+# Composite commands: a name for a sequence of stages (a stage's own name here means the command runs
+# this sequence; each stage in it is skipped when its key says it is up to date).
 PIPELINES = {
     "run": (("ingest", "train", "score", "report"), "the whole pipeline: ingest, train, score, report",
             "sparkcnn run --conf conf/mnist.yaml"),
+    "transfer": (("ingest", "transfer", "report"), STAGES["transfer"].help + " (ingests first when the datasets "
+                 "are missing or stale, and writes the report)", STAGES["transfer"].example),
 }
 # Commands that write a dataset, and so hold its lock as well as the run directory's.
 WRITES_DATASET = ("ingest", "augment", "transfer")

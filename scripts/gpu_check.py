@@ -94,7 +94,7 @@ def main(argv=None) -> int:
               f"{','.join(row['assigned']) or 'no GPU'}; CUDA_VISIBLE_DEVICES={row['visible'] or 'unset'}; TensorFlow sees "
               f"{row['gpus_seen'] or 'no GPU'}; matmul 2048^2 on {row['device']}: {row['gflops']:,.0f} GFLOP/s")
 
-    from pipelines.train.estimator import CNNEstimator
+    from pipelines.training.estimator import CNNEstimator
     store = args.store or tempfile.mkdtemp(prefix="sparkcnn-gpu-check-")
     run_dir = storage.join(store, "runs", time.strftime("gpu-check-%Y%m%d-%H%M%S"))
     images = synthetic_images(spark, args.images, args.size, args.channels, partitions=2 * slots)

@@ -9,16 +9,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.augment.draws import scramble_permutation
-from pipelines.augment.params import AugmentError
-from pipelines.augment.pipeline import OPS, Pipeline
-from pipelines.augment.remote import OnTheFly
 from pipelines.augment.stage import (
     augment,
     augment_split,
     pipeline_of,
     stored_permutation,
 )
+from pipelines.augmentation.draws import scramble_permutation
+from pipelines.augmentation.on_the_fly import OnTheFly
+from pipelines.augmentation.params import AugmentError
+from pipelines.augmentation.pipeline import OPS, Pipeline
 from pipelines.core import records
 from pipelines.core.config import ConfigError
 from pipelines.core.store import RunStore
@@ -117,7 +117,7 @@ def test_rotate_matches_exact_bilinear(digits):
 def test_elastic_matches_exact_bilinear(digits):
     """Elastic as the only op: the displacement interpolated in float64 from the drawn grid, each image
     sampled alone; the batched, folded float32 field must give the same pixels up to rounding."""
-    from pipelines.augment.draws import image_keys
+    from pipelines.augmentation.draws import image_keys
     images, _ = digits
     p = Pipeline.parse([{"op": "elastic", "grid_width": 4, "grid_height": 3, "magnitude": 4}], seed=9)
     n = 100
@@ -286,8 +286,8 @@ def test_on_the_fly_inside_tf_data():
     """In a subprocess: this test process must not initialise TensorFlow (Horovod tests fork later)."""
     code = (
         "import numpy as np, tensorflow as tf\n"
-        "from pipelines.augment.pipeline import Pipeline\n"
-        "from pipelines.augment.remote import augment_tf_dataset\n"
+        "from pipelines.augmentation.pipeline import Pipeline\n"
+        "from pipelines.augmentation.on_the_fly import augment_tf_dataset\n"
         "spec = Pipeline.parse([{'op': 'flip_lr'}], 0).spec()\n"
         "x = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6, 1)\n"
         "ds = tf.data.Dataset.from_tensors((x, np.arange(4, dtype=np.int32)))\n"

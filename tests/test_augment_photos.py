@@ -8,13 +8,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-
-from pipelines.augment.draws import image_keys
-from pipelines.augment.filters import blur_kernel_size
-from pipelines.augment.params import AugmentError
-from pipelines.augment.pipeline import Pipeline
-
 from test_augment import bilinear64
+
+from pipelines.augmentation.draws import image_keys
+from pipelines.augmentation.filters import blur_kernel_size
+from pipelines.augmentation.params import AugmentError
+from pipelines.augmentation.pipeline import Pipeline
 
 SIDE = 96   # above the per-image warp threshold (64 x 64), small enough for quick float64 references
 
@@ -74,7 +73,7 @@ def test_uniform_maps_through_a_table_give_the_float_paths_bytes(photos, monkeyp
     """brightness and contrast on photos map each image's bytes through a 256-entry table built with the
     float route's float32 arithmetic and rounding: exactly its bytes (not just within one grey level),
     with stringzilla's in-place translate and with numpy's take where stringzilla is missing."""
-    from pipelines.augment import pixels
+    from pipelines.augmentation import pixels
     reference = run(steps, photos, float_reference=True)
     with_sz = run(steps, photos)
     np.testing.assert_array_equal(with_sz, reference)
@@ -301,7 +300,7 @@ def test_new_ops_give_the_same_bytes_however_the_batch_is_split(request, size, s
 
 def _stream_hashes(keys, i, count):
     """Hashes 0 .. count - 1 of image i's stream for draw 63, straight from the definition in draws."""
-    from pipelines.augment.draws import _GOLDEN, _bits, _mix
+    from pipelines.augmentation.draws import _GOLDEN, _bits, _mix
     return _mix(np.arange(count, dtype=np.uint64) * _GOLDEN + _bits(keys[i:i + 1], 63))
 
 
@@ -309,7 +308,7 @@ def test_erase_noise_bytes_are_the_hashes_cut_in_eight():
     """Erase's noise fill, value p of an image, is byte p % 8 of hash p // 8, however it is computed: pixel by
     pixel (draws.pixel_bytes_at) or every box of a batch at once (box_bytes): runs starting at different
     bytes of a hash, rows a multiple of 8 values apart (a view) or not (a gather)."""
-    from pipelines.augment.draws import box_bytes, pixel_bytes_at, stream_bits
+    from pipelines.augmentation.draws import box_bytes, pixel_bytes_at, stream_bits
     keys = image_keys(3, np.arange(5), np.ones(5))
     bits = stream_bits(keys, 63)
     size = 224 * 224 * 3
@@ -337,7 +336,7 @@ def test_erase_noise_bytes_are_the_hashes_cut_in_eight():
 def test_noise_pieces_are_the_splitmix64_irwin_hall_stream():
     """draws.pixel_normal hashes in cache-sized pieces from a cached counter ramp: value p is the 32-bit
     word p % 2 of hash p // 2, its four bytes summed, centred and scaled to unit variance, in float32."""
-    from pipelines.augment.draws import pixel_normal
+    from pipelines.augmentation.draws import pixel_normal
     keys = image_keys(9, np.arange(3), np.ones(3))
     count, start = 70001, 12345          # more than one piece, from an odd offset
     got = pixel_normal(keys, 63, count, start)
@@ -352,7 +351,7 @@ def test_pixel_streams_look_random():
     """The noise values have mean 0 and standard deviation 1 and no correlation between neighbours (the
     two halves of one hash) or between images; the fill bytes are uniform (a chi-square test) and the
     eight bytes of a hash uncorrelated.  A broken hash or a stream shared between images fails here."""
-    from pipelines.augment.draws import pixel_bytes_at, pixel_normal
+    from pipelines.augmentation.draws import pixel_bytes_at, pixel_normal
     keys = image_keys(5, np.arange(4), np.ones(4))
     z = pixel_normal(keys, 63, 200000).astype(np.float64)
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01

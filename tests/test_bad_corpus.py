@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core import records
+from pipelines.core.records import stable_id
 from pipelines.ingest import idx
-from pipelines.ingest.folder import stable_id
 from pipelines.ingest.stage import ingest
 
 from conftest import make_conf

@@ -66,7 +66,7 @@ def test_worker_killed_mid_job_still_completes(tmp_path, py_files, mnist_files, 
         sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
         subprocess.run([sparkcnn, "ingest", "--conf", conf, "--set", "ingest.limit_train=1000", "--set", "ingest.validation_rows=0"], check=True,
                        capture_output=True, timeout=600)
-        from pipelines.train.models import build_model
+        from pipelines.training.zoo import build_model
         os.makedirs(tmp_path / "runs/c", exist_ok=True)
         build_model("torres", (28, 28, 1), 10).save(str(tmp_path / "runs/c/model.keras"))
     ui_port = free_port()
@@ -91,7 +91,7 @@ def test_pipeline_on_a_standalone_cluster_with_datasets_and_runs_on_s3_matches_l
     the JVMs have no Hadoop S3 connector.  Then the same conf in local mode: same datasets, and the
     cluster-trained model scores the same predictions."""
     from pipelines.core import storage
-    from pipelines.core.parquet_io import read_table
+    from pipelines.core.parquet_remote import read_table
     from pipelines.core.store import published_files, read_manifest
     conf = tmp_path / "cluster_s3.yaml"
     conf.write_text(f"""

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from pipelines.core.config import ConfigError
-from pipelines.train.estimator import CNNEstimator
-from pipelines.train.estimator_params import NOT_PARAMS, camel
-from pipelines.train.section import TrainSection
+from pipelines.training.estimator import CNNEstimator
+from pipelines.training.estimator_params import NOT_PARAMS, camel
+from pipelines.training.section import TrainSection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = 1500
@@ -68,8 +68,8 @@ def test_param_errors_name_the_param(kwargs, message):
 def test_the_cli_train_section_becomes_the_same_settings(tmp_path):
     from pipelines.core.store import RunStore
     from pipelines.stages import load_config
-    from pipelines.train.estimator_params import sections_of
     from pipelines.train.stage import estimator_for
+    from pipelines.training.estimator_params import sections_of
     conf = tmp_path / "c.yaml"
     conf.write_text("train: {model: lenet, epochs: 3, batch_size: 16, validation: 0.2, augment: true}\n"
                     "augment: {pipeline: [{op: rotate, p: 1.0, degrees: [-5, 5]}], seed: 3}\n")
@@ -123,7 +123,7 @@ def trained(spark, mnist_files, s3_server, tmp_path_factory):
 
 @pytest.mark.slow
 def test_fit_on_spark_image_source_with_two_horovod_workers(spark, trained, s3_server):
-    from pipelines.predict.cnn_model import CNNModel
+    from pipelines.inference.cnn_model import CNNModel
     root, folder, labels, est, model, logs = trained
     text = "\n".join(logs)
     assert "materialising the DataFrame" in text and f"materialised {DIGITS} rows in 10 classes, 1 rejected" in text
@@ -169,9 +169,9 @@ import json
 from pyspark.sql import functions as F
 from pipelines.core.sections import SparkSection
 from pipelines.core.session import build_spark
-from pipelines.train.estimator import CNNEstimator
-from pipelines.train.estimator_params import sections_of
-from pipelines.train.materialise import materialise
+from pipelines.training.estimator import CNNEstimator
+from pipelines.training.estimator_params import sections_of
+from pipelines.training.materialise import materialise
 spark = build_spark(SparkSection(master="local[1]", app_name="materialise", driver_memory="1g", conf={{}}))
 df = (spark.read.format("image").option("recursiveFileLookup", "true").load({folder!r})
       .withColumn("label", F.regexp_extract("image.origin", {pattern!r}, 1).cast("int")))
@@ -184,8 +184,8 @@ print(json.dumps([m.key, m.reused, m.scope]))
 @pytest.mark.slow
 def test_materialised_data_is_reused_across_fits_and_processes_and_rewritten_when_inputs_change(
         spark, mnist_files, tmp_path):
-    from pipelines.train.estimator_params import sections_of
-    from pipelines.train.materialise import materialise
+    from pipelines.training.estimator_params import sections_of
+    from pipelines.training.materialise import materialise
     folder, store = str(tmp_path / "digits"), str(tmp_path / "store")
     export_digits(folder, mnist_files, 120, start=3000, broken=False)
 
@@ -229,8 +229,8 @@ def test_materialised_data_is_reused_across_fits_and_processes_and_rewritten_whe
 
 
 def test_mixed_sizes_without_image_size_is_one_clear_error(spark, tmp_path):
-    from pipelines.train.estimator_params import sections_of
-    from pipelines.train.materialise import MaterialiseError, materialise
+    from pipelines.training.estimator_params import sections_of
+    from pipelines.training.materialise import MaterialiseError, materialise
     folder = tmp_path / "mixed"
     for i, size in enumerate([(28, 28)] * 3 + [(32, 30)]):
         (folder / str(i % 2)).mkdir(parents=True, exist_ok=True)
@@ -288,7 +288,7 @@ def test_pipelines_with_the_estimator_save_and_load_in_a_new_process(spark, trai
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.sql import functions as F
 
-    from pipelines.predict.image_resizer import ImageResizer
+    from pipelines.inference.image_resizer import ImageResizer
     root, folder, labels, est, model, logs = trained
     # a resizing stage before the estimator, string labels, image file bytes as input
     files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(folder)
@@ -347,7 +347,7 @@ def test_pipelines_with_the_estimator_save_and_load_in_a_new_process(spark, trai
 def test_an_unfitted_pipeline_with_the_estimator_saves_and_loads(spark, tmp_path):
     from pyspark.ml import Pipeline
 
-    from pipelines.predict.image_resizer import ImageResizer
+    from pipelines.inference.image_resizer import ImageResizer
     augmentation = [{"op": "rotate", "p": 0.5, "degrees": [-5, 5]}]
     pipeline = Pipeline(stages=[
         ImageResizer(inputCol="content", outputCol="small", height=20, width=20, channels=1),

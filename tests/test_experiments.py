@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.augment.draws import scramble_permutation
-from pipelines.augment.photometric import permute_pixels
-from pipelines.augment.pipeline import Pipeline
+from pipelines.augmentation.draws import scramble_permutation
+from pipelines.augmentation.photometric import permute_pixels
+from pipelines.augmentation.pipeline import Pipeline
 from pipelines.core.config import ConfigError
-from pipelines.experiments.remote import shift_images, trial_data
 from pipelines.experiments.stage import (
     ExperimentError,
     grid_points,
@@ -18,6 +17,7 @@ from pipelines.experiments.stage import (
     shown_axes,
 )
 from pipelines.stages import load_config
+from pipelines.training.trial_remote import shift_images, trial_data
 
 
 def test_grid_is_the_product_over_the_defaults_with_optimizer_learning_rates():
@@ -62,7 +62,7 @@ def test_bad_architecture_names_the_key(text, message):
 
 @pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_variants_baseline_is_mnist_cnn_and_every_modification_changes_it():
-    from pipelines.experiments.variants import NAMED, build_architecture
+    from pipelines.training.variants import NAMED, build_architecture
     counts = {name: build_architecture(name, (28, 28, 1), 10).count_params() for name in NAMED}
     assert counts["baseline"] == 1_199_882  # the zoo's mnist_cnn
     assert counts["one_conv"] == 32 * 10 + 13 * 13 * 32 * 128 + 128 + 1290
@@ -124,7 +124,7 @@ experiment: {{train_samples: 256, epochs: 1, batch_size: 64, repeats: 1, scrambl
 
 
 def test_scrambled_trials_share_one_permutation_for_train_and_test(tiny_mnist):
-    from pipelines.experiments.remote import load_split
+    from pipelines.training.trial_remote import load_split
     cfg = _conf(tiny_mnist, "{optimizer: [adam, sgd]}")
     a, b = make_trials(cfg, threads=1)
     assert a.scramble_seed == b.scramble_seed and a.data_seed == b.data_seed and a.seed != b.seed
@@ -172,8 +172,8 @@ def test_a_background_axis_adds_a_class_and_leaves_earlier_seeds_alone(tiny_mnis
     import dataclasses
 
     from pipelines.core.tf_runtime import load_model_bytes
-    from pipelines.experiments.remote import run_trial
-    from pipelines.experiments.stage import derive_seed
+    from pipelines.training.trial_remote import run_trial
+    from pipelines.training.trials import derive_seed
     plain, with_bg = make_trials(_conf(tiny_mnist, "{background: [0, 0.5]}"), threads=1)
     assert (plain.num_classes, with_bg.num_classes) == (10, 11)
     # a point at the default background draws the seed it drew before the setting existed

@@ -30,7 +30,7 @@ def trained_cnn(mnist_arrays):
     """mnist_cnn after one short epoch on 2,000 real digits: confident enough that argmax ties cannot occur."""
     import tensorflow as tf
 
-    from pipelines.train.models import build_model
+    from pipelines.training.zoo import build_model
     tf.keras.utils.set_random_seed(1)
     model = build_model("mnist_cnn", (28, 28, 1), 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -137,7 +137,7 @@ def test_background_hits_count_only_windows_clear_of_every_digit():
 
 
 def test_background_windows_hold_no_centred_digit():
-    from pipelines.experiments.remote import background_windows, with_background
+    from pipelines.training.trial_remote import background_windows, with_background
     solid = np.full((20, 28, 28, 1), 255, np.uint8)    # digits that fill their whole window
     out = background_windows(solid, 2000, np.random.default_rng(0))
     assert out.shape == (2000, 28, 28, 1) and out.dtype == np.uint8

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from pipelines.core import records
-from pipelines.export.stage import export_dataset, safe_folder_name
-from pipelines.ingest.spark_images import from_spark_images, to_spark_images
+from pipelines.export.stage import export_dataset
+from pipelines.images.class_folders import safe_folder_name
+from pipelines.images.spark_images import from_spark_images, to_spark_images
 from pipelines.ingest.stage import ingest
 
 from conftest import make_conf
@@ -88,7 +89,7 @@ ingest: {{image_size: [32, 32], channels: 3, resize: stretch, max_pixels: 100000
     assert len(set(table.column("id").to_pylist())) == 26
     images = records.decode_images(table.column("image"), (32, 32, 3))
     by_id = dict(zip(table.column("id").to_pylist(), range(26)))
-    from pipelines.ingest.folder import stable_id
+    from pipelines.core.records import stable_id
     for rel, (label, img) in good.items():
         row = by_id[stable_id(rel)]
         np.testing.assert_array_equal(images[row], img)                          # pixel-exact
@@ -143,7 +144,7 @@ def test_export_then_ingest_gives_identical_pixels_and_labels(spark, tmp_path, m
     assert metas["train"].num_rows == 300 and metas["train"].class_names == names and metas["train"].rejected == 0
     before = pq.read_table(os.path.realpath(original)).to_pandas().set_index("id")
     after = pq.read_table(os.path.realpath(conf.dataset_dir("train"))).to_pandas()
-    from pipelines.ingest.folder import stable_id
+    from pipelines.core.records import stable_id
     key = {stable_id(f"{manifest[int(r.label)]['folder']}/{i}.png"): i for i, r in before.iterrows()}
     after["orig_id"] = after["id"].map(key)
     assert after["orig_id"].notna().all()
@@ -173,14 +174,14 @@ def test_spark_image_source_interop(spark, tmp_path, foolbox_images):
     assert len(got) == 8 and set(class_names) <= set(CLASSES)
     expected = {fname: (label, img) for fname, label, img in foolbox_images["cifar10"][:8]}
     origins = frame.select("image.origin").toPandas()["origin"]
-    from pipelines.ingest.folder import stable_id
+    from pipelines.core.records import stable_id
     by_id = {stable_id(o): o.rsplit("/", 1)[1] for o in origins}
     for _, r in got.iterrows():
         label, img = expected[by_id[r["id"]]]
         np.testing.assert_array_equal(np.frombuffer(r["image"], np.uint8).reshape(32, 32, 3), img)   # BGR -> RGB
         assert class_names[r["label"]] == CLASSES[label]
     # and back: a sparkcnn dataset as Spark image structs (BGR, OpenCV mode 16)
-    from pipelines.ingest.tasks import publish_dataset
+    from pipelines.datasets.publish import publish_dataset
     dest = str(tmp_path / "ds" / "x" / "train")
     meta = records.DatasetMeta("x", "train", 0, 32, 32, 3, class_names)
     publish_dataset(spark, rows, dest, meta, 1, 8)

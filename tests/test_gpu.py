@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_conf
 from pipelines.core.config import ConfigError
 from pipelines.core.resources import ResourcesSection, spark_defaults
+
+from conftest import make_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
@@ -146,10 +147,10 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: null, nics: [lo], m
 
 FLOAT16_ORDER = r"""
 import numpy as np, tensorflow as tf, horovod.tensorflow as hvd
-from pipelines.train.remote import _optimizer
-from pipelines.train.section import TrainSection
-from pipelines.train.models import build_model
-from pipelines.train.step import StepClock, install
+from pipelines.training.remote import _optimizer
+from pipelines.training.section import TrainSection
+from pipelines.training.zoo import build_model
+from pipelines.training.step import StepClock, install
 hvd.init()
 tf.keras.mixed_precision.set_global_policy("mixed_float16")
 opt = _optimizer(tf, TrainSection(mixed_precision="mixed_float16"), 0.01)

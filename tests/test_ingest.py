@@ -6,10 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core import records
-from pipelines.core.errors import remote_error_message
+from pipelines.core.errors import IngestError, remote_error_message
 from pipelines.ingest import idx
 from pipelines.ingest.arrays import plan_splits, write_split
-from pipelines.ingest.remote import IngestError
 from pipelines.ingest.sources import open_idx_pair
 
 from conftest import petastorm_first_pass

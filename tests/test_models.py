@@ -1,7 +1,7 @@
 """The zoo: every seed architecture builds and has the seed's parameter count."""
 import pytest
 
-from pipelines.train.models import MODELS, build_model, check_model_name
+from pipelines.training.zoo import MODELS, build_model, check_model_name
 
 SEED_PARAMS = {
     ("mnist_cnn", (28, 28, 1)): 1_199_882,
@@ -32,8 +32,8 @@ def test_user_models_from_file_and_function(tmp_path):
     model.save(path)
     check_model_name(path)
     assert build_model(path, (28, 28, 1), 10).count_params() == 62_346
-    check_model_name("pipelines.train.models:basic")
-    assert build_model("pipelines.train.models:basic", (28, 28, 1), 10).count_params() == 203_434
+    check_model_name("pipelines.training.zoo:basic")
+    assert build_model("pipelines.training.zoo:basic", (28, 28, 1), 10).count_params() == 203_434
     with pytest.raises(KeyError, match="unknown model 'resnet9000'"):
         check_model_name("resnet9000")
     with pytest.raises(KeyError, match="module 'no_such_module' is not importable"):

@@ -16,10 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import make_conf
 from pipelines.core import storage
 from pipelines.core.parquet_io import read_frame
-from pipelines.core.publish_remote import LEASE
+from pipelines.core.publish_store import LEASE
 from pipelines.core.store import (
     PublishConflict,
     atomic_dir,
@@ -29,6 +28,8 @@ from pipelines.core.store import (
     read_manifest,
     resolve,
 )
+
+from conftest import make_conf
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -316,9 +317,9 @@ def test_augment_and_export_on_s3_round_trip(spark, s3_storage, mnist_files, tmp
     """Augment an S3 dataset into S3 (the same rows and bytes as locally), export it to PNGs in the
     bucket, and ingest that image folder back from S3: the pixels come back unchanged."""
     from pipelines.augment.stage import augment
+    from pipelines.core.store import RunStore
     from pipelines.export.stage import export_stage
     from pipelines.ingest.stage import ingest
-    from pipelines.core.store import RunStore
     s3 = s3_storage
     common = """
 ingest: {limit_train: 400, limit_test: 100, validation_rows: 0}

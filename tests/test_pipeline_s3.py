@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import kill_job, kill_rounds
 from pipelines.core import storage
 from pipelines.core.store import published_files, read_manifest
+
+from conftest import kill_job, kill_rounds
 
 pytestmark = pytest.mark.slow   # Horovod trainings and killed Spark jobs
 
@@ -144,7 +145,7 @@ def test_ingest_and_scoring_killed_on_s3_keep_the_previous_output(s3_server, s3_
     preds = s3_server.url("pipe", "runs", "s3run", "predictions")
     if not read_manifest(preds):
         from pipelines.core.tf_runtime import model_to_bytes
-        from pipelines.train.models import build_model
+        from pipelines.training.zoo import build_model
         storage.put_bytes(s3_server.url("pipe", "runs", "s3run", "model.keras"),
                           model_to_bytes(build_model("torres", (28, 28, 1), 10)))
         assert sparkcnn(conf, "score").returncode == 0

@@ -153,11 +153,11 @@ def test_rows_record_identity_size_and_model(scored_folder, model_file):
 
 
 def test_top_k_agrees_with_keras_on_the_same_pixels(scored_folder, model_file):
-    """The table's top-k equals Keras predict on the pixels pipelines.predict.pixels decodes."""
+    """The table's top-k equals Keras predict on the pixels pipelines.images.pixels decodes."""
     import tensorflow as tf
 
-    from pipelines.predict import pixels
-    from pipelines.predict.model_files import network_from_file
+    from pipelines.images import pixels
+    from pipelines.inference.model_files import network_from_file
     _, good, output, _, _ = scored_folder
     rows = predictions(output).set_index("path")
     spec, _ = network_from_file(model_file)
@@ -316,7 +316,7 @@ def image_folder_of_pngs(root, count=6):
 def test_cnn_model_takes_files_image_structs_and_records_alike(spark, model_file, tmp_path):
     from pyspark.sql import functions as F
 
-    from pipelines.predict.cnn_model import CNNModel
+    from pipelines.inference.cnn_model import CNNModel
     paths = image_folder_of_pngs(str(tmp_path / "png"))
     model = CNNModel.from_file(model_file, probabilityCol="probability")
     files = spark.read.format("binaryFile").load(str(tmp_path / "png"))
@@ -357,7 +357,7 @@ print(json.dumps(sorted([r.path, r.prediction, [t.probability for t in r.top_k]]
 def test_cnn_model_saved_in_a_pipeline_model_predicts_the_same_in_a_new_process(spark, model_file, tmp_path):
     from pyspark.ml import PipelineModel
 
-    from pipelines.predict.cnn_model import CNNModel
+    from pipelines.inference.cnn_model import CNNModel
     folder = str(tmp_path / "png")
     image_folder_of_pngs(folder)
     import shutil

@@ -1,4 +1,4 @@
-"""Horovod scaling (pipelines/train/step.py): the levers change what the workers and Horovod do (their
+"""Horovod scaling (pipelines/training/step.py): the levers change what the workers and Horovod do (their
 bad values: tests/test_config.py), the per-step breakdown accounts for the step; the cost model's arithmetic."""
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks.scaling import allreduce_seconds, predict
-from pipelines.train.timeline import load_events, parse_events
+from pipelines.training.timeline import load_events, parse_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
@@ -46,7 +46,7 @@ def test_timeline_parser_counts_bytes_and_fused_time_once():
 
 ACCUMULATION = r"""
 import numpy as np, tensorflow as tf
-from pipelines.train.step import StepClock, install
+from pipelines.training.step import StepClock, install
 tf.keras.utils.set_random_seed(0)
 def model_and_weights():
     m = tf.keras.Sequential([tf.keras.Input((6, 6, 1)), tf.keras.layers.Conv2D(3, 3, activation="relu"),

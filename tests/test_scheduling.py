@@ -31,11 +31,11 @@ SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
 def test_each_failure_kind_has_its_exit_code():
     from pipelines.core.config import ConfigError
+    from pipelines.core.errors import IngestCheckError, IngestSetupError
     from pipelines.core.leases import PublishConflict
     from pipelines.ingest.fetch import ChecksumError, FetchError
     from pipelines.ingest.idx import IdxFormatError
-    from pipelines.ingest.remote import IngestCheckError, IngestSetupError
-    from pipelines.train.launch import TrainError, WorkerLostError
+    from pipelines.training.launch import TrainError, WorkerLostError
     cases = [(ConfigError("x"), EXIT_CONFIG), (IngestSetupError("x"), EXIT_CONFIG), (TrainError("x"), EXIT_CONFIG),
              (FileNotFoundError("x"), EXIT_CONFIG), (PermissionError("x"), EXIT_CONFIG),
              (IdxFormatError("x"), EXIT_DATA), (ChecksumError("x"), EXIT_DATA),
@@ -335,16 +335,18 @@ ingest: {{validation_rows: 5000, partition_mb: 4}}
     assert end["exit_code"] == 143
 
 
-def test_the_project_version_is_the_same_from_the_py_files_zip(tmp_path):
+def test_the_code_version_is_the_same_from_the_py_files_zip(tmp_path):
     """spark-submit --py-files runs the library from a zip: its stage keys must match an installed run's."""
-    from pipelines.core.stage_cache import project_version
+    from pipelines.core.stage_cache import code_version
+    from pipelines.train.key import TRAIN_KEY
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     zipped = tmp_path / "libs.zip"
     subprocess.run([sys.executable, os.path.join(root, "scripts", "make_pyfiles.py"), str(zipped)], check=True,
                    cwd=root, capture_output=True, timeout=120)
     out = subprocess.run([sys.executable, "-c", "import pipelines, sys; from pipelines.core.stage_cache import "
-                          "project_version; assert pipelines.__file__.startswith(sys.argv[1]); print(project_version())",
+                          "code_version; from pipelines.train.key import TRAIN_KEY; "
+                          "assert pipelines.__file__.startswith(sys.argv[1]); print(code_version(TRAIN_KEY))",
                           str(zipped)], env=dict(os.environ, PYTHONPATH=str(zipped)), cwd=str(tmp_path),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == project_version()
+    assert out.stdout.strip() == code_version(TRAIN_KEY)

@@ -7,9 +7,9 @@ from pipelines.cli import parser
 from pipelines.core import records
 from pipelines.core.config import Config, computing_settings
 from pipelines.stages import SECTIONS, STAGES, load_config
-from pipelines.train.remote import TrainSpec
-from pipelines.train.resume import setup_fingerprint
-from pipelines.train.section import TrainSection
+from pipelines.training.remote import TrainSpec
+from pipelines.training.resume import setup_fingerprint
+from pipelines.training.section import TrainSection
 
 META = records.DatasetMeta(name="digits", split="train", num_rows=1000, height=28, width=28, channels=1,
                            class_names=[str(k) for k in range(10)])

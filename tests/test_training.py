@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from pipelines.core.store import RunStore, write_json_atomic
-from pipelines.train.resume import plan_resume
-from pipelines.train.training import make_spec
+from pipelines.training.driver import make_spec
+from pipelines.training.resume import plan_resume
 
 from conftest import kill_job
 
@@ -82,7 +82,7 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
 
 
 def split_for(spark, cfg, logs):
-    from pipelines.train.validation_split import held_out_dirs
+    from pipelines.training.validation_split import held_out_dirs
     return held_out_dirs(spark, cfg.train, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
                          RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
 
@@ -91,7 +91,7 @@ def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):
     """train.validation as Horovod's estimators take it: a fraction of the rows, or a 0/1 column."""
     from pipelines.core import records
     from pipelines.stages import load_config
-    from pipelines.train.validation_split import ValidationSplitError
+    from pipelines.training.validation_split import ValidationSplitError
     root, conf = small_conf
     source = load_config(str(conf)).dataset_dir("train")
     all_ids = {r["id"] for r in spark.read.parquet(source).select("id").collect()}

@@ -1,7 +1,7 @@
 """Executor side of augmentation: Arrow batches of source rows in, augmented record batches out.
 
-Also the on-the-fly variant used inside each training worker's tf.data pipeline.
-Everything here is small and picklable: the pipeline travels as its JSON-able
+(The on-the-fly variant inside each training worker's tf.data pipeline is
+pipelines.augmentation.on_the_fly.)  Everything here is small and picklable: the pipeline travels as its JSON-able
 spec and is rebuilt (and cached) once per Python worker.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines.augment.pipeline import Pipeline
+from pipelines.augmentation.pipeline import Pipeline
 from pipelines.core import records
 from pipelines.core.arrow_batches import rows_within
 
@@ -69,34 +69,3 @@ def augment_batches(spec: dict, shape: tuple, keep_originals: bool, id_stride: i
             out, lineage = pipeline.apply(images[r], ids[r], s, lineage=True)
             core = records.encode_batch(output_ids(ids[r], s, id_stride), labels[r], out)
             yield records.with_lineage(core, ids[r], s, lineage)
-
-
-class OnTheFly:
-    """Augment training batches inside a worker: a numpy function for tf.numpy_function.
-
-    Draws are keyed by (seed, stream, running image count), so each epoch sees new
-    augmentations and a rerun with the same seed and input order sees the same ones.
-    """
-
-    def __init__(self, spec: dict, stream: int):
-        self.pipeline = Pipeline.from_spec(spec)
-        self.stream = int(stream)
-        self.seen = 0
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        n = len(images)
-        counter = np.arange(self.seen, self.seen + n, dtype=np.int64)
-        self.seen += n
-        return self.pipeline.apply(images, np.full(n, self.stream, np.int64), counter)
-
-
-def augment_tf_dataset(ds, spec: dict, stream: int):
-    """Map (uint8 images [B,H,W,C], labels) batches through the pipeline; shapes and dtypes kept."""
-    import tensorflow as tf
-
-    fn = OnTheFly(spec, stream)
-
-    def aug(images, labels):
-        out = tf.numpy_function(fn, [images], tf.uint8, stateful=True)
-        return tf.ensure_shape(out, images.shape), labels
-    return ds.map(aug).prefetch(2)

@@ -4,15 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pipelines.augment.params import AugmentError
-from pipelines.augment.pipeline import Pipeline
+from pipelines.augmentation.params import AugmentError
+from pipelines.augmentation.pipeline import Pipeline
 from pipelines.core.config import ConfigError, setting
 
 
 @dataclass(frozen=True)
 class AugmentSection:
     pipeline: Optional[list] = setting(None, doc="operations in order: [{op: rotate, p: 0.9, degrees: [-25, 25]}, ...]; "
-                                               "see pipelines/augment/pipeline.py OPS")
+                                               "see pipelines/augmentation/pipeline.py OPS")
     seed: int = setting(0, doc="same seed, same images, whatever the partitioning")
     n_per_image: int = setting(1, min=0, doc="augmented samples per source image")
     keep_originals: bool = setting(True, doc="also write each source image unchanged (sample 0)")

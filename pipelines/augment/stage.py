@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.augment.params import AugmentError
-from pipelines.augment.pipeline import Pipeline
 from pipelines.augment.remote import N_SAMPLES, augment_batches
+from pipelines.augmentation.params import AugmentError
+from pipelines.augmentation.pipeline import Pipeline
 from pipelines.core import records, storage
 from pipelines.core.arrow_batches import arrow_batch_rows, rows_within
 from pipelines.core.config import Config

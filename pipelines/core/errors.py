@@ -111,3 +111,17 @@ def classify(exc: BaseException):
             first = next((line.strip() for line in text.splitlines() if match.group(0) in line), match.group(0))
             return EXIT_RETRY, f"Spark lost part of the cluster: {first[:300]}"
     return None
+
+
+class IngestError(DataError, ValueError):
+    """Input that cannot be ingested; the message names the file and the reason."""
+
+
+class IngestSetupError(IngestError):
+    """The conf names no usable input (a missing folder, no class subfolders, no rows left)."""
+    exit_code = EXIT_CONFIG
+
+
+class IngestCheckError(IngestError):
+    """What the tasks reported and what is on the store disagree (a lost task attempt): run it again."""
+    exit_code = EXIT_RETRY

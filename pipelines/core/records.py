@@ -14,6 +14,7 @@ shape that training needs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -201,3 +202,7 @@ def decode_images(column, shape: Sequence[int]) -> np.ndarray:
         return np.zeros((0, h, w, c), np.uint8)
     return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), h, w, c)
 
+
+def stable_id(relpath: str) -> int:
+    """63-bit id from the path relative to the dataset root (uniqueness is checked after writing)."""
+    return int.from_bytes(hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).digest(), "big") >> 1

@@ -4,7 +4,7 @@ A stage that declares a `StageKey` (in its package's `key.py`) says what its out
 `inputs(cfg, store)` returns JSON values (its config sections, the identities of the datasets,
 raw files and model it reads) and `outputs(cfg, store, result)` the locations it wrote.  After the stage
 succeeds the driver writes a record beside its output: the key (a digest of the inputs and of
-the project version), the inputs themselves, and the identity of every output.  Next time the
+the stage's own code: `code_version`), the inputs themselves, and the identity of every output.  Next time the
 stage is skipped only if the key is the same *and* every output still has the identity it had
 then (an output that was deleted, or rewritten by anything else, makes the stage run again).
 
@@ -16,7 +16,6 @@ times).  `--force STAGE` or `--force all` runs a stage whatever its key says.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,42 +23,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from pipelines.core import storage
+from pipelines.core import source_graph, storage
 from pipelines.core.store import read_json, read_manifest, write_json_atomic
 
 RECORD_FORMAT = "sparkcnn-stage-key/1"
 
 
-def _library_sources() -> dict:
-    """{'pipelines/core/x.py': bytes} of the library, from its folder or from the zip that
-    spark-submit --py-files put on the path (the same digest either way)."""
+def code_version(spec: "StageKey") -> str:
+    """The package version and a digest of the code the stage's output depends on: the modules its
+    package (where its key is declared) reaches by imports, engines and core included, comments and
+    docstrings left out (core/source_graph.py).  A change in another stage's package, or a fixed
+    comment anywhere, leaves the key as it was."""
     import pipelines
-    archive = getattr(getattr(pipelines, "__loader__", None), "archive", None)
-    wanted = ("pipelines/", "featurizers/")
-    if archive:                                    # imported from a zip (zipimport)
-        import zipfile
-        with zipfile.ZipFile(archive) as zf:
-            return {n: zf.read(n) for n in zf.namelist() if n.startswith(wanted) and n.endswith(".py")}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pipelines.__file__)))
-    out = {}
-    for package in ("pipelines", "featurizers"):
-        for folder, _, files in os.walk(os.path.join(root, package)):
-            for name in files:
-                if name.endswith(".py"):
-                    with open(os.path.join(folder, name), "rb") as f:
-                        out[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = f.read()
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def project_version() -> str:
-    """The package version and a digest of the library's source: a code change is an input change.
-    Once per process: the source does not change under a running command."""
-    import pipelines
-    digest = hashlib.sha256()
-    for name, data in sorted(_library_sources().items()):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return f"{pipelines.__version__}+{digest.hexdigest()[:12]}"
+    package = spec.inputs.__module__.rpartition(".")[0]
+    return f"{pipelines.__version__}+{source_graph.package_code_digest(package)}"
 
 
 def listing_identity(location: str) -> Optional[str]:
@@ -116,7 +93,7 @@ def _changed(old: dict, new: dict) -> list:
 
 
 def check(stage: str, spec: StageKey, cfg, store) -> Verdict:
-    inputs = dict(spec.inputs(cfg, store), version=project_version())
+    inputs = dict(spec.inputs(cfg, store), version=code_version(spec))
     key = _digest(inputs)
     record = storage.join(spec.record_dir(cfg, store), f"_stage_{stage}.json")
     try:

@@ -7,7 +7,7 @@ through `os` exactly as before this module existed (so symlink publishing and pl
 library Horovod's Spark store and Petastorm use too, so the three agree on URLs and on
 `storage.options`.  Why fsspec over pyarrow.fs: the pinned pyarrow (10.0.1) has S3 and HDFS
 but no GCS or Azure filesystem and no conditional PUT; s3fs (fsspec) has `IfNoneMatch` /
-`IfMatch` on put_object, which the manifest publish in pipelines.core.publish_remote needs, and
+`IfMatch` on put_object, which the manifest publish in pipelines.core.publish_store needs, and
 gcsfs/adlfs cover the other stores with the same API.
 
 Credentials come from the usual places (environment, instance roles, ~/.aws, ...) or from

@@ -3,7 +3,7 @@
 The API every stage uses: `atomic_dir`/`atomic_dirs` (build an output, publish it only when
 complete), `resolve` (the pinned current version to read), `published_files`, `exists`, one-shot
 file writes, and `RunStore` (the layout of a run directory).  How publishing works is in
-pipelines.core.publish_local (symlink swap, local paths) and pipelines.core.publish_remote
+pipelines.core.publish_local (symlink swap, local paths) and pipelines.core.publish_store
 (versioned prefix + manifest, object stores and HDFS); who may clean whose staging is in
 pipelines.core.leases.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pipelines.core import storage
 from pipelines.core.leases import PublishConflict, configure_publishing  # noqa: F401 (part of this API)
 from pipelines.core.publish_local import new_local_staging, publish_dir
-from pipelines.core.publish_remote import (  # noqa: F401 (read_manifest is part of this API)
+from pipelines.core.publish_store import (  # noqa: F401 (read_manifest is part of this API)
     MANIFEST,
     STAGED_AGAINST,
     check_unchanged,
@@ -251,6 +251,12 @@ class RunStore:
     @property
     def report_dir(self) -> str:
         return self._at("report")
+
+    def report_index(self) -> str:
+        """The report's index.html as a browser opens it (on a store: inside the current version)."""
+        if not storage.is_remote(self.report_dir):
+            return storage.join(self.report_dir, "index.html")
+        return storage.join(resolve(self.report_dir), "index.html")
 
     @property
     def augment_figures_dir(self) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core.config import ConfigError, check_value, setting, suggest
-from pipelines.train.models import OPTIMIZERS
+from pipelines.training.zoo import OPTIMIZERS
 
 
 @dataclass(frozen=True)

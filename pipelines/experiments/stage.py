@@ -2,7 +2,7 @@
 
 `sparkcnn experiment --conf conf/experiments/<name>.yaml` trains every grid
 point `repeats` times.  Each (point, repeat) is one Spark task running one
-single-process trainer (experiments_remote.run_trial) on spark.task.cpus
+single-process trainer (pipelines.training.trial_remote.run_trial) on spark.task.cpus
 cores, so a cluster with as many slots as trials finishes the sweep in the
 time of its slowest trial.  Results land in runs/<run>/experiment/,
 published atomically:
@@ -17,7 +17,6 @@ published atomically:
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -31,21 +30,17 @@ from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.figures import agg_pyplot
+from pipelines.core.markdown import to_markdown
 from pipelines.core.store import RunStore, atomic_dir, resolve
 from pipelines.core.tf_runtime import threads_per_task
-from pipelines.experiments.remote import DEFAULT_LEARNING_RATES, TrialSpec, run_trial
 from pipelines.experiments.section import GRID_AXES, LATER_AXES, ExperimentSection
-from pipelines.experiments.variants import check_architecture
+from pipelines.training.trial_remote import DEFAULT_LEARNING_RATES, TrialSpec
+from pipelines.training.trials import derive_seed, run_trials
+from pipelines.training.variants import check_architecture
 
 
 class ExperimentError(SparkcnnError, ValueError):
     """The experiment cannot run as configured; the message names the conf key."""
-
-
-def derive_seed(*parts) -> int:
-    """A stable 31-bit seed from any parts (same parts, same seed, on every machine and Python)."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def grid_points(section: ExperimentSection, source: str = "<conf>") -> List[dict]:
@@ -100,24 +95,6 @@ def make_trials(cfg: Config, threads: int, return_model: bool = False) -> List[T
                 scramble_seed=derive_seed(e.seed, "scramble"), test_samples=e.test_samples,
                 threads=threads, return_model=return_model))
     return trials
-
-
-def trial_cost(trial: TrialSpec) -> int:
-    """Samples a trial trains on: a proxy for its run time, to start the longest first."""
-    s = trial.settings
-    return s["steps"] * s["batch_size"] if s["budget"] == "steps" else s["epochs"] * s["train_samples"]
-
-
-def run_trials(spark, trials: List[TrialSpec], description: str = "sparkcnn experiment") -> List[dict]:
-    """One Spark task per trial, longest first (tasks start in partition order)."""
-    ordered = sorted(trials, key=trial_cost, reverse=True)
-    sc = spark.sparkContext
-    sc.setJobDescription(f"{description}: {len(trials)} trials")
-    try:
-        results = sc.parallelize(ordered, len(ordered)).map(run_trial).collect()
-    finally:
-        sc.setJobDescription(None)
-    return sorted(results, key=lambda r: (r["point"], r["repeat"]))
 
 
 # ---- tables --------------------------------------------------------------------------------------------------
@@ -177,24 +154,6 @@ def epochs_table(points: List[dict], results: List[dict], axes: List[str]):
             rows.append(dict({a: _cell(point[a]) for a in axes}, epoch=epoch + 1,
                              test_error_mean=float(errors.mean()), test_error_se=standard_error(errors)))
     return pd.DataFrame(rows)
-
-
-def to_markdown(frame) -> str:
-    def fmt(col, v):
-        if isinstance(v, float):
-            if math.isnan(v):
-                return "-"
-            if "seconds" in col:
-                return f"{v:.2f}"
-            return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
-        if isinstance(v, (int, np.integer)) and col == "params":
-            return f"{int(v):,}"
-        return str(v)
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(fmt(c, row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
 
 
 # ---- plots ---------------------------------------------------------------------------------------------------

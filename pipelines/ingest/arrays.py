@@ -15,14 +15,10 @@ import numpy as np
 
 from pipelines.core import records, storage
 from pipelines.core.config import Config
+from pipelines.core.errors import IngestCheckError, IngestSetupError
 from pipelines.core.store import atomic_dirs
-from pipelines.ingest.remote import IngestCheckError, IngestSetupError, write_ranges
-from pipelines.ingest.tasks import (
-    SplitWritten,
-    check_part_files,
-    partition_count,
-    run_ingest_tasks,
-)
+from pipelines.datasets.publish import SplitWritten, check_part_files, partition_count, run_ingest_tasks
+from pipelines.ingest.remote import write_ranges
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections import Counter
 from typing import Callable
@@ -32,48 +31,18 @@ import pyarrow.parquet as pq
 
 from pipelines.core import records, storage
 from pipelines.core.config import Config
+from pipelines.core.errors import IngestCheckError, IngestError, IngestSetupError
 from pipelines.core.progress import expect_rows
 from pipelines.core.store import atomic_dirs, published_url
-from pipelines.ingest.decode import probe_shape
+from pipelines.datasets.publish import SplitWritten, check_part_files, partition_count, run_ingest_tasks
+from pipelines.images.class_folders import CLASS_MANIFEST, SPLIT_FOLDERS, class_folders, folder_layout
+from pipelines.images.decode import probe_shape
+from pipelines.images.file_list import LIST_SUFFIXES, is_file_list, listed_files
 from pipelines.ingest import incremental
-from pipelines.ingest.file_list import LIST_SUFFIXES, is_file_list, listed_files
-from pipelines.ingest.folder_remote import hash_fraction, stable_id, write_files  # noqa: F401 (re-exported)
-from pipelines.ingest.remote import IngestCheckError, IngestError, IngestSetupError, rows_per_row_group
-from pipelines.ingest.tasks import (
-    SplitWritten,
-    check_part_files,
-    partition_count,
-    run_ingest_tasks,
-)
+from pipelines.ingest.folder_remote import write_files
+from pipelines.ingest.remote import rows_per_row_group
 
-SPLIT_FOLDERS = ("train", "val", "test")
-CLASS_MANIFEST = "_classes.json"
 REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("split", pa.string()), ("reason", pa.string())])
-
-
-def folder_layout(root: str) -> dict:
-    """{split or None: folder}; None means one folder to be split by path hash."""
-    subdirs = {name for name, is_dir in storage.entries(root) if is_dir}
-    splits = {s: storage.join(root, s) for s in SPLIT_FOLDERS if s in subdirs}
-    return splits or {None: root}
-
-
-def class_folders(root: str, layout: dict) -> list:
-    """[(folder name, class name)] in class-index order."""
-    manifest = storage.join(root, CLASS_MANIFEST)
-    if storage.exists(manifest):
-        entries = json.loads(storage.read_bytes(manifest).decode("utf-8"))
-        try:
-            ordered = sorted(entries, key=lambda e: int(e["index"]))
-            return [(str(e["folder"]), str(e["name"])) for e in ordered]
-        except (KeyError, TypeError, ValueError):
-            raise IngestError(f"{manifest}: expected a list of {{index, name, folder}} entries") from None
-    names = set()
-    for folder in layout.values():
-        names.update(name for name, is_dir in storage.entries(folder) if is_dir)
-    if not names:
-        raise IngestSetupError(f"{root}: no class subfolders (expected {root}/<class>/<image files>)")
-    return [(n, n) for n in sorted(names)]
 
 
 def walk_files(folder: str) -> list:
@@ -140,8 +109,6 @@ def _first_shape(folder: str, files: list, limit: int = 50) -> tuple:
                       "set ingest.image_size and ingest.channels")
 
 
-
-
 def _walked(root: str) -> tuple:
     """A folder's layout, its files [(split folder or None, rel)] and their {file: (size, mtime, ETag)}."""
     layout = folder_layout(root)
@@ -155,7 +122,7 @@ def _walked(root: str) -> tuple:
 
 
 def _listed(list_path: str) -> tuple:
-    """The same for the files a list names (pipelines.ingest.file_list), laid out as a folder would be."""
+    """The same for the files a list names (pipelines.images.file_list), laid out as a folder would be."""
     root, found = listed_files(list_path)
     if all(rel.partition("/")[0] in SPLIT_FOLDERS and "/" in rel for rel in found):
         items = [(*rel.split("/", 1), stats) for rel, stats in found.items()]

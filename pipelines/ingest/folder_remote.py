@@ -14,16 +14,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pipelines.core import records, storage
+from pipelines.core.records import stable_id
 from pipelines.core.worker_remote import tune_worker
-from pipelines.ingest.decode import EMPTY_FILE, Reject, decode_image
+from pipelines.images.decode import EMPTY_FILE, Reject, decode_image
 from pipelines.ingest.remote import TaskOutput, rows_per_row_group
 
 SKIPPED_BY_SPARK = "skipped by Spark's file listing: a name in the path starts with '.' or '_'"
-
-
-def stable_id(relpath: str) -> int:
-    """63-bit id from the path relative to the dataset root (uniqueness is checked after writing)."""
-    return int.from_bytes(hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 def file_key(split_folder, rel: str) -> str:

@@ -31,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import records, storage
+from pipelines.core.errors import IngestCheckError
+from pipelines.core.records import stable_id
 from pipelines.core.store import published_files, resolve
-from pipelines.ingest.folder_remote import file_key, reject_path, split_of, stable_id
+from pipelines.datasets.publish import SplitWritten
+from pipelines.ingest.folder_remote import file_key, reject_path, split_of
 from pipelines.ingest.incremental_remote import filter_parts, part_index
-from pipelines.ingest.remote import IngestCheckError
-from pipelines.ingest.tasks import SplitWritten
 
 SETTINGS_FILE = "_ingest_settings.json"
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("split_folder", pa.string()), ("rel", pa.string()),

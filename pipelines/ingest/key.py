@@ -15,7 +15,7 @@ import json
 from pipelines.core import storage
 from pipelines.core.sections import FORMATS_READING_PATH
 from pipelines.core.stage_cache import StageKey, identity, listing_identity
-from pipelines.ingest.file_list import is_file_list, listed_files
+from pipelines.images.file_list import is_file_list, listed_files
 
 
 def raw_identity(cfg) -> dict:

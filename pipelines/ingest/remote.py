@@ -27,24 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import records, storage
-from pipelines.core.errors import EXIT_CONFIG, EXIT_RETRY, DataError
+from pipelines.core.errors import IngestError
 from pipelines.core.worker_remote import tune_worker
 
 MB = 1 << 20
-
-
-class IngestError(DataError, ValueError):
-    """Input that cannot be ingested; the message names the file and the reason."""
-
-
-class IngestSetupError(IngestError):
-    """The conf names no usable input (a missing folder, no class subfolders, no rows left)."""
-    exit_code = EXIT_CONFIG
-
-
-class IngestCheckError(IngestError):
-    """What the tasks reported and what is on the store disagree (a lost task attempt): run it again."""
-    exit_code = EXIT_RETRY
 
 
 def part_file_name(split: str, task: int) -> str:

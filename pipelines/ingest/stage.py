@@ -17,11 +17,11 @@ from typing import Callable
 
 from pipelines.core import storage
 from pipelines.core.config import Config
+from pipelines.core.errors import IngestSetupError
 from pipelines.core.progress import expect_rows
 from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
-from pipelines.ingest.remote import IngestSetupError
 
 
 def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:

@@ -18,8 +18,8 @@ from pipelines.core.tf_runtime import (
     load_model_bytes,
     traced_model_call,
 )
-from pipelines.experiments.remote import load_split
 from pipelines.localise.fcn_model import equivalence, to_fully_convolutional
+from pipelines.training.trial_remote import load_split
 
 HEATMAP = "heatmap"          # float32 bytes, (heat_height, heat_width, classes) row-major
 HEAT_HEIGHT = "heat_height"

@@ -35,10 +35,9 @@ import numpy as np
 from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
+from pipelines.core.markdown import to_markdown
 from pipelines.core.store import RunStore, atomic_dir, resolve, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
-from pipelines.experiments.remote import TrialSpec, load_split
-from pipelines.experiments.stage import derive_seed, run_trials, to_markdown
 from pipelines.localise.composites import (
     compose,
     localisation_scores,
@@ -54,6 +53,8 @@ from pipelines.localise.remote import (
     check_equivalence,
     heatmap_batches,
 )
+from pipelines.training.trial_remote import TrialSpec, load_split
+from pipelines.training.trials import derive_seed, run_trials
 
 
 def _train_pair(spark, cfg: Config, meta, log) -> dict:

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 
 from pipelines.core import storage
 from pipelines.core.leases import POLICY
+from pipelines.images.listing import ETAG, MODIFIED, PATH, SIZE
 from pipelines.predict import layout
-from pipelines.predict.listing import ETAG, MODIFIED, PATH, SIZE
 
 PART = "_part"
 READ_THREADS = 16

@@ -21,14 +21,11 @@ import pyarrow.compute as pc
 
 from pipelines.core import storage
 from pipelines.core.worker_remote import tune_worker
-from pipelines.ingest.decode import Reject, open_image, to_channels
-from pipelines.predict import layout, pixels
-from pipelines.predict.cnn_model_remote import (
-    predict_batch,
-    stack_decoded,
-    top_k_column,
-)
-from pipelines.predict.network import load_network
+from pipelines.images import pixels
+from pipelines.images.decode import Reject, open_image, to_channels
+from pipelines.inference.cnn_model_remote import predict_batch, stack_decoded, top_k_column
+from pipelines.inference.network import load_network
+from pipelines.predict import layout
 
 CHUNK = "_chunk"
 READ_THREADS = 8          # fetch+decode threads per task: object-store GETs wait on the network

@@ -1,7 +1,7 @@
 """`sparkcnn predict`: score raw image files (or a table of images) with any model, resumably and incrementally.
 
 Driver side, top to bottom: resolve the model (its digest names its partition of the output);
-list the input (pipelines.predict.listing); compare with what this model has already written
+list the input (pipelines.images.listing); compare with what this model has already written
 (pipelines.predict.ledger: the table is its own ledger) and drop superseded rows of changed files;
 deal the rest into chunks (runs of files by path, at most `files_per_task` files and `task_mb`
 MB each); one Spark task per chunk reads its files, the model scores them, and the task commits its
@@ -27,9 +27,9 @@ from pipelines.core.progress import expect_rows
 from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
+from pipelines.images.listing import PATH, SIZE, list_inputs
+from pipelines.inference.models import ResolvedModel, resolve
 from pipelines.predict import layout, ledger, table_input
-from pipelines.predict.listing import PATH, SIZE, list_inputs
-from pipelines.predict.models import ResolvedModel, resolve
 from pipelines.predict.remote import (
     CHUNK,
     SUMMARY_DDL,
@@ -90,7 +90,7 @@ def _run_tasks(spark, model: ResolvedModel, section, task: TaskPlan, files_bc, o
     chunks = len(offsets) - 1
     plan = spark.range(0, chunks, 1, chunks)
     if model.cnn is not None:
-        from pipelines.predict.cnn_model_remote import ENCODED
+        from pipelines.inference.cnn_model_remote import ENCODED
         cnn = _table_columns(model.cnn, section)
         payload_bc = spark.sparkContext.broadcast(cnn.payload) if cnn.payload is not None else None
         body = functools.partial(score_chunks, task, files_bc, offsets, cnn.network, payload_bc,

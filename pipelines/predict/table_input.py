@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipelines.core.config import ConfigError
-from pipelines.predict.listing import ETAG, LISTING_SCHEMA, MODIFIED, PATH, SIZE
+from pipelines.images.listing import ETAG, LISTING_SCHEMA, MODIFIED, PATH, SIZE
 
 MODIFICATION_TIME = "modificationTime"       # spark.read.format("binaryFile")'s column
 

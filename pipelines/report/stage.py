@@ -145,13 +145,6 @@ def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = pri
             f.write(render_html(cfg, metas, history, metrics, timings, figures))
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
-    index = report_index(store)
+    index = store.report_index()
     log(f"[report] {storage.redact(index)}")
     return index
-
-
-def report_index(store: RunStore) -> str:
-    """The report's index.html as a browser opens it (on a store: inside the current version)."""
-    if not storage.is_remote(store.report_dir):
-        return storage.join(store.report_dir, "index.html")
-    return storage.join(resolve(store.report_dir), "index.html")

@@ -27,10 +27,10 @@ from pipelines.core.store import (
 def predict_dataset(spark, dataset_dir: str, model_location: str, batch_size: int):
     """A lazy DataFrame of predictions (id, label, prediction, probabilities) for every row of the dataset.
 
-    The same engine as `sparkcnn predict` (pipelines.predict.cnn_model): rows already at the model's
+    The same engine as `sparkcnn predict` (pipelines.inference.cnn_model): rows already at the model's
     shape go in as one zero-copy view of their Arrow buffer.
     """
-    from pipelines.predict.cnn_model import CNNModel
+    from pipelines.inference.cnn_model import CNNModel
     meta = records.read_meta(dataset_dir)
     model = CNNModel.from_file(model_location, inputCol=records.IMAGE, inputFormat="record", topKCol="",
                                probabilityCol=records.PROBABILITIES, predictionCol=records.PREDICTION,

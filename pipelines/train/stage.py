@@ -1,6 +1,6 @@
 """`sparkcnn train`: the conf file's train section, as a CNNEstimator fitted on the ingested dataset.
 
-One code path: the estimator (pipelines/train/estimator.py) trains a DataFrame by materialising
+One code path: the estimator (pipelines/training/estimator.py) trains a DataFrame by materialising
 it and calling its fit_dataset; the CLI has the records already, so it calls fit_dataset on
 <datasets_dir>/<dataset>/<train.split> with the dataset's 'val' split, into the run directory.
 """
@@ -10,7 +10,7 @@ from typing import Callable
 
 from pipelines.core.config import Config
 from pipelines.core.store import RunStore
-from pipelines.train.estimator import CNNEstimator
+from pipelines.training.estimator import CNNEstimator
 
 
 def estimator_for(cfg: Config, store: RunStore) -> CNNEstimator:

@@ -29,13 +29,7 @@ from pipelines.core.config import Config, ConfigError
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.records import PREDICTION
-from pipelines.core.store import (
-    RunStore,
-    atomic_dir,
-    exists,
-    resolve,
-    write_json_atomic,
-)
+from pipelines.core.store import RunStore, atomic_dir, resolve, write_json_atomic
 
 FEATURES = "features"
 PROBABILITY = "probability"
@@ -130,10 +124,8 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     from pyspark.ml.classification import LogisticRegression
     t = cfg.transfer
     featurizer = _featurizer(cfg)
-    if not exists(cfg.dataset_dir("train")) or not exists(cfg.dataset_dir("test")):
-        from pipelines.ingest.stage import ingest
-        log("[transfer] datasets missing: ingesting first")
-        ingest(spark, cfg, log)
+    for split in ("train", "test"):
+        store.require(cfg.dataset_dir(split), "ingest")
     train, train_rows, meta = first_rows(spark, cfg.dataset_dir("train"), t.train_rows)
     test, test_rows, _ = first_rows(spark, cfg.dataset_dir("test"), t.test_rows)
     dim = get_spec(t.model).feature_dim
@@ -185,6 +177,4 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     log(f"[transfer] test: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "
         f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {store.metrics_path}")
     log(f"[transfer] PipelineModel -> {store.transfer_model_dir}")
-    from pipelines.report.stage import report
-    metrics["report"] = report(spark, cfg, store, log)
     return metrics
