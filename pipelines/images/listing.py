@@ -2,21 +2,20 @@
 
 Driver side.  A folder or a glob is listed with the store's own listing calls, which already
 carry size, time and ETag (S3: 1,000 keys per request), so no file is stat-ed one by one; only a
-text or Parquet *list* of paths needs a stat per path (a HEAD on an object store), done by a pool
+text or Parquet *list* of paths (pipelines/images/path_lists.py) needs a stat per path (a HEAD on an object store), done by a pool
 of threads.  The table is what the ledger compares with the files already scored and what the
 planner deals into tasks; at 10M files it is about 1 GB of Arrow memory on the driver.
 """
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.core import storage
 from pipelines.core.errors import SparkcnnError
+from pipelines.images.path_lists import is_path_list, read_path_list
 
 PATH, SIZE, MODIFIED, ETAG = "path", "size", "modified", "etag"
 LISTING_SCHEMA = pa.schema([
@@ -44,20 +43,6 @@ def _table(rows: Iterable[tuple]) -> pa.Table:
     return table.sort_by(PATH)
 
 
-def _listed_paths(location: str, column: str) -> list:
-    """The paths a .txt (one per line, # comments) or Parquet list holds, in order."""
-    origin = storage.redact(location)
-    if location.endswith(".txt"):
-        text = storage.read_bytes(location).decode("utf-8")
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    with storage.open_file(location) as f:
-        table = pq.read_table(io.BytesIO(f.read()))
-    if column not in table.column_names:
-        raise InputError(f"{origin}: no column '{column}' (predict.path_column) in the list; "
-                         f"columns: {', '.join(table.column_names)}")
-    return [p for p in table.column(column).to_pylist() if p]
-
-
 def stat_all(paths: list) -> Iterable[tuple]:
     def one(path):
         try:
@@ -68,10 +53,6 @@ def stat_all(paths: list) -> Iterable[tuple]:
         yield from pool.map(one, paths)
 
 
-def is_list_file(location: str) -> bool:
-    return location.endswith((".txt", ".parquet")) and storage.isfile(location)
-
-
 def list_inputs(location: str, path_column: str = PATH) -> pa.Table:
     """The files `location` names (folder, glob, list file or single file), sorted by path."""
     if not location:
@@ -80,8 +61,8 @@ def list_inputs(location: str, path_column: str = PATH) -> pa.Table:
     origin = storage.redact(location)
     if GLOB_CHARS & set(location.split("://", 1)[-1]):
         return _table(storage.glob_details(location))
-    if is_list_file(location):
-        return _table(stat_all([storage.normalize(p) for p in _listed_paths(location, path_column)]))
+    if is_path_list(location):
+        return _table(stat_all(read_path_list(location, path_column, "predict.input")))
     if storage.isdir(location):
         return _table((storage.join(location, rel), size, modified, tag)
                       for rel, size, modified, tag in storage.walk_details(location))

@@ -37,8 +37,9 @@ from pipelines.core.store import atomic_dirs, published_url
 from pipelines.datasets.publish import SplitWritten, check_part_files, partition_count, run_ingest_tasks
 from pipelines.images.class_folders import CLASS_MANIFEST, SPLIT_FOLDERS, class_folders, folder_layout
 from pipelines.images.decode import probe_shape
-from pipelines.images.file_list import LIST_SUFFIXES, is_file_list, listed_files
+from pipelines.images.path_lists import LIST_SUFFIXES, is_path_list
 from pipelines.ingest import incremental
+from pipelines.ingest.file_list import listed_files
 from pipelines.ingest.folder_remote import write_files
 from pipelines.ingest.remote import rows_per_row_group
 
@@ -136,7 +137,7 @@ def _listed(list_path: str) -> tuple:
 
 def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
     root = cfg.data.path
-    if is_file_list(root):
+    if is_path_list(root):
         layout, files, identities = _listed(root)
         root = layout[None] if None in layout else storage.split(next(iter(layout.values())))[0]
         names = sorted({rel.split("/", 1)[0] for _, rel in files if "/" in rel})

@@ -15,12 +15,13 @@ import json
 from pipelines.core import storage
 from pipelines.core.sections import FORMATS_READING_PATH
 from pipelines.core.stage_cache import StageKey, identity, listing_identity
-from pipelines.images.file_list import is_file_list, listed_files
+from pipelines.images.path_lists import is_path_list
+from pipelines.ingest.file_list import listed_files
 
 
 def raw_identity(cfg) -> dict:
     d = cfg.data
-    if d.format == "folder" and is_file_list(d.path):      # the listed files, not just the list
+    if d.format == "folder" and is_path_list(d.path):      # the listed files, not just the list
         root, found = listed_files(d.path)
         digest = hashlib.sha256(json.dumps(sorted(found.items()), default=str).encode()).hexdigest()
         return {"path": d.path, "list": identity(d.path), "root": root, "files": digest}

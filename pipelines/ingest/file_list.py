@@ -1,7 +1,7 @@
 """Image files named by a list instead of found by walking a folder (`data.path: images.txt`).
 
-A list is a text file, one path or URL per line ('#' starts a comment); relative paths are
-relative to the list's folder.  The files' common folder is the dataset root, and the path below
+The list is read by the one path-list parser (pipelines/images/path_lists.py: `.txt`/`.lst` text or a
+`.parquet` table, `#` comment lines, relative paths against the list's folder).  The files' common folder is the dataset root, and the path below
 it says what the folder layout says: `<class>/<file>` or `<split>/<class>/<file>`, so a list and a
 folder holding the same files make the same dataset (ids are a hash of that relative path).  A
 listed file that is missing or unreadable becomes a row of the rejects table.
@@ -16,29 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.core import storage
 from pipelines.core.errors import IngestSetupError
-
-LIST_SUFFIXES = (".txt", ".lst")
-
-
-def is_file_list(path: str) -> bool:
-    return bool(path) and path.lower().endswith(LIST_SUFFIXES) and storage.isfile(path)
-
-
-def read_list(list_path: str) -> list:
-    """The listed locations, absolute (local paths normalised, URLs as written), in the list's order."""
-    base = storage.split(storage.normalize(list_path))[0]
-    out = []
-    for line in storage.read_bytes(list_path).decode("utf-8").splitlines():
-        item = line.split("#", 1)[0].strip()
-        if not item:
-            continue
-        if not storage.is_remote(item) and not posixpath.isabs(item) and not item.startswith("file://"):
-            item = storage.join(base, item)
-        out.append(storage.normalize(item))
-    if not out:
-        raise IngestSetupError(f"data.path {storage.redact(list_path)}: the list names no file")
-    return out
-
+from pipelines.images.path_lists import read_path_list
 
 def _identity(location: str) -> tuple:
     try:
@@ -49,7 +27,7 @@ def _identity(location: str) -> tuple:
 
 def listed_files(list_path: str) -> tuple:
     """(root, {path relative to root: (size, mtime, ETag)}) of the files a list names."""
-    locations = sorted(set(read_list(list_path)))
+    locations = sorted(set(read_path_list(list_path)))
     schemes = {storage.scheme_of(loc) for loc in locations}
     if len(schemes) > 1:
         raise IngestSetupError(f"data.path {storage.redact(list_path)}: the list mixes storage schemes "
