@@ -5,6 +5,9 @@
   spark     DeepImageFeaturizer.transform on the raw sparkcnn dataset rows: decode, resize,
             normalise and the model call inside executors, every row's vector materialised
             (noop sink, so nothing but the featurizer is timed)
+  cnnmodel  CNNModel.from_zoo of the same network and weights on the same cached rows, its
+            classifier-input embedding materialised: the engine the featurizer runs on, whose rate
+            the featurizer should match
 
 Steady state: the first Spark pass loads the model in each Python worker and is reported
 but not used; images/s come from the median of the warm passes.
@@ -35,9 +38,11 @@ def load_images(dataset_dir, rows):
 
 def baseline(dataset_dir, rows, model_name, weights, batch, repeats):
     """Plain Keras: prepare all arrays first (untimed), then time model.predict alone."""
-    from featurizers import keras_models, registry
+    from pipelines.inference.model_files import network_from_zoo
+    from pipelines.inference.network import network_input
+    from pipelines.inference.pretrained import keras_models, registry
     spec = registry.get_spec(model_name)
-    x = keras_models.prepare(load_images(dataset_dir, rows), spec)
+    x = network_input(network_from_zoo(model_name, weights), load_images(dataset_dir, rows))
     model = keras_models.build_model(spec, weights, keras_models.FEATURES)
     model.predict(x[:batch], batch_size=batch, verbose=0)  # warm-up: tracing
     times = []
@@ -48,24 +53,39 @@ def baseline(dataset_dir, rows, model_name, weights, batch, repeats):
     return {"rows": len(x), "images_per_second": len(x) / statistics.median(times), "pass_seconds": times}
 
 
-def spark_featurizer(cfg, dataset_dir, rows, repeats):
+def _pass_seconds(frame, stage, column) -> float:
+    t0 = time.perf_counter()
+    stage.transform(frame).select(records.ID, column).write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - t0
+
+
+def _rate(times, n) -> dict:
+    return {"rows": n, "images_per_second": n / statistics.median(times[1:]), "pass_seconds": times}
+
+
+def spark_runs(cfg, dataset_dir, rows, repeats):
+    """(DeepImageFeaturizer, CNNModel) passes over the same cached rows, alternating so both see the same
+    machine: a shared host moves 1.5-2x between hours."""
     from pyspark.sql import functions as F
 
     from featurizers import DeepImageFeaturizer
     from pipelines.core.session import build_spark
+    from pipelines.inference.cnn_model import CNNModel
+    from pipelines.inference.network import CLASSIFIER_INPUT
+    t = cfg.transfer
     spark = build_spark(cfg.spark)
     frame = (spark.read.parquet(os.path.realpath(dataset_dir)).where(F.col(records.ID) < rows)
              .repartition(spark.sparkContext.defaultParallelism).cache())
     n = frame.count()  # the raw rows are cached, so passes time the featurizer, not Parquet and the shuffle
-    featurizer = DeepImageFeaturizer(inputCol=records.IMAGE, outputCol="features", modelName=cfg.transfer.model,
-                                     weights=cfg.transfer.weights, batchSize=cfg.transfer.batch_size)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        featurizer.transform(frame).select(records.ID, "features").write.format("noop").mode("overwrite").save()
-        times.append(time.perf_counter() - t0)
-    return {"rows": n, "images_per_second": n / statistics.median(times[1:]), "pass_seconds": times,
-            "slots": spark.sparkContext.defaultParallelism}
+    featurizer = DeepImageFeaturizer(inputCol=records.IMAGE, outputCol="features", modelName=t.model,
+                                     weights=t.weights, batchSize=t.batch_size)
+    engine = CNNModel.from_zoo(t.model, t.weights, inputCol=records.IMAGE, embeddingLayer=CLASSIFIER_INPUT,
+                               embeddingCol="features", topKCol="", predictionCol="", batchSize=t.batch_size)
+    ours, theirs = [], []
+    for _ in range(repeats + 1):             # the first pass of each loads the model in every Python worker
+        ours.append(_pass_seconds(frame, featurizer, "features"))
+        theirs.append(_pass_seconds(frame, engine, "features"))
+    return dict(_rate(ours, n), slots=spark.sparkContext.defaultParallelism), _rate(theirs, n)
 
 
 def main(argv=None):
@@ -87,8 +107,9 @@ def main(argv=None):
                           "--repeats", str(args.repeats), "--baseline-only"], capture_output=True, text=True,
                          check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     base = json.loads(out.stdout.strip().splitlines()[-1])
-    ours = spark_featurizer(cfg, dataset_dir, args.rows, args.repeats)
+    ours, engine = spark_runs(cfg, dataset_dir, args.rows, args.repeats)
     ratio = ours["images_per_second"] / base["images_per_second"]
+    engine_ratio = engine["images_per_second"] / base["images_per_second"]
     print(f"\nFEATURIZER {t.model} ({t.weights}), {ours['rows']} MNIST images 28x28x1 -> "
           f"{t.model} input, batch {t.batch_size}, cores {os.cpu_count()}, Spark slots {ours['slots']} "
           f"(images/s from the median of {args.repeats} warm passes)")
@@ -96,7 +117,11 @@ def main(argv=None):
           f"1.00x   passes(s): " + ", ".join(f"{s:.2f}" for s in base["pass_seconds"]))
     print(f"  {'DeepImageFeaturizer through Spark (raw rows in)':<52} {ours['images_per_second']:7.1f} images/s  "
           f"{ratio:4.2f}x   passes(s): " + ", ".join(f"{s:.2f}" for s in ours["pass_seconds"]) + " (first is cold)")
-    report = {"model": t.model, "rows": ours["rows"], "baseline": base, "spark": ours, "ratio": ratio}
+    print(f"  {'CNNModel.from_zoo through Spark (the same engine)':<52} {engine['images_per_second']:7.1f} images/s  "
+          f"{engine_ratio:4.2f}x   passes(s): " + ", ".join(f"{s:.2f}" for s in engine["pass_seconds"]))
+    print(f"  DeepImageFeaturizer / CNNModel: {ours['images_per_second'] / engine['images_per_second']:.2f}x")
+    report = {"model": t.model, "rows": ours["rows"], "baseline": base, "spark": ours, "ratio": ratio,
+              "cnnmodel": engine, "cnnmodel_ratio": engine_ratio}
     write_report(os.path.join(cfg.run_dir, "bench_featurizer.json"), report,
                  f"make bench-featurizer   (or python -m benchmarks.featurizer --rows {args.rows})")
 

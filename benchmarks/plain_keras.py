@@ -26,7 +26,8 @@ def load_arrays(dataset_dir):
 def fit(dataset_dir, epochs, batch):
     import tensorflow as tf
 
-    from pipelines.training.zoo import build_model, make_optimizer
+    from pipelines.training.networks import build_model
+    from pipelines.training.zoo import make_optimizer
     x, y, meta = load_arrays(dataset_dir)
     tf.keras.utils.set_random_seed(0)
     model = build_model("mnist_cnn", meta.shape, meta.num_classes)

@@ -254,7 +254,7 @@ def set_tf_threads(threads: int) -> None:
 
 
 def load_network(model_name: str):
-    from featurizers import keras_models, registry
+    from pipelines.inference.pretrained import keras_models, registry
     spec = registry.get_spec(model_name)
     return spec, keras_models.build_model(spec, WEIGHTS[model_name], keras_models.PROBABILITIES)
 
@@ -264,7 +264,7 @@ def traced_scorer(model_name: str):
     one traced function, traced and warmed on a full batch before it is returned."""
     import tensorflow as tf
 
-    from featurizers import keras_models
+    from pipelines.inference.pretrained import keras_models
     spec, model = load_network(model_name)
     pre = keras_models.preprocess(spec)
     s = spec.input_size
@@ -304,7 +304,7 @@ def model_alone(folder: str, model_name: str, threads: int, count: int, repeats:
     set_tf_threads(threads)
     import tensorflow as tf
 
-    from featurizers import keras_models
+    from pipelines.inference.pretrained import keras_models
     spec, model = load_network(model_name)
     files = sample(list_photos(folder), count)
     pixels = np.stack([decode_resize(read_bytes(p)) for p in files]).astype(np.float32)

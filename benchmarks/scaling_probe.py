@@ -20,7 +20,7 @@ def compute(model_name, shape, batch, threads, steps):
         model = tf.keras.applications.ResNet50(weights=None, input_shape=shape, classes=1000)
         classes = 1000
     else:
-        from pipelines.training.zoo import build_model
+        from pipelines.training.networks import build_model
         classes = 10
         model = build_model(model_name, shape, classes)
     from pipelines.training.zoo import make_optimizer

@@ -6,5 +6,5 @@
 
 Importing this package does not start TensorFlow; executors do, when a stage runs.
 """
-from .registry import IMAGENET, MODELS, RANDOM_UNTRAINED  # noqa: F401
+from pipelines.inference.pretrained.registry import IMAGENET, MODELS, RANDOM_UNTRAINED  # noqa: F401
 from .transformers import DeepImageFeaturizer, DeepImagePredictor  # noqa: F401

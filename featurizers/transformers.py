@@ -12,50 +12,43 @@ every model saved, while the package (or a shared path) is already on every
 executor that can run the stage at all.  A path must therefore stay readable
 where the PipelineModel is loaded and run.
 
-Input column, either:
+Both run on the one inference engine: each is a CNNModel of the registry model
+(pipelines.inference.cnn_model, `CNNModel.from_zoo`) whose output columns are
+renamed to theirs, so a registry model gives the same numbers whichever stage
+scores it, shares the executors' model cache and GPU placement, and a row that
+cannot be read gets a null output (and its reason in `errorCol`, when set)
+instead of failing the job.  Input column, any of CNNModel's forms:
   - Spark's image struct (spark.read.format("image")): BGR(A) or grayscale bytes, any size;
   - the binary `image` column of a sparkcnn dataset (pipelines/core/records.py), with
-    its height/width/channels columns beside it: RGB or grayscale, any size.
-Grayscale is repeated to 3 channels, alpha dropped, each image resized (shorter
-side) and centre-cropped to the model's input size, then normalised the way
-that model was trained.  Nothing image-sized is collected to the driver: the
-work is a pandas UDF over Arrow batches, with the model loaded once per
-executor Python worker (featurize_remote).
+    its height/width/channels columns beside it: RGB or grayscale, any size;
+  - image file bytes (spark.read.format("binaryFile")'s `content`).
+The preprocessing rule, for every registry model and every input form: grayscale
+repeated to 3 channels, alpha dropped, the image scaled (PIL bilinear, antialiased)
+so that it covers the model's square input and centre-cropped to it
+(pipelines.images.pixels), then normalised the way that model was trained
+(pipelines.inference.pretrained.keras_models.preprocess).  Nothing image-sized is collected to the driver.
 """
 from __future__ import annotations
 
-import functools
-from typing import Iterator
-
-import pandas as pd
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.core import records
-from pipelines.core.tf_runtime import threads_per_task
+from pipelines.inference.cnn_model import CNNModel
+from pipelines.inference.network import CLASSIFIER_INPUT
 
-from . import featurize_remote as remote
-from .registry import (
-    IMAGENET,
-    MODELS,
-    FeaturizerConfigError,
-    check_weights,
-    get_spec,
-    imagenet_class_names,
-)
+from pipelines.inference.pretrained.registry import IMAGENET, MODELS, FeaturizerConfigError, check_weights, get_spec
 
-IMAGE_STRUCT_FIELDS = {"origin", "height", "width", "nChannels", "mode", "data"}
 TOP_K_TYPE = T.ArrayType(T.StructType([
     T.StructField("classIndex", T.IntegerType()),
     T.StructField("className", T.StringType()),
     T.StructField("probability", T.FloatType()),
 ]))
+_ENGINE_OUTPUT = "__sparkcnn_output"      # the engine's column, renamed to outputCol
 
 
 def _to_model_name(value) -> str:
@@ -75,6 +68,8 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
                     typeConverter=TypeConverters.toString)
     batchSize = Param(Params._dummy(), "batchSize", "images per model call inside an executor",
                       typeConverter=TypeConverters.toInt)
+    errorCol = Param(Params._dummy(), "errorCol", "output: null, or why the row's image could not be read (its "
+                     "outputCol is then null); '' = not added", typeConverter=TypeConverters.toString)
 
     def getModelName(self) -> str:
         return self.getOrDefault(self.modelName)
@@ -100,6 +95,12 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
     def setOutputCol(self, value):
         return self._set(outputCol=value)
 
+    def getErrorCol(self) -> str:
+        return self.getOrDefault(self.errorCol)
+
+    def setErrorCol(self, value):
+        return self._set(errorCol=value)
+
     def _checked(self):
         spec = get_spec(self.getModelName())
         check_weights(spec, self.getWeights())
@@ -107,42 +108,22 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
             raise FeaturizerConfigError(f"batchSize must be at least 1, got {self.getBatchSize()}")
         return spec
 
-    def _image_input(self, dataset: DataFrame):
-        """(struct column the executors read, whether its bytes are BGR) for the input column."""
-        name = self.getInputCol()
-        if name not in dataset.columns:
-            raise FeaturizerConfigError(f"inputCol '{name}' is not a column; columns: {', '.join(dataset.columns)}")
-        dtype = dataset.schema[name].dataType
-        if isinstance(dtype, T.StructType) and IMAGE_STRUCT_FIELDS <= set(dtype.fieldNames()):
-            c = F.col(name)
-            return F.struct(c["origin"].alias(remote.ORIGIN), c["height"].alias(remote.HEIGHT),
-                            c["width"].alias(remote.WIDTH), c["nChannels"].alias(remote.CHANNELS),
-                            c["data"].alias(remote.DATA)), True
-        if isinstance(dtype, T.BinaryType):
-            missing = [k for k in (records.HEIGHT, records.WIDTH, records.CHANNELS) if k not in dataset.columns]
-            if missing:
-                raise FeaturizerConfigError(
-                    f"inputCol '{name}' holds raw pixels but the frame lacks {', '.join(missing)}: "
-                    "pass a sparkcnn dataset (pipelines/core/records.py) or Spark's image struct")
-            origin = (F.concat(F.lit(f"{records.ID} "), F.col(records.ID).cast("string"))
-                      if records.ID in dataset.columns else F.lit(f"in column {name}"))
-            return F.struct(origin.alias(remote.ORIGIN), F.col(records.HEIGHT).alias(remote.HEIGHT),
-                            F.col(records.WIDTH).alias(remote.WIDTH), F.col(records.CHANNELS).alias(remote.CHANNELS),
-                            F.col(name).alias(remote.DATA)), False
-        raise FeaturizerConfigError(
-            f"inputCol '{name}' is {dtype.simpleString()}; expected Spark's image struct "
-            "(spark.read.format('image')) or a sparkcnn dataset's binary image column")
+    def _engine(self, **outputs) -> CNNModel:
+        """The CNNModel that does the work: this stage's model, weights, input and batch size, and `outputs`
+        (CNNModel's output Params) for the columns this stage adds."""
+        params = {"predictionCol": "", "topKCol": "", "probabilityCol": "", "embeddingLayer": "", **outputs}
+        return CNNModel.from_zoo(self.getModelName(), self.getWeights(), inputCol=self.getInputCol(),
+                                 batchSize=self.getBatchSize(), errorCol=self.getErrorCol(), **params)
 
-    def _udf_args(self, dataset: DataFrame):
-        threads = threads_per_task(dataset.sparkSession)
-        return self.getModelName(), self.getWeights(), self.getBatchSize(), threads
-
-
-def _pandas_udf(body, return_type):
-    """Wrap a featurize_remote generator as an iterator pandas UDF (the model loads once per task, not per batch)."""
-    def udf(frames: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
-        yield from body(frames)
-    return F.pandas_udf(udf, return_type)
+    def _renamed(self, scored: DataFrame, as_vector: bool) -> DataFrame:
+        """The engine's output column as this stage's outputCol (a Spark ML vector when `as_vector`)."""
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
+        column = F.col(_ENGINE_OUTPUT)
+        if as_vector:                   # a row that could not be read stays null (array_to_vector rejects nulls)
+            column = F.when(column.isNull(), F.lit(None)).otherwise(array_to_vector(column))
+        out = scored.withColumn(self.getOutputCol(), column)
+        return out.drop(_ENGINE_OUTPUT)
 
 
 class DeepImageFeaturizer(Transformer, _ImageModelParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -154,28 +135,24 @@ class DeepImageFeaturizer(Transformer, _ImageModelParams, DefaultParamsReadable,
 
     @keyword_only
     def __init__(self, *, inputCol="image", outputCol="features", modelName="EfficientNetLite0",
-                 weights=IMAGENET, batchSize=32):
+                 weights=IMAGENET, batchSize=32, errorCol=""):
         super().__init__()
         self._setDefault(inputCol="image", outputCol="features", modelName="EfficientNetLite0",
-                         weights=IMAGENET, batchSize=32)
+                         weights=IMAGENET, batchSize=32, errorCol="")
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol="image", outputCol="features", modelName="EfficientNetLite0",
-                  weights=IMAGENET, batchSize=32):
+                  weights=IMAGENET, batchSize=32, errorCol=""):
         return self._set(**self._input_kwargs)
 
     def featureSize(self) -> int:
         return get_spec(self.getModelName()).feature_dim
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.ml.functions import array_to_vector
         self._checked()
-        struct, bgr = self._image_input(dataset)
-        model, weights, batch, threads = self._udf_args(dataset)
-        body = functools.partial(remote.features_udf_body, model, weights, batch, threads, bgr)
-        features = _pandas_udf(body, T.ArrayType(T.FloatType()))(struct)
-        return dataset.withColumn(self.getOutputCol(), array_to_vector(features))
+        engine = self._engine(embeddingLayer=CLASSIFIER_INPUT, embeddingCol=_ENGINE_OUTPUT)
+        return self._renamed(engine.transform(dataset), as_vector=True)
 
 
 class DeepImagePredictor(Transformer, _ImageModelParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -192,15 +169,15 @@ class DeepImagePredictor(Transformer, _ImageModelParams, DefaultParamsReadable, 
 
     @keyword_only
     def __init__(self, *, inputCol="image", outputCol="predicted_labels", modelName="EfficientNetLite0",
-                 weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5):
+                 weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5, errorCol=""):
         super().__init__()
         self._setDefault(inputCol="image", outputCol="predicted_labels", modelName="EfficientNetLite0",
-                         weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5)
+                         weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5, errorCol="")
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol="image", outputCol="predicted_labels", modelName="EfficientNetLite0",
-                  weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5):
+                  weights=IMAGENET, batchSize=32, decodePredictions=True, topK=5, errorCol=""):
         return self._set(**self._input_kwargs)
 
     def getDecodePredictions(self) -> bool:
@@ -211,15 +188,9 @@ class DeepImagePredictor(Transformer, _ImageModelParams, DefaultParamsReadable, 
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self._checked()
-        struct, bgr = self._image_input(dataset)
-        model, weights, batch, threads = self._udf_args(dataset)
-        if self.getDecodePredictions():
-            if self.getTopK() < 1:
-                raise FeaturizerConfigError(f"topK must be at least 1, got {self.getTopK()}")
-            body = functools.partial(remote.top_k_udf_body, model, weights, batch, threads, bgr,
-                                     self.getTopK(), imagenet_class_names())
-            return dataset.withColumn(self.getOutputCol(), _pandas_udf(body, TOP_K_TYPE)(struct))
-        from pyspark.ml.functions import array_to_vector
-        body = functools.partial(remote.probabilities_udf_body, model, weights, batch, threads, bgr)
-        probs = _pandas_udf(body, T.ArrayType(T.FloatType()))(struct)
-        return dataset.withColumn(self.getOutputCol(), array_to_vector(probs))
+        if not self.getDecodePredictions():
+            return self._renamed(self._engine(probabilityCol=_ENGINE_OUTPUT).transform(dataset), as_vector=True)
+        if self.getTopK() < 1:
+            raise FeaturizerConfigError(f"topK must be at least 1, got {self.getTopK()}")
+        engine = self._engine(topKCol=_ENGINE_OUTPUT, topK=self.getTopK())
+        return self._renamed(engine.transform(dataset), as_vector=False)

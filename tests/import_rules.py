@@ -1,6 +1,6 @@
 """The layering rules of the tree, checked from source (ast; nothing is imported or run).
 
-The layers are declared once, in pipelines/layers.py (core, engines, services, executor modules);
+The layers are declared once, in pipelines/core/layers.py (core, engines, services, executor modules);
 stages are the packages that hold a `stage.py`.  Imports inside functions count: a circle hidden in
 a function is still a circle.  Rules:
   - no import circles between modules;
@@ -13,7 +13,8 @@ a function is still a circle.  Rules:
     calls only executor modules' functions;
   - executor modules import only executor modules and core modules that are not driver code, so
     nothing they reach submits a Spark job or is a stage, the CLI or the stage table;
-  - featurizers' model modules use pipelines.core only; its Spark ML stages may use the engines;
+  - featurizers (the pretrained-model Spark ML stages) use core and the engines; of the library only stages
+    use them;
   - jobs/ are thin shells: they import the CLI and nothing else of the project.
 """
 from __future__ import annotations
@@ -27,13 +28,11 @@ DRIVER_TOPS = {"pipelines.cli", "pipelines.stages"}
 # calls that hand a function to Spark for its tasks (or to Horovod's Spark launcher)
 SPARK_CALLS = {"mapInArrow", "mapInPandas", "mapPartitions", "mapPartitionsWithIndex", "foreachPartition",
                "flatMap", "map", "pandas_udf", "udf"}
-FEATURIZER_MODELS = ("featurizers.registry", "featurizers.keras_models", "featurizers.efficientnet_lite",
-                     "featurizers.torch_weights")
 
 
 def _layers(sources: dict) -> dict:
-    """The declarations of pipelines/layers.py, read as literals (nothing is imported)."""
-    tree = ast.parse(sources["pipelines.layers"])
+    """The declarations of pipelines/core/layers.py, read as literals (nothing is imported)."""
+    tree = ast.parse(sources["pipelines.core.layers"])
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
@@ -186,7 +185,7 @@ def violations(root: str) -> list:
     stages = stage_packages(sources)
     found = [f"circle: {' <-> '.join(c)}" for c in cycles(edges)]
     for name in sorted(set(layers["EXECUTOR_MODULES"]) - set(sources)):
-        found.append(f"pipelines/layers.py: EXECUTOR_MODULES names {name}, which is not a module")
+        found.append(f"pipelines/core/layers.py: EXECUTOR_MODULES names {name}, which is not a module")
 
     trees = {m: ast.parse(text, m) for m, text in sources.items()}
     local = {m: _local_names(m, tree, sources) for m, tree in trees.items()}
@@ -217,14 +216,12 @@ def violations(root: str) -> list:
                 found.append(f"{m} -> {t}: an engine imports no stage")
             if stage_of(m) and stage_of(t) and stage_of(m) != stage_of(t):
                 found.append(f"{m} -> {t}: a stage imports no other stage (move what both need into an engine)")
-            if m in executors and t not in executors and t not in core_shared and t not in FEATURIZER_MODELS:
-                why = "driver code" if t in drivers else "code not declared to run in executors (pipelines/layers.py)"
+            if m in executors and t not in executors and t not in core_shared:
+                why = "driver code" if t in drivers else "code not declared to run in executors (pipelines/core/layers.py)"
                 found.append(f"{m} -> {t}: executor code imports {why}")
-            if m.startswith("pipelines") and t.startswith("featurizers") and t not in FEATURIZER_MODELS \
-                    and not stage_of(m):
-                found.append(f"{m} -> {t}: below the stages the library uses the featurizers' model modules only")
-            if m in FEATURIZER_MODELS and t.startswith("pipelines") and not t.startswith("pipelines.core"):
-                found.append(f"{m} -> {t}: the featurizers' model modules use pipelines.core only")
+            if m.startswith("pipelines") and t.startswith("featurizers") and not stage_of(m):
+                found.append(f"{m} -> {t}: below the stages the library does not use the featurizers (Spark ML "
+                             "stages built on the engines)")
             if m.startswith("featurizers") and (stage_of(t) or t in DRIVER_TOPS):
                 found.append(f"{m} -> {t}: featurizers use core and the engines, never a stage")
             if m.startswith("jobs") and t != "pipelines.cli" and not t.startswith("jobs"):
@@ -234,7 +231,7 @@ def violations(root: str) -> list:
             for o in origins:
                 if o not in executors and o not in core_shared:
                     found.append(f"{m}:{line}: {what} is handed to Spark but runs {o}, which is not declared "
-                                 "executor code (pipelines/layers.py)")
+                                 "executor code (pipelines/core/layers.py)")
     for m in sorted(executors & set(submits)):
         found.append(f"{m}: declared executor code, but it submits Spark jobs (line {submits[m][0][0]})")
     return found

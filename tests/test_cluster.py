@@ -66,7 +66,7 @@ def test_worker_killed_mid_job_still_completes(tmp_path, py_files, mnist_files, 
         sparkcnn = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
         subprocess.run([sparkcnn, "ingest", "--conf", conf, "--set", "ingest.limit_train=1000", "--set", "ingest.validation_rows=0"], check=True,
                        capture_output=True, timeout=600)
-        from pipelines.training.zoo import build_model
+        from pipelines.training.networks import build_model
         os.makedirs(tmp_path / "runs/c", exist_ok=True)
         build_model("torres", (28, 28, 1), 10).save(str(tmp_path / "runs/c/model.keras"))
     ui_port = free_port()

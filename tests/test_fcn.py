@@ -30,7 +30,7 @@ def trained_cnn(mnist_arrays):
     """mnist_cnn after one short epoch on 2,000 real digits: confident enough that argmax ties cannot occur."""
     import tensorflow as tf
 
-    from pipelines.training.zoo import build_model
+    from pipelines.training.networks import build_model
     tf.keras.utils.set_random_seed(1)
     model = build_model("mnist_cnn", (28, 28, 1), 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

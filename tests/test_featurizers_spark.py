@@ -12,11 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from pyspark.sql import functions as F
 
-from featurizers import DeepImageFeaturizer, DeepImagePredictor, keras_models, registry
-from featurizers.registry import FeaturizerConfigError
+from featurizers import DeepImageFeaturizer, DeepImagePredictor
+from pipelines.inference.cnn_model import CNNModel
+from pipelines.inference.model_files import network_from_zoo
+from pipelines.inference.network import CLASSIFIER_INPUT, NetworkError, network_input
+from pipelines.inference.pretrained import keras_models, registry
+from pipelines.inference.pretrained.registry import FeaturizerConfigError
 from pipelines.core import records
-from pipelines.core.errors import remote_error_message
 from pipelines.ingest import idx
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
@@ -71,9 +75,29 @@ def test_featurizer_on_dataset_records_matches_keras_in_process(spark, mnist_dat
     table = pq.read_table(mnist_dataset).sort_by(records.ID).slice(0, 40)
     spec = registry.get_spec("EfficientNetLite0")
     model = keras_models.build_model(spec, registry.IMAGENET, keras_models.FEATURES)
-    expected = model.predict(keras_models.prepare(records.decode_images(table.column(records.IMAGE), (28, 28, 1)), spec),
-                             verbose=0)
+    digits = records.decode_images(table.column(records.IMAGE), (28, 28, 1))
+    expected = model.predict(network_input(network_from_zoo("EfficientNetLite0", registry.IMAGENET), digits), verbose=0)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow   # EfficientNet through Spark, three ways
+def test_one_preprocessing_rule_whichever_stage_scores_an_image(spark, imagenet_dir):
+    """The same photos, as Spark's image struct and as file bytes, give identical features from
+    DeepImageFeaturizer and from CNNModel.from_zoo: the featurizers run on the inference engine, with its one
+    pixel rule (pipelines.images.pixels: cover the input with PIL's antialiased bilinear resize, centre crop;
+    then the model's own normalisation)."""
+    structs = spark.read.format("image").load(str(imagenet_dir)).orderBy("image.origin").limit(4)
+    files = spark.read.format("binaryFile").load(str(imagenet_dir)).orderBy("path").limit(4)
+    featurizer = DeepImageFeaturizer(outputCol="features", modelName="EfficientNetLite0", batchSize=4)
+    engine = CNNModel.from_zoo("EfficientNetLite0", embeddingLayer=CLASSIFIER_INPUT, batchSize=4)
+    for frame, column, name in ((structs, "image", F.col("image.origin")), (files, "content", F.col("path"))):
+        by_featurizer = {r.name: r.features.toArray() for r in featurizer.setInputCol(column).transform(frame)
+                         .select(name.alias("name"), "features").collect()}
+        by_engine = {r.name: np.array(r.embedding, np.float32) for r in engine.setInputCol(column).transform(frame)
+                     .select(name.alias("name"), "embedding").collect()}
+        assert len(by_featurizer) == 4 and set(by_featurizer) == set(by_engine)
+        for key, features in by_featurizer.items():
+            np.testing.assert_array_equal(features, by_engine[key])
 
 
 @pytest.mark.slow   # a second Spark driver process
@@ -131,24 +155,39 @@ def test_params_are_documented_validated_and_copied():
 @pytest.mark.slow   # over 5 s: make test, not the everyday tier
 def test_bad_inputs_are_clear_errors(spark, tmp_path, mnist_dataset):
     frame = spark.read.parquet(str(mnist_dataset))
-    with pytest.raises(FeaturizerConfigError, match="inputCol 'pixels' is not a column"):
+    with pytest.raises(NetworkError, match="inputCol 'pixels' is not a column"):
         DeepImageFeaturizer(inputCol="pixels").transform(frame)
-    with pytest.raises(FeaturizerConfigError, match="inputCol 'label' is int"):
+    with pytest.raises(NetworkError, match="inputCol 'label' is int"):
         DeepImageFeaturizer(inputCol="label").transform(frame)
-    with pytest.raises(FeaturizerConfigError, match="lacks height, width, channels"):
-        DeepImageFeaturizer().transform(frame.select("image"))
     with pytest.raises(FeaturizerConfigError, match="weights '/nowhere/w.pth' is neither"):
         DeepImageFeaturizer(weights="/nowhere/w.pth").transform(frame)
-    # An undecodable file read by Spark's image source: the error names it.
+    # Raw pixels without their shape columns read as image files: each row says it is not one.
+    rows = DeepImageFeaturizer(weights=registry.RANDOM_UNTRAINED, errorCol="error") \
+        .transform(frame.select("image").limit(2)).select("features", "error").collect()
+    assert [(r.features, r.error) for r in rows] == [(None, "not an image file PIL can identify")] * 2
+
+
+@pytest.mark.slow   # a Spark job over a corrupt image
+def test_a_corrupt_image_is_that_rows_error_and_the_job_finishes(spark, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((9, 7, 3), np.uint8)).save(buf, format="PNG")
-    (tmp_path / "fine.png").write_bytes(buf.getvalue())
+    for name, shape in (("fine.png", (9, 7, 3)), ("gray.png", (12, 20))):
+        buf = io.BytesIO()
+        Image.fromarray(np.full(shape, 90, np.uint8)).save(buf, format="PNG")
+        (tmp_path / name).write_bytes(buf.getvalue())
     images = spark.read.format("image").option("dropInvalid", False).load(str(tmp_path / "*.png"))
-    with pytest.raises(Exception) as info:
-        DeepImageFeaturizer(weights=registry.RANDOM_UNTRAINED).transform(images).select("features").collect()
-    message = remote_error_message(info.value)
-    assert message is not None and "broken.png: cannot featurize: it could not be decoded" in message, str(info.value)[-2000:]
+    featurizer = DeepImageFeaturizer(weights=registry.RANDOM_UNTRAINED, errorCol="error")
+    rows = {os.path.basename(r.origin): r for r in
+            featurizer.transform(images).select("image.origin", "features", "error").collect()}
+    assert sorted(rows) == ["broken.png", "fine.png", "gray.png"]
+    assert rows["broken.png"].features is None
+    assert rows["broken.png"].error.startswith("no pixels (Spark's image source marks files it could not decode")
+    for name in ("fine.png", "gray.png"):
+        assert rows[name].error is None and rows[name].features.size == 1280
+    predictor = DeepImagePredictor(weights=registry.RANDOM_UNTRAINED, errorCol="why", topK=2)
+    top = {os.path.basename(r.origin): r for r in predictor.transform(images).select("image.origin", "predicted_labels",
+                                                                                      "why").collect()}
+    assert top["broken.png"].predicted_labels is None and top["broken.png"].why == rows["broken.png"].error
+    assert len(top["fine.png"].predicted_labels) == 2 and top["fine.png"].why is None
 
 
 @pytest.mark.slow   # the whole transfer command

@@ -149,7 +149,7 @@ FLOAT16_ORDER = r"""
 import numpy as np, tensorflow as tf, horovod.tensorflow as hvd
 from pipelines.training.remote import _optimizer
 from pipelines.training.section import TrainSection
-from pipelines.training.zoo import build_model
+from pipelines.training.networks import build_model
 from pipelines.training.step import StepClock, install
 hvd.init()
 tf.keras.mixed_precision.set_global_policy("mixed_float16")

@@ -62,7 +62,7 @@ def test_ingest_killed_mid_write_keeps_previous_dataset(conf):
 
 def test_scoring_killed_mid_write_keeps_previous_predictions(conf):
     root, path = conf
-    from pipelines.training.zoo import build_model
+    from pipelines.training.networks import build_model
     os.makedirs(root / "runs/kill", exist_ok=True)
     build_model("torres", (28, 28, 1), 10).save(str(root / "runs/kill/model.keras"))
     first = run(path, "score")

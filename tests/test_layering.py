@@ -1,4 +1,4 @@
-"""The tree keeps its layers (declared in pipelines/layers.py, rules in tests/import_rules.py): no import
+"""The tree keeps its layers (declared in pipelines/core/layers.py, rules in tests/import_rules.py): no import
 circles, core imports nothing above it, engines no stage, stages no other stage, executor code no driver
 code, and every function handed to Spark is declared executor code.  Each rule is shown failing on a
 small tree of its own."""
@@ -21,7 +21,7 @@ def test_the_project_keeps_its_layers():
 
 
 def _tree(tmp_path, files: dict):
-    files = {"pipelines/__init__.py": "", "pipelines/layers.py": LAYERS, **files}
+    files = {"pipelines/__init__.py": "", "pipelines/core/layers.py": LAYERS, **files}
     for path, text in files.items():
         f = tmp_path / path
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -64,16 +64,15 @@ def test_the_rules_catch_core_importing_upwards_and_featurizers_reaching_past_co
         "pipelines/training/driver.py": "from featurizers import transformers\n",
         "featurizers/__init__.py": "",
         "featurizers/transformers.py": "",
-        "featurizers/registry.py": "from pipelines.training.driver import x\n",
+        "featurizers/registry.py": "from pipelines.score.stage import x\n",
         "jobs/__init__.py": "",
         "jobs/score.py": "from pipelines.score.stage import score\n",
     })
     found = violations(root)
     assert "pipelines.core.store -> pipelines.score.stage: the core imports no engine, stage or featurizer" in found
-    assert "pipelines.training.driver -> featurizers.transformers: below the stages the library uses the " \
-           "featurizers' model modules only" in found
-    assert "featurizers.registry -> pipelines.training.driver: the featurizers' model modules use pipelines.core " \
-           "only" in found
+    assert "pipelines.training.driver -> featurizers.transformers: below the stages the library does not use the " \
+           "featurizers (Spark ML stages built on the engines)" in found
+    assert "featurizers.registry -> pipelines.score.stage: featurizers use core and the engines, never a stage" in found
     assert "jobs.score -> pipelines.score.stage: a job is a thin shell over the CLI" in found
 
 
@@ -88,7 +87,7 @@ def test_the_rules_catch_executor_code_importing_driver_or_undeclared_code(tmp_p
     found = violations(root)
     assert "pipelines.training.remote -> pipelines.training.driver: executor code imports driver code" in found
     assert "pipelines.training.remote -> pipelines.training.helper: executor code imports code not declared to " \
-           "run in executors (pipelines/layers.py)" in found
+           "run in executors (pipelines/core/layers.py)" in found
 
 
 def test_the_rules_find_what_is_handed_to_spark(tmp_path):
@@ -125,17 +124,17 @@ def test_the_rules_find_what_is_handed_to_spark(tmp_path):
     found = [v for v in violations(root) if "handed to Spark" in v]
     assert found == [
         "pipelines.score.stage:20: thick is handed to Spark but runs pipelines.score.stage, which is not declared "
-        "executor code (pipelines/layers.py)",
+        "executor code (pipelines/core/layers.py)",
         "pipelines.score.stage:21: Writer() is handed to Spark but runs pipelines.score.stage, which is not declared "
-        "executor code (pipelines/layers.py)",
+        "executor code (pipelines/core/layers.py)",
         "pipelines.score.stage:22: thick is handed to Spark but runs pipelines.score.stage, which is not declared "
-        "executor code (pipelines/layers.py)",
+        "executor code (pipelines/core/layers.py)",
     ], found
 
 
 def test_the_rules_catch_declared_executor_code_that_submits_jobs_and_stale_declarations(tmp_path):
     root = _tree(tmp_path, {
-        "pipelines/layers.py": LAYERS.replace('"pipelines.score.remote"', '"pipelines.score.remote", "pipelines.gone"'),
+        "pipelines/core/layers.py": LAYERS.replace('"pipelines.score.remote"', '"pipelines.score.remote", "pipelines.gone"'),
         "pipelines/score/__init__.py": "",
         "pipelines/score/stage.py": "",
         "pipelines/score/remote.py": "def f(batches):\n    yield from batches\n"
@@ -143,4 +142,4 @@ def test_the_rules_catch_declared_executor_code_that_submits_jobs_and_stale_decl
     })
     found = violations(root)
     assert "pipelines.score.remote: declared executor code, but it submits Spark jobs (line 4)" in found
-    assert "pipelines/layers.py: EXECUTOR_MODULES names pipelines.gone, which is not a module" in found
+    assert "pipelines/core/layers.py: EXECUTOR_MODULES names pipelines.gone, which is not a module" in found

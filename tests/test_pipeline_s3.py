@@ -145,7 +145,7 @@ def test_ingest_and_scoring_killed_on_s3_keep_the_previous_output(s3_server, s3_
     preds = s3_server.url("pipe", "runs", "s3run", "predictions")
     if not read_manifest(preds):
         from pipelines.core.tf_runtime import model_to_bytes
-        from pipelines.training.zoo import build_model
+        from pipelines.training.networks import build_model
         storage.put_bytes(s3_server.url("pipe", "runs", "s3run", "model.keras"),
                           model_to_bytes(build_model("torres", (28, 28, 1), 10)))
         assert sparkcnn(conf, "score").returncode == 0

@@ -58,3 +58,13 @@ def from_pixels(data: bytes, height: int, width: int, channels: int, bgr: bool, 
     img = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr),
                           "L" if arr.shape[-1] == 1 else "RGB")
     return _fitted(img, spec), (height, width)
+
+
+def fit_batch(images: np.ndarray, spec, bgr: bool = False) -> np.ndarray:
+    """uint8 images (N, H, W, C) of one size, C in 1/3/4 -> (N, spec.height, spec.width, spec.channels) uint8 by
+    the same rule every input form takes (from_pixels): for tests and benchmarks that feed a network arrays."""
+    out = np.empty((len(images), spec.height, spec.width, spec.channels), np.uint8)
+    for i, image in enumerate(images):
+        h, w, c = image.shape
+        out[i] = from_pixels(np.ascontiguousarray(image).tobytes(), h, w, c, bgr, spec, h * w)[0]
+    return out

@@ -163,7 +163,7 @@ class CNNModel(Model, _CNNModelParams, MLReadable, MLWritable):
 
     @classmethod
     def from_zoo(cls, name: str, weights: str = "imagenet", **params) -> "CNNModel":
-        """A registry model (featurizers/registry.py) with its ImageNet class names and preprocessing."""
+        """A registry model (pipelines/inference/pretrained/registry.py) with its ImageNet class names and preprocessing."""
         network = network_from_zoo(name, weights)
         params.setdefault("classNames", list(network.class_names))
         params.setdefault("resizeMode", network.resize)

@@ -88,8 +88,8 @@ def network_from_file(location: str, height: int = 0, width: int = 0, channels: 
 
 
 def network_from_zoo(name: str, weights: str):
-    """NetworkSpec of a registry model (featurizers/registry.py); its weights are named, not carried."""
-    from featurizers.registry import check_weights, get_spec, imagenet_class_names
+    """NetworkSpec of a registry model (pipelines/inference/pretrained/registry.py); its weights are named, not carried."""
+    from pipelines.inference.pretrained.registry import check_weights, get_spec, imagenet_class_names
     registry_spec = get_spec(name)
     check_weights(registry_spec, weights)
     identity = f"zoo:{name}:{weights}"

@@ -1,5 +1,7 @@
 """What `predict.model` names, resolved on the driver into something that scores a DataFrame.
 
+The names are the one model vocabulary (pipelines/inference/model_refs.py); predict takes these:
+
   runs/<name>          a sparkcnn run: its model.keras, with the class names and resize rule of the
                        dataset it was trained on (read from the run's config.yaml)
   *.keras, *.h5        a Keras model file (.keras in safe mode: loading runs no code)
@@ -8,7 +10,7 @@
                        featurizer + LogisticRegression; it is given sparkcnn record columns
                        (image, height, width, channels) at each file's own size
   a registry name      EfficientNetLite0/2 (weights offline), ResNet50, MobileNetV2, ...
-                       (featurizers/registry.py) with `predict.weights`
+                       (pipelines/inference/pretrained/registry.py) with `predict.weights`
 Any of the paths may be on any storage.  The digest names the model's partition of the output: a
 different model (other bytes, other weights) scores everything again into its own.
 """
@@ -23,9 +25,8 @@ import yaml
 from pipelines.core import records, storage
 from pipelines.core.config import ConfigError
 from pipelines.inference.cnn_model import CNNModel
+from pipelines.inference.model_refs import PIPELINE, PRETRAINED, RUN, SCORABLE, classify
 from pipelines.inference.network import CLASSIFIER_INPUT, NetworkError
-
-RUN_MODEL = "model.keras"
 
 
 @dataclass
@@ -65,31 +66,24 @@ def _fit_rule(setting: str, default: str) -> str:
 
 def resolve(section, where: str) -> ResolvedModel:
     """The model `section.model` names (see the module docstring); ConfigError names the setting."""
-    from featurizers.registry import MODELS as REGISTRY
-    name = section.model
-    if not name:
-        raise ConfigError(f"{where}.model is empty: a .keras/.h5 file, a SavedModel or PipelineModel dir, "
-                          f"a run dir or a registry name ({', '.join(REGISTRY)})")
+    ref = classify(section.model, SCORABLE, f"{where}.model")
+    name = ref.name
     size = tuple(section.image_size) if section.image_size else None
     params = dict(topK=section.top_k, scale=section.scale, batchSize=section.batch_size,
                   maxPixels=section.max_pixels, embeddingLayer=section.embedding_layer)
     try:
-        if name in REGISTRY and not storage.exists(name):
+        if ref.kind == PRETRAINED:
             if section.embedding_layer == "features":
                 params["embeddingLayer"] = CLASSIFIER_INPUT
             cnn = CNNModel.from_zoo(name, section.weights, resizeMode=_fit_rule(section.resize, "crop"), **params)
             return ResolvedModel(cnn.digest, f"{name} ({section.weights})", tuple(cnn.network.class_names), cnn=cnn)
-        if not storage.exists(name):
-            raise ConfigError(f"{where}.model: {storage.redact(name)} does not exist (nor is it a registry "
-                              f"name: {', '.join(REGISTRY)})")
-        if storage.isdir(name) and storage.exists(storage.join(name, RUN_MODEL)):
+        if ref.kind == RUN:
             class_names, resize = _run_facts(name)
             rule = _fit_rule(section.resize, resize if resize in ("crop", "stretch", "pad") else "stretch")
-            cnn = CNNModel.from_file(storage.join(name, RUN_MODEL), image_size=size, resizeMode=rule,
+            cnn = CNNModel.from_file(ref.location, image_size=size, resizeMode=rule,
                                      classNames=list(class_names), **params)
             return ResolvedModel(cnn.digest, f"run {storage.redact(name)}", class_names, cnn=cnn)
-        if storage.isdir(name) and storage.exists(storage.join(name, "metadata")) \
-                and storage.exists(storage.join(name, "stages")):
+        if ref.kind == PIPELINE:
             return ResolvedModel(_directory_digest(name), f"PipelineModel {storage.redact(name)}", (),
                                  pipeline_dir=name)
         cnn = CNNModel.from_file(name, image_size=size, resizeMode=_fit_rule(section.resize, "crop"), **params)

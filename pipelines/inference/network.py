@@ -4,7 +4,7 @@ A `NetworkSpec` says how to rebuild the network and how to feed it (input size, 
 resize rule, pixel scaling, class names, embedding layer); it is pickled into every task and
 holds no weights.  The weights travel separately: a Keras file's or a zipped SavedModel's bytes
 as a Spark broadcast, or nothing at all for a registry model (its weights ship in a pip package
-on every executor, see featurizers/registry.py).
+on every executor, see pipelines/inference/pretrained/registry.py).
 
 `load_network` runs in executors: it builds the traced call once per Python worker through the
 worker's one model cache (pipelines.core.tf_runtime.MODELS), keyed by the spec's digest and the
@@ -101,12 +101,9 @@ def _keras_model(spec: NetworkSpec, payload: bytes):
 
 
 def _zoo_model(spec: NetworkSpec):
-    from featurizers import keras_models
-    from featurizers.registry import get_spec
-    registry_spec = get_spec(spec.zoo_name)
-    full = keras_models.build_model(registry_spec, spec.zoo_weights, keras_models.PROBABILITIES)
-    normalise = keras_models.preprocess(registry_spec)
-    return full, normalise
+    from pipelines.inference.pretrained import keras_models
+    from pipelines.inference.pretrained.registry import get_spec
+    return keras_models.build_model(get_spec(spec.zoo_name), spec.zoo_weights, keras_models.PROBABILITIES)
 
 
 def _with_embedding(model, layer_name: str, origin: str):
@@ -122,6 +119,23 @@ def _with_embedding(model, layer_name: str, origin: str):
     return tf.keras.Model(model.inputs, [model.outputs[0], layer.output])
 
 
+def _normaliser(spec: NetworkSpec):
+    """How the network's float32 0..255 input is normalised: a registry model's own preprocessing, else `scale`."""
+    if spec.kind == ZOO:
+        from pipelines.inference.pretrained import keras_models
+        from pipelines.inference.pretrained.registry import get_spec
+        return keras_models.preprocess(get_spec(spec.zoo_name))
+    return SCALES[spec.scale]
+
+
+def network_input(spec: NetworkSpec, images: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """uint8 images (N, H, W, C) of one size -> the float32 array the network itself receives: fitted by the
+    one pixel rule (pipelines.images.pixels) and normalised as load_network does.  For baselines and tests
+    that call the Keras model directly on the same input."""
+    from pipelines.images.pixels import fit_batch
+    return np.asarray(_normaliser(spec)(fit_batch(images, spec, bgr).astype(np.float32)), np.float32)
+
+
 def load_network(spec: NetworkSpec, payload_fn: Callable[[], Optional[bytes]], threads: int):
     """-> run(uint8 (N, H, W, C)) -> (probabilities (N, K) float32, embeddings (N, D) float32 or None).
 
@@ -133,10 +147,10 @@ def load_network(spec: NetworkSpec, payload_fn: Callable[[], Optional[bytes]], t
         configure_threads(threads)
         keep = None
         if spec.kind == ZOO:
-            model, normalise = _zoo_model(spec)
+            model = _zoo_model(spec)
         else:
             model, keep = _keras_model(spec, payload_fn())
-            normalise = SCALES[spec.scale]
+        normalise = _normaliser(spec)
         if spec.embedding_layer:
             if not isinstance(model, tf.keras.Model):
                 raise NetworkError(f"model {spec.origin}: embedding_layer needs a Keras model; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from pipelines.core.stage_cache import StageKey, identity
+from pipelines.inference.model_refs import TRAINABLE, classify
 
 
 def inputs(cfg, store) -> dict:
@@ -13,8 +14,9 @@ def inputs(cfg, store) -> dict:
            "dataset " + t.split: identity(cfg.dataset_dir(t.split)), "dataset val": identity(cfg.dataset_dir("val"))}
     if t.augment:
         out["augment section"] = dataclasses.asdict(cfg.augment)
-    if ":" not in t.model and ("/" in t.model or t.model.endswith((".keras", ".h5"))):
-        out["model file"] = identity(t.model)                  # None when missing
+    ref = classify(t.model, TRAINABLE, "train.model")
+    if ref.location:                                           # a file or a run's model.keras: its identity
+        out["model file"] = identity(ref.location)
     return out
 
 

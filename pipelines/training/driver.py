@@ -23,22 +23,19 @@ from typing import Callable, Optional
 from pipelines.core import records, storage
 from pipelines.core.session import is_local_master
 from pipelines.core.store import RunStore, atomic_dir, exists, resolve, write_bytes_atomic, write_json_atomic
+from pipelines.inference.model_refs import TRAINABLE, classify
 from pipelines.training.launch import TrainError, WorkerLostError, resolve_num_proc, run_horovod
 from pipelines.training.remote import TrainSpec
 from pipelines.training.resume import plan_resume, resume_hint
 from pipelines.training.section import TrainSection
 from pipelines.training.step import summarise
 from pipelines.training.validation_split import held_out_dirs
-from pipelines.training.zoo import check_model_name
 
 
 def make_spec(settings: TrainSection, train_dir: str, val_dir: Optional[str], augment: Optional[dict] = None,
               where: str = "train") -> TrainSpec:
     """The workers' spec for training on `train_dir` (validating on `val_dir` when it exists and has rows)."""
-    try:
-        check_model_name(settings.model)
-    except (KeyError, FileNotFoundError) as exc:
-        raise TrainError(f"{where}: {exc.args[0]}") from None
+    classify(settings.model, TRAINABLE, f"{where}.model")
     meta = records.read_meta(train_dir)
     val_rows = records.read_meta(val_dir).num_rows if val_dir and exists(val_dir) else 0
     if meta.num_rows < settings.batch_size * settings.num_proc:

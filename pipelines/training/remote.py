@@ -34,7 +34,8 @@ from pipelines.training.section import TrainSection
 from pipelines.training.step import StepClock, clock_callback, gradient_bytes
 from pipelines.training.step import install as install_step
 from pipelines.training.timeline import GRADIENTS, read_timeline
-from pipelines.training.zoo import build_model, make_optimizer
+from pipelines.training.networks import build_model
+from pipelines.training.zoo import make_optimizer
 
 KEEP_CHECKPOINTS = 2
 

@@ -9,9 +9,6 @@ before Spark and Horovod fork workers.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
 from typing import Callable, Dict
 
 MODELS: Dict[str, Callable] = {}
@@ -160,53 +157,6 @@ def basic(input_shape, num_classes):
     x = L.Flatten()(x)
     outputs = L.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="basic")
-
-
-def is_user_model(name: str) -> bool:
-    return name.endswith((".keras", ".h5")) or ":" in name
-
-
-def check_model_name(name: str) -> None:
-    """Driver-side check, without TensorFlow: a zoo name, a model file, or module:function."""
-    if name in MODELS:
-        return
-    if name.endswith((".keras", ".h5")):
-        if not os.path.exists(name):
-            raise FileNotFoundError(f"train.model: model file {name} does not exist")
-        return
-    if ":" in name:
-        module, _, func = name.partition(":")
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or not func.isidentifier():
-            raise KeyError(f"train.model '{name}': module '{module}' is not importable or '{func}' is not a name")
-        return
-    raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}, "
-                   "a .keras file, or module:function")
-
-
-def build_model(name: str, input_shape, num_classes: int):
-    """A fresh, uncompiled model: zoo name, saved Keras file (loaded in safe mode), or module:function.
-
-    Under a mixed-precision policy the zoo's softmax layer is float32 (declared so); another
-    model whose output is not float32 gets a float32 cast on top, so the loss is float32.
-    """
-    import tensorflow as tf
-    if name in MODELS:
-        model = MODELS[name](input_shape, num_classes)
-    elif name.endswith((".keras", ".h5")):
-        model = tf.keras.models.load_model(name, compile=False, safe_mode=True)
-    elif ":" in name:
-        module, _, func = name.partition(":")
-        model = getattr(importlib.import_module(module), func)(input_shape, num_classes)
-    else:
-        raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
-    if model.outputs[0].dtype != tf.float32:
-        cast = tf.keras.layers.Activation("linear", dtype="float32", name="probabilities_float32")
-        model = tf.keras.Model(model.inputs, cast(model.outputs[0]), name=model.name)
-    return model
 
 
 # The optimizers train.optimizer and experiment.optimizer accept (make_optimizer builds them).

@@ -10,7 +10,7 @@ from pipelines.core.config import setting
 @dataclass(frozen=True)
 class TransferSection:
     """`sparkcnn transfer`: pretrained CNN features (featurizers/) + Spark LogisticRegression."""
-    model: str = setting("EfficientNetLite0", doc="featurizer model name (featurizers/registry.py MODELS)")
+    model: str = setting("EfficientNetLite0", doc="featurizer model name (pipelines/inference/pretrained/registry.py MODELS)")
     weights: str = setting("imagenet", doc="'imagenet', a weights file path, or 'random-untrained' (tests only)")
     batch_size: int = setting(32, min=1, doc="images per model call inside an executor")
     train_rows: Optional[int] = setting(None, min=1, doc="use the first N training images (default: all)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from featurizers.registry import FeaturizerConfigError, check_weights, get_spec
+from pipelines.inference.pretrained.registry import FeaturizerConfigError, check_weights, get_spec
 from pipelines.core import records, storage
 from pipelines.core.config import Config, ConfigError
 from pipelines.core.metrics import prediction_metrics

@@ -1,7 +1,10 @@
-"""Building a registry model in Keras, and the image preparation every model shares.
+"""Building a registry model in Keras, and its input normalisation.
 
-Imported only where TensorFlow may start: inside executors (featurize_remote)
-and in benchmarks/tests, never by driver modules at import time.
+How an image is fitted to the model's input is the inference engine's one rule
+(pipelines.images.pixels; pipelines.inference.network.network_input for arrays).
+
+Imported only where TensorFlow may start: inside executors (the inference engine's
+pipelines.inference.network.load_network) and in benchmarks/tests, never by driver modules at import time.
 
 Two outputs per model:
   "features"       the input of the ImageNet classifier (sparkdl's choice): the
@@ -13,8 +16,6 @@ serves the featurizer and the predictor.
 from __future__ import annotations
 
 import os
-
-import numpy as np
 
 from . import efficientnet_lite
 from .registry import (
@@ -58,35 +59,3 @@ def preprocess(spec: ModelSpec):
     if spec.preprocess == "lite":
         return lambda x: (x - 127.0) / 128.0
     return module_for(spec).preprocess_input
-
-
-def to_rgb(images: np.ndarray, bgr: bool) -> np.ndarray:
-    """(N, H, W, C) uint8 with C in {1, 3, 4} -> (N, H, W, 3) RGB; grayscale is repeated, alpha dropped."""
-    c = images.shape[-1]
-    if c == 1:
-        return np.repeat(images, 3, axis=-1)
-    if c == 4:
-        images = images[..., :3]
-    return images[..., ::-1] if bgr else images
-
-
-def resize_crop(images: np.ndarray, size: int):
-    """uint8 RGB (N, H, W, 3) -> float32 tensor (N, size, size, 3): shorter side to `size`, centre crop.
-
-    Bilinear with antialiasing, like PIL's resize that the EfficientNet-Lite
-    reference accuracy was measured with.
-    """
-    import tensorflow as tf
-    n, h, w, _ = images.shape
-    scale = size / min(h, w)
-    rh, rw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = tf.convert_to_tensor(images, dtype=tf.float32)
-    if (rh, rw) != (h, w):
-        x = tf.image.resize(x, (rh, rw), method="bilinear", antialias=True)
-    top, left = (rh - size) // 2, (rw - size) // 2
-    return x[:, top:top + size, left:left + size, :]
-
-
-def prepare(images: np.ndarray, spec: ModelSpec, bgr: bool = False) -> np.ndarray:
-    """What the network's input array is for these raw images: to RGB, resize, crop, normalise."""
-    return preprocess(spec)(resize_crop(to_rgb(images, bgr), spec.input_size)).numpy()

@@ -15,7 +15,6 @@ ENGINES = ("pipelines.images", "pipelines.augmentation", "pipelines.inference", 
            "pipelines.datasets")
 SERVICES = ("pipelines.tracking",)
 EXECUTOR_MODULES = (      # a package stands for all its modules
-    "featurizers.featurize_remote",
     "pipelines.augment.remote",
     "pipelines.augmentation",
     "pipelines.core.parquet_remote",
@@ -26,6 +25,7 @@ EXECUTOR_MODULES = (      # a package stands for all its modules
     "pipelines.inference.cnn_model_remote",
     "pipelines.inference.image_resizer_remote",
     "pipelines.inference.network",
+    "pipelines.inference.pretrained",
     "pipelines.ingest.folder_remote",
     "pipelines.ingest.incremental_remote",
     "pipelines.ingest.remote",
@@ -34,6 +34,7 @@ EXECUTOR_MODULES = (      # a package stands for all its modules
     "pipelines.predict.layout",
     "pipelines.predict.remote",
     "pipelines.training.materialise_remote",
+    "pipelines.training.networks",
     "pipelines.training.petastorm_input",
     "pipelines.training.remote",
     "pipelines.training.section",
