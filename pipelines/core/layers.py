@@ -20,6 +20,7 @@ EXECUTOR_MODULES = (      # a package stands for all its modules
     "pipelines.core.parquet_remote",
     "pipelines.export.remote",
     "pipelines.images.decode",
+    "pipelines.images.image_struct",
     "pipelines.images.pixels",
     "pipelines.images.spark_images_remote",
     "pipelines.inference.cnn_model_remote",

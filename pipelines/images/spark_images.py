@@ -13,9 +13,10 @@ from typing import Optional
 
 from pipelines.core import records
 from pipelines.core.parquet_io import read_frame
+from pipelines.images import image_struct
 from pipelines.images.spark_images_remote import records_to_struct, struct_to_records
 
-IMAGE_STRUCT_DDL = ("image STRUCT<origin: STRING, height: INT, width: INT, nChannels: INT, mode: INT, data: BINARY>, "
+IMAGE_STRUCT_DDL = (f"image {image_struct.DDL}, "
                     "label INT, id LONG")
 
 

@@ -8,19 +8,20 @@ import pyarrow as pa
 
 from pipelines.core import records
 from pipelines.core.records import stable_id
+from pipelines.images import image_struct
+from pipelines.images.image_struct import OPENCV_MODES
 
 
-CV_8UC = {1: 0, 3: 16, 4: 24}     # OpenCV type codes for 8-bit 1/3/4-channel images
 
 
 def struct_to_records(class_index: dict, label_from_folder: bool, batches: Iterator[pa.RecordBatch]):
     for batch in batches:
         image = batch.column(0)
-        origin = image.field("origin").to_pylist()
-        height = image.field("height").to_numpy(zero_copy_only=False)
-        width = image.field("width").to_numpy(zero_copy_only=False)
-        nch = image.field("nChannels").to_numpy(zero_copy_only=False)
-        data = image.field("data").to_pylist()
+        origin = image.field(image_struct.ORIGIN).to_pylist()
+        height = image.field(image_struct.HEIGHT).to_numpy(zero_copy_only=False)
+        width = image.field(image_struct.WIDTH).to_numpy(zero_copy_only=False)
+        nch = image.field(image_struct.CHANNELS).to_numpy(zero_copy_only=False)
+        data = image.field(image_struct.DATA).to_pylist()
         labels = batch.column(1).to_pylist() if not label_from_folder else None
         ids, labs, hs, ws, cs, blobs = [], [], [], [], [], []
         for i in range(len(origin)):
@@ -62,6 +63,6 @@ def records_to_struct(shape: tuple, batches: Iterator[pa.RecordBatch]):
         struct = pa.StructArray.from_arrays(
             [pa.array([f"sparkcnn:{i}" for i in ids.to_pylist()], pa.string()),
              pa.array(np.full(n, h, np.int32)), pa.array(np.full(n, w, np.int32)), pa.array(np.full(n, c, np.int32)),
-             pa.array(np.full(n, CV_8UC[c], np.int32)), data],
-            names=["origin", "height", "width", "nChannels", "mode", "data"])
+             pa.array(np.full(n, OPENCV_MODES[c], np.int32)), data],
+            names=list(image_struct.FIELDS))
         yield pa.RecordBatch.from_arrays([struct, batch.column(records.LABEL), ids], names=["image", "label", "id"])

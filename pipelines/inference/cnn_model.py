@@ -39,11 +39,11 @@ from pyspark.sql import types as T
 
 from pipelines.core import storage
 from pipelines.core.tf_runtime import threads_per_task
+from pipelines.images.image_struct import is_image_struct
 from pipelines.inference import cnn_model_remote as remote
 from pipelines.inference.model_files import network_from_file, network_from_zoo
 from pipelines.inference.network import KERAS, RESIZE_MODES, SAVED_MODEL, SCALES, NetworkError, NetworkSpec
 
-IMAGE_STRUCT_FIELDS = {"origin", "height", "width", "nChannels", "mode", "data"}
 RECORD_SHAPE_COLUMNS = ("height", "width", "channels")
 INPUT_FORMATS = ("auto", remote.ENCODED, remote.STRUCT, remote.RECORD)
 DEFAULT_MAX_PIXELS = 89_478_485          # PIL's own decompression-bomb limit
@@ -70,7 +70,7 @@ def input_form(dataset: DataFrame, name: str, form: str = "auto") -> str:
         raise NetworkError(f"inputCol '{name}' is not a column; columns: {', '.join(dataset.columns)}")
     dtype = dataset.schema[name].dataType
     if form == "auto":
-        if isinstance(dtype, T.StructType) and IMAGE_STRUCT_FIELDS <= set(dtype.fieldNames()):
+        if is_image_struct(dtype):
             form = remote.STRUCT
         elif isinstance(dtype, T.BinaryType):
             form = remote.RECORD if set(RECORD_SHAPE_COLUMNS) <= set(dataset.columns) else remote.ENCODED

@@ -18,6 +18,7 @@ from pipelines.core import records
 from pipelines.core.worker_remote import tune_worker
 from pipelines.images import pixels
 from pipelines.images.decode import Reject
+from pipelines.images.image_struct import CHANNELS, DATA, HEIGHT, WIDTH
 from pipelines.inference.network import NetworkSpec, load_network
 
 ENCODED, STRUCT, RECORD = "encoded", "struct", "record"   # the input forms (see CNNModel.inputCol)
@@ -69,12 +70,12 @@ def decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pix
         return same, list(range(n)), [spec.size] * n, [None] * n
     column = batch.column(batch.schema.get_field_index(cols.input))
     if cols.form == STRUCT:
-        fields = {name: column.field(name).to_pylist() for name in ("height", "width", "nChannels")}
-        data = column.field("data")
+        fields = {name: column.field(name).to_pylist() for name in (HEIGHT, WIDTH, CHANNELS)}
+        data = column.field(DATA)
     elif cols.form == RECORD:
-        fields = {"height": batch.column(batch.schema.get_field_index(cols.height)).to_pylist(),
-                  "width": batch.column(batch.schema.get_field_index(cols.width)).to_pylist(),
-                  "nChannels": batch.column(batch.schema.get_field_index(cols.channels)).to_pylist()}
+        fields = {HEIGHT: batch.column(batch.schema.get_field_index(cols.height)).to_pylist(),
+                  WIDTH: batch.column(batch.schema.get_field_index(cols.width)).to_pylist(),
+                  CHANNELS: batch.column(batch.schema.get_field_index(cols.channels)).to_pylist()}
         data = column
     else:
         data = column
@@ -87,7 +88,7 @@ def decode_rows(batch: pa.RecordBatch, cols: Columns, spec: NetworkSpec, max_pix
             if cols.form == ENCODED:
                 results.append(pixels.from_encoded(value, spec, max_pixels))
             else:
-                h, w, c = (fields[k][i] or 0 for k in ("height", "width", "nChannels"))
+                h, w, c = (fields[k][i] or 0 for k in (HEIGHT, WIDTH, CHANNELS))
                 results.append(pixels.from_pixels(value, h, w, c, cols.form == STRUCT, spec, max_pixels))
         except Reject as exc:
             results.append(str(exc))

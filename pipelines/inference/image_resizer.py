@@ -22,15 +22,11 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from pipelines.images import image_struct
 from pipelines.inference import image_resizer_remote as remote
 from pipelines.inference.cnn_model import DEFAULT_MAX_PIXELS, INPUT_FORMATS, choice_converter, input_form
 from pipelines.inference.cnn_model_remote import Columns
 from pipelines.inference.network import RESIZE_MODES, NetworkError, NetworkSpec
-
-IMAGE_STRUCT = T.StructType([T.StructField("origin", T.StringType()), T.StructField("height", T.IntegerType()),
-                             T.StructField("width", T.IntegerType()), T.StructField("nChannels", T.IntegerType()),
-                             T.StructField("mode", T.IntegerType()), T.StructField("data", T.BinaryType())])
-
 
 def _positive(name: str):
     def convert(value):
@@ -85,6 +81,6 @@ class ImageResizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable
                            channels=g(self.channels), resize=g(self.resizeMode))
         cols = Columns(input=name, form=form, height="height", width="width", channels="channels")
         kept = [f for f in dataset.schema.fields if f.name != output]
-        schema = T.StructType(kept + [T.StructField(output, IMAGE_STRUCT, True)])
+        schema = T.StructType(kept + [T.StructField(output, image_struct.spark_type(), True)])
         body = functools.partial(remote.resize_batches, spec, cols, output, g(self.maxPixels))
         return dataset.mapInArrow(body, schema)

@@ -13,18 +13,26 @@ from typing import Iterator
 import pyarrow as pa
 
 from pipelines.core.worker_remote import tune_worker
+from pipelines.images.image_struct import (
+    ARROW_TYPE,
+    CHANNELS,
+    DATA,
+    HEIGHT,
+    INVALID,
+    MODE,
+    OPENCV_MODES,
+    ORIGIN,
+    WIDTH,
+)
 from pipelines.inference.cnn_model_remote import Columns, decode_rows
 from pipelines.inference.network import NetworkSpec
 
-STRUCT_FIELDS = (("origin", pa.string()), ("height", pa.int32()), ("width", pa.int32()), ("nChannels", pa.int32()),
-                 ("mode", pa.int32()), ("data", pa.binary()))
-OPENCV_MODES = {1: 0, 3: 16}     # CV_8UC1, CV_8UC3: what Spark's image source writes
 
 
 def _origins(batch: pa.RecordBatch, cols: Columns) -> list:
     column = batch.column(batch.schema.get_field_index(cols.input))
-    if pa.types.is_struct(column.type) and column.type.get_field_index("origin") >= 0:
-        return column.field("origin").to_pylist()
+    if pa.types.is_struct(column.type) and column.type.get_field_index(ORIGIN) >= 0:
+        return column.field(ORIGIN).to_pylist()
     if "path" in batch.schema.names:
         return batch.column(batch.schema.get_field_index("path")).to_pylist()
     return [None] * batch.num_rows
@@ -42,13 +50,13 @@ def resize_batches(spec: NetworkSpec, cols: Columns, output: str, max_pixels: in
         n, good = batch.num_rows, dict(zip(ok, range(len(ok))))
         data = [images[good[i]].tobytes() if i in good else b"" for i in range(n)]
         valid = [i in good for i in range(n)]
-        values = {"origin": _origins(batch, cols),
-                  "height": [spec.height if v else -1 for v in valid],
-                  "width": [spec.width if v else -1 for v in valid],
-                  "nChannels": [c if v else -1 for v in valid],
-                  "mode": [OPENCV_MODES[c] if v else -1 for v in valid], "data": data}
-        struct = pa.StructArray.from_arrays([pa.array(values[name], t) for name, t in STRUCT_FIELDS],
-                                            fields=[pa.field(name, t) for name, t in STRUCT_FIELDS])
+        values = {ORIGIN: _origins(batch, cols),
+                  HEIGHT: [spec.height if v else INVALID for v in valid],
+                  WIDTH: [spec.width if v else INVALID for v in valid],
+                  CHANNELS: [c if v else INVALID for v in valid],
+                  MODE: [OPENCV_MODES[c] if v else INVALID for v in valid], DATA: data}
+        struct = pa.StructArray.from_arrays([pa.array(values[f.name], f.type) for f in ARROW_TYPE],
+                                            fields=list(ARROW_TYPE))
         names = [name for name in batch.schema.names if name != output]
         arrays = [batch.column(batch.schema.get_field_index(name)) for name in names]
         yield pa.RecordBatch.from_arrays(arrays + [struct], names=names + [output])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipelines.core.config import ConfigError
+from pipelines.images.image_struct import is_image_struct
 from pipelines.images.listing import ETAG, LISTING_SCHEMA, MODIFIED, PATH, SIZE
 
 MODIFICATION_TIME = "modificationTime"       # spark.read.format("binaryFile")'s column
@@ -22,13 +23,12 @@ MODIFICATION_TIME = "modificationTime"       # spark.read.format("binaryFile")'s
 def identified(frame, section, where: str):
     """(frame with path/size/modified/etag beside the image column, the image column's name)."""
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
     column = section.input_column
     if column not in frame.columns:
         raise ConfigError(f"{where}.input_column: '{column}' is not a column of {section.input}; "
                           f"columns: {', '.join(frame.columns)}")
     dtype = frame.schema[column].dataType
-    is_struct = isinstance(dtype, T.StructType) and "origin" in dtype.fieldNames()
+    is_struct = is_image_struct(dtype)
     if section.path_column in frame.columns:
         path = F.col(section.path_column).cast("string")
     elif is_struct:
