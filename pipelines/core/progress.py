@@ -10,8 +10,9 @@ job, no executor work) and prints, every `every` seconds,
 counting the tasks of the stage's Spark jobs that started since it began.  A stage that knows its
 total rows says so with `expect_rows(n)`, which tells the StageProgress its code runs under (a
 ContextVar: the CLI's block around the stage; nothing outside one); rows done are then the tasks'
-share of it (tasks are sized alike).  A stage whose one Spark job is long-lived (Horovod training: one task per worker)
-prints elapsed time and running tasks; its own per-epoch lines say the rest.
+share of it (tasks are sized alike).  A stage whose one Spark job is long-lived (Horovod
+training: one task per worker) prints elapsed time and running tasks; its own per-epoch lines say
+the rest.
 """
 from __future__ import annotations
 
