@@ -23,7 +23,7 @@ from pipelines.core.events import EventLog, summary_of
 from pipelines.core.progress import StageProgress
 from pipelines.core.run_lock import RunLock
 from pipelines.core.session import build_spark
-from pipelines.core.store import RunStore, configure_from, read_json, write_bytes_atomic
+from pipelines.core.store import RunStore, read_json, write_bytes_atomic
 from pipelines.stages import PIPELINES, STAGES, WRITES_DATASET, load_config, sections_of, stage_names
 from pipelines.tracking.tracker import tracked
 
@@ -104,9 +104,13 @@ def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> tuple
 
 
 def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
-    """Run stages in order against one SparkSession (one MLflow run when tracked); returns each stage's
-    result (None for a stage that was up to date)."""
-    configure_from(cfg)
+    """Run stages in order against one SparkSession (one MLflow run when tracked), under the conf's storage
+    context; returns each stage's result (None for a stage that was up to date)."""
+    with storage.using(cfg.storage.context()):
+        return _run_stages(stages, cfg, log, forced, events)
+
+
+def _run_stages(stages, cfg, log, forced, events) -> dict:
     store = RunStore(cfg.run_dir)
     storage.makedirs(store.root)
     events = events or EventLog(store.root, log)
@@ -164,19 +168,22 @@ def _fail(command: str, code: int, message: str, events, own_process: bool = Fal
     return code
 
 
-_TERMINATED: list = []     # set by SIGTERM: whatever exception then ends the command, it ends as terminated
+class _Termination:
+    """Whether SIGTERM reached the running command: whatever exception then ends it, it ends as terminated."""
 
+    def __init__(self):
+        self.signal = None
 
-def _on_sigterm(signum, frame) -> None:
-    """A scheduler's timeout or kill: cancel the Spark jobs (so no task writes on into a staging folder),
-    then unwind through every atomic_dir and lock, which discard what was half written.  Raised inside a
-    Py4J call the exception may arrive as Py4J's own error: `_TERMINATED` says what it really was."""
-    _TERMINATED.append(signum)
-    try:
-        _active_spark("cancelAllJobs")
-    except Exception:          # noqa: BLE001 (the JVM may be going away too)
-        pass
-    raise _terminated()
+    def on_sigterm(self, signum, frame) -> None:
+        """A scheduler's timeout or kill: cancel the Spark jobs (so no task writes on into a staging folder),
+        then unwind through every atomic_dir and lock, which discard what was half written.  Raised inside
+        a Py4J call the exception may arrive as Py4J's own error: `self.signal` says what it really was."""
+        self.signal = signum
+        try:
+            _active_spark("cancelAllJobs")
+        except Exception:          # noqa: BLE001 (the JVM may be going away too)
+            pass
+        raise _terminated()
 
 
 def _terminated() -> Terminated:
@@ -186,13 +193,20 @@ def _terminated() -> Terminated:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    termination = _Termination()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, termination.on_sigterm)
     # Progress lines (per-epoch, per-stage) must reach log files as they happen, not at exit.
     sys.stdout.reconfigure(line_buffering=True)
+    with contextlib.ExitStack() as scope:     # the conf's storage context, from when it is read to the last line
+        return _command(args, argv, termination, scope)
+
+
+def _command(args, argv, termination: _Termination, scope: contextlib.ExitStack) -> int:
     events = None
     try:
         cfg = load_config(args.conf, args.set)
+        scope.enter_context(storage.using(cfg.storage.context()))
         stages = stage_names(args.stage)
         forced = _forced(args.stage, args.force)
         events = EventLog(cfg.run_dir)
@@ -205,7 +219,7 @@ def main(argv=None) -> int:
             results = run_stages(stages, cfg, forced=forced, events=events)
             events.emit("command_end", exit_code=EXIT_OK, seconds=round(time.perf_counter() - t0, 2))
     except Exception as exc:  # noqa: BLE001 (every failure ends in one line and an exit code)
-        known = classify(_terminated() if _TERMINATED else exc)
+        known = classify(_terminated() if termination.signal else exc)
         if known is None:                      # a bug: the traceback, then the one line
             traceback.print_exc()
             return _fail(args.stage, EXIT_BUG, f"internal error (please report): {type(exc).__name__}: "

@@ -20,7 +20,6 @@ from pipelines.core import config as config_engine
 from pipelines.core.config import Config
 from pipelines.core.sections import CORE_SECTIONS
 from pipelines.core.stage_cache import StageKey
-from pipelines.core.store import configure_from
 from pipelines.experiments.section import ExperimentSection
 from pipelines.experiments.stage import experiment
 from pipelines.export.section import ExportSection
@@ -140,9 +139,7 @@ def sections_of(command: str) -> dict:
 def load_config(path: Optional[str] = None, overrides=(), text: Optional[str] = None) -> Config:
     """Read a conf file (or YAML text), apply `--set` overrides, validate every section of every stage.
 
-    The conf's storage section is applied to this process too (filesystem options, publish
-    policy), so library users can call stage functions with the result straight away.
+    Nothing in this process changes: code that reaches the conf's stores runs under its storage
+    context (`with storage.using(cfg.storage.context()):`, as run_stages does for a command).
     """
-    cfg = config_engine.load(SECTIONS, path, overrides, text)
-    configure_from(cfg)
-    return cfg
+    return config_engine.load(SECTIONS, path, overrides, text)

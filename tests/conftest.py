@@ -148,13 +148,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def storage_context(options: dict, **policy):
+    """The StorageContext that reaches a test server (`policy`: PublishPolicy settings)."""
+    from pipelines.core import storage
+    return storage.StorageContext(storage.StorageOptions(dict(options)), storage.PublishPolicy(**policy))
+
+
 class S3Server:
     """A real S3-protocol server (moto's ThreadedMotoServer) on 127.0.0.1, with one bucket.
 
     Its credentials are made up per run and distinctive, so tests can search every output for them.
+    Servers in one process share moto's state: a second one needs a bucket of its own.
     """
 
-    def __init__(self):
+    def __init__(self, bucket: str = "sparkcnn-test"):
         import logging
         import uuid
 
@@ -165,7 +172,7 @@ class S3Server:
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
-        self.bucket = "sparkcnn-test"
+        self.bucket = bucket
         self.key = "AKIA" + uuid.uuid4().hex[:16].upper()
         self.secret = "s3cret-" + uuid.uuid4().hex
         boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key,
@@ -175,6 +182,9 @@ class S3Server:
 
     def url(self, *parts) -> str:
         return "s3://" + "/".join((self.bucket,) + parts)
+
+    def context(self, **policy):
+        return storage_context(self.options, **policy)
 
     def conf_yaml(self) -> str:
         """The storage section of a conf that reaches this server."""
@@ -202,13 +212,10 @@ def s3_server():
 
 @pytest.fixture
 def s3_storage(s3_server):
-    """This process's storage layer pointed at the test server (and reset afterwards)."""
+    """The test runs under the storage context of the test server (left when it ends)."""
     from pipelines.core import storage
-    from pipelines.core.store import configure_publishing
-    storage.configure(dict(s3_server.options))
-    yield s3_server
-    storage.configure(None)
-    configure_publishing(2, 24.0)
+    with storage.using(s3_server.context()):
+        yield s3_server
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -256,6 +263,9 @@ class AzuriteServer:
     def url(self, *parts) -> str:
         return "abfs://" + "/".join((self.container,) + parts)
 
+    def context(self, **policy):
+        return storage_context(self.options, **policy)
+
     def conf_yaml(self) -> str:
         return f"storage: {{options: {{abfs: {{connection_string: '{self.connection_string}'}}}}}}\n"
 
@@ -284,11 +294,8 @@ def azurite_server(tmp_path_factory):
 
 @pytest.fixture(params=["s3", "azure"])
 def object_store(request):
-    """The storage layer pointed at a real S3-protocol server, then at Azurite (and reset afterwards)."""
+    """The test runs under the storage context of a real S3-protocol server, then of Azurite."""
     from pipelines.core import storage
-    from pipelines.core.store import configure_publishing
     server = request.getfixturevalue("s3_server" if request.param == "s3" else "azurite_server")
-    storage.configure(dict(server.options))
-    yield server
-    storage.configure(None)
-    configure_publishing(2, 24.0)
+    with storage.using(server.context()):
+        yield server

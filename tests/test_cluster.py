@@ -115,8 +115,7 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], expo
         return (sorted(test.column("id").to_pylist()), test.column("label").to_numpy().sum(),
                 preds.column("id").to_numpy()[order].tolist(), preds.column("prediction").to_numpy()[order].tolist())
 
-    storage.configure(dict(s3_server.options))
-    try:
+    with storage.using(s3_server.context()):
         metrics = json.loads(storage.read_bytes(s3_server.url("cluster", "runs", "c", "metrics.json")))
         history = json.loads(storage.read_bytes(s3_server.url("cluster", "runs", "c", "history.json")))
         predictions = read_manifest(s3_server.url("cluster", "runs", "c", "predictions"))
@@ -129,8 +128,6 @@ train: {{model: torres, epochs: 1, batch_size: 64, num_proc: 2, nics: [lo], expo
                                    capture_output=True, text=True, timeout=600)
             assert local.returncode == 0, local.stderr[-2000:]
         in_local_mode = outputs()
-    finally:
-        storage.configure(None)
     assert metrics["rows"] == 1000 and metrics["accuracy"] > 0.6      # 1 epoch on 2.5k rows; chance is 0.1
     assert history["workers"] == 2                                    # Horovod ran in the cluster's executors
     assert predictions["rows"] == 1000 and len(test_files) >= 2

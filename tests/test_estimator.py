@@ -113,12 +113,11 @@ def trained(spark, mnist_files, s3_server, tmp_path_factory):
     folder = str(root / "digits")
     labels = export_digits(folder, mnist_files, DIGITS)
     logs = []
-    storage.configure(dict(s3_server.options))       # credentials from the driver's storage layer, not Params
-    est = CNNEstimator(store=s3_server.url("estimator"), epochs=2, batchSize=32, numProc=2, validation=0.1)
-    est.log = logs.append
-    model = est.fit(image_frame(spark, folder).coalesce(2))     # 1,500 tiny files: 2 tasks, not 47
-    yield root, folder, labels, est, model, logs
-    storage.configure(None)
+    with storage.using(s3_server.context()):          # credentials from the driver's storage context, not Params
+        est = CNNEstimator(store=s3_server.url("estimator"), epochs=2, batchSize=32, numProc=2, validation=0.1)
+        est.log = logs.append
+        model = est.fit(image_frame(spark, folder).coalesce(2))     # 1,500 tiny files: 2 tasks, not 47
+        yield root, folder, labels, est, model, logs
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ from pipelines.core.store import (
     PublishConflict,
     atomic_dir,
     atomic_dirs,
-    configure_publishing,
     published_files,
     read_manifest,
     resolve,
@@ -68,8 +67,7 @@ def test_publish_goes_through_one_manifest_and_keeps_versions_n_deep(object_stor
     # a plain pyarrow reader, given the versioned URL the job prints, reads the same complete table
     assert pq.read_table(manifest["url"].split("://", 1)[1], filesystem=store.fs()).num_rows == 7
     assert not storage.exists(storage.join(manifest["url"], LEASE))
-    configure_publishing(keep_versions=1, stale_after_hours=24)
-    with atomic_dir(dest) as staging:
+    with storage.using(store.context(keep_versions=1, stale_after_hours=24)), atomic_dir(dest) as staging:
         _write_part(staging, 2)
     assert _versions(store, dest) == [read_manifest(dest)["version"]] and _rows(dest) == 2
 
@@ -126,9 +124,9 @@ def test_stale_staging_is_removed_by_owner_or_age_never_by_a_foreign_pid(object_
         _write_part(staging, 2)
     names = _versions(store, dest)
     assert storage.basename(foreign) in names and storage.basename(local_dead) not in names
-    configure_publishing(keep_versions=2, stale_after_hours=0)   # now every foreign lease is stale
-    with atomic_dir(dest) as staging:
-        _write_part(staging, 3)
+    with storage.using(store.context(keep_versions=2, stale_after_hours=0)):   # now every foreign lease is stale
+        with atomic_dir(dest) as staging:
+            _write_part(staging, 3)
     assert storage.basename(foreign) not in _versions(store, dest) and _rows(dest) == 3
 
 

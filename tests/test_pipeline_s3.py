@@ -62,9 +62,8 @@ def s3_conf(s3_server, tmp_path_factory, mnist_files):
 run: {{name: s3run, runs_dir: '{s3_server.url("pipe", "runs")}'}}
 data: {{datasets_dir: '{s3_server.url("pipe", "datasets")}'}}
 """ + SETTINGS + s3_server.conf_yaml())
-    storage.configure(dict(s3_server.options))
-    yield root, conf
-    storage.configure(None)
+    with storage.using(s3_server.context()):
+        yield root, conf
 
 
 def test_run_on_s3_gives_the_same_datasets_and_predictions_as_local(s3_server, s3_conf):

@@ -3,15 +3,14 @@
 Staging names carry `<pid>-<id>-<host>` of the job that made them.  The next writer removes a
 staging folder at once when its owner ran on this host and its pid is gone; otherwise only when
 its lease (the local folder's mtime, or the remote `_lease.json` written when staging began) is
-older than `storage.stale_after_hours`: a pid says nothing about a job on another host sharing
-the same mount or bucket.  Also: how many published versions object stores keep.
+older than `storage.stale_after_hours` (the active StorageContext's publish policy): a pid says
+nothing about a job on another host sharing the same mount or bucket.
 """
 from __future__ import annotations
 
 import os
 import socket
 import uuid
-from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core import storage
@@ -20,19 +19,6 @@ from pipelines.core.errors import RetryableError
 
 class PublishConflict(RetryableError, RuntimeError):
     """Another job published the same output while this one was writing it."""
-
-
-@dataclass(frozen=True)
-class PublishPolicy:
-    keep_versions: int = 2          # object stores: published versions kept (the current one included)
-    stale_after_hours: float = 24.0  # staging of another host (or unknown owner) older than this is removed
-
-
-POLICY = [PublishPolicy()]     # one per process, set from the conf
-
-
-def configure_publishing(keep_versions: int, stale_after_hours: float) -> None:
-    POLICY[0] = PublishPolicy(int(keep_versions), float(stale_after_hours))
 
 
 def host() -> str:
@@ -71,6 +57,6 @@ def is_stale(tag: str, lease_location: str) -> bool:
     if gone is not None:
         return gone
     age = storage.modified_age_seconds(lease_location)
-    return age is not None and age > POLICY[0].stale_after_hours * 3600
+    return age is not None and age > storage.active_context().policy.stale_after_hours * 3600
 
 

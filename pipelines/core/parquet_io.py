@@ -49,7 +49,7 @@ def read_frame(spark, dest: str, columns: Optional[list] = None):
     units, schema = _row_groups(parts)
     if columns:
         schema = pa.schema([schema.field(c) for c in columns])
-    read = ReadUnits(units, columns, storage.current_options())
+    read = ReadUnits(units, columns, storage.active_context())
     return spark.range(len(units), numPartitions=max(1, len(units))).mapInArrow(read, from_arrow_schema(schema))
 
 
@@ -68,6 +68,6 @@ def write_frame(frame, staging: str, row_group_mb: Optional[float] = None) -> di
                 for n in sorted(os.listdir(staging)) if n.endswith(".parquet")}
     from pyspark.sql.pandas.types import to_arrow_schema
     schema = to_arrow_schema(frame.schema)
-    write = WritePartitions(staging, schema, row_group_mb, storage.current_options())
+    write = WritePartitions(staging, schema, row_group_mb, storage.active_context())
     out = frame.mapInArrow(write, "name string, rows long").collect()
     return {r["name"]: int(r["rows"]) for r in out if r["name"]}

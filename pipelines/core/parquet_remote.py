@@ -22,11 +22,13 @@ MB = 1 << 20
 class ReadUnits:
     """Task body of read_frame: each input row is a unit index, read as one Parquet row group."""
 
-    def __init__(self, units, columns, options):
-        self.units, self.columns, self.options = units, columns, options
+    def __init__(self, units, columns, context: storage.StorageContext):
+        self.units, self.columns, self.context = units, columns, context
 
     def __call__(self, batches):
-        storage.configure(self.options)
+        return storage.iterate_using(self.context, self._read(batches))
+
+    def _read(self, batches):
         for batch in batches:
             for unit in batch.column(0).to_pylist():
                 location, group = self.units[unit]
@@ -38,12 +40,15 @@ class ReadUnits:
 class WritePartitions:
     """Task body of write_frame: the partition's batches as one Parquet part file in the staging prefix."""
 
-    def __init__(self, staging: str, schema: pa.Schema, row_group_mb: Optional[float], options):
-        self.staging, self.schema, self.row_group_mb, self.options = staging, schema, row_group_mb, options
+    def __init__(self, staging: str, schema: pa.Schema, row_group_mb: Optional[float],
+                 context: storage.StorageContext):
+        self.staging, self.schema, self.row_group_mb, self.context = staging, schema, row_group_mb, context
 
     def __call__(self, batches):
+        return storage.iterate_using(self.context, self._write(batches))
+
+    def _write(self, batches):
         from pyspark import TaskContext
-        storage.configure(self.options)
         name = f"part-{TaskContext.get().partitionId():05d}.parquet"
         rows, writer, pending, pending_rows, group_rows = 0, None, [], 0, None
         with tempfile.TemporaryDirectory(prefix="sparkcnn-part-") as tmp:

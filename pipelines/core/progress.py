@@ -8,22 +8,29 @@ job, no executor work) and prints, every `every` seconds,
     [ingest] progress: 12/40 tasks (30%), ~18000/60000 rows, 0.40 tasks/s, ETA 70 s, 31 s elapsed
 
 counting the tasks of the stage's Spark jobs that started since it began.  A stage that knows its
-total rows says so with `expect_rows(n)`; rows done are then the tasks' share of it (tasks are
-sized alike).  A stage whose one Spark job is long-lived (Horovod training: one task per worker)
-prints elapsed time and running tasks; its own per-epoch lines say the rest.
+total rows says so with `expect_rows(n)`, which tells the StageProgress its code runs under (a
+ContextVar: the CLI's block around the stage; nothing outside one); rows done are then the tasks'
+share of it (tasks are sized alike).  A stage whose one Spark job is long-lived (Horovod
+training: one task per worker) prints elapsed time and running tasks; its own per-epoch lines say
+the rest.
 """
 from __future__ import annotations
 
 import threading
 import time
+from contextvars import ContextVar
 from typing import Callable, Optional
 
-_EXPECTED = [None]     # total rows of the running stage, when it said
+from pipelines.core.context_threads import in_this_context
+
+_RUNNING: ContextVar = ContextVar("sparkcnn_stage_progress", default=None)   # the StageProgress of this block
 
 
 def expect_rows(rows: Optional[int]) -> None:
     """The running stage's total rows (files, images), for the `~done/total rows` part of the line."""
-    _EXPECTED[0] = int(rows) if rows is not None else None
+    progress = _RUNNING.get()
+    if progress is not None:
+        progress.expected_rows = int(rows) if rows is not None else None
 
 
 def _job_ids(tracker) -> set:
@@ -73,15 +80,17 @@ class StageProgress:
         self.spark, self.label, self.log, self.every = spark, label, log, float(every)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.expected_rows: Optional[int] = None     # the stage's total rows, when it said (expect_rows)
 
     def __enter__(self) -> "StageProgress":
-        expect_rows(None)
+        self.expected_rows = None
         tracker = self.spark.sparkContext.statusTracker()
         self._before = _job_ids(tracker)
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, args=(tracker,), name=f"sparkcnn-progress-{self.label}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=in_this_context(self._run), args=(tracker,),
+                                        name=f"sparkcnn-progress-{self.label}", daemon=True)
         self._thread.start()
+        self._running = _RUNNING.set(self)
         return self
 
     def _run(self, tracker) -> None:
@@ -94,10 +103,10 @@ class StageProgress:
             elapsed = time.monotonic() - self._t0
             if done and first_done_at is None:
                 first_done_at = elapsed
-            self.log(format_line(self.label, done, total, running, elapsed, first_done_at, _EXPECTED[0]))
+            self.log(format_line(self.label, done, total, running, elapsed, first_done_at, self.expected_rows))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        expect_rows(None)
+        _RUNNING.reset(self._running)

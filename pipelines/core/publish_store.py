@@ -8,24 +8,31 @@ manifest's ETag as it was when this job's staging began (If-None-Match when ther
 of two jobs writing the same output at once the second to finish fails with a clear message
 instead of silently replacing the first one's output, and no manifest update is ever lost.
 Readers of this project go through the manifest; the versioned URL is what plain Spark or
-pyarrow readers open.  The last `storage.keep_versions` published versions are kept.
+pyarrow readers open.  The last `storage.keep_versions` published versions are kept (the active
+StorageContext's publish policy).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.core import storage
-from pipelines.core.leases import POLICY, PublishConflict, host, is_stale, owner_tag
+from pipelines.core.leases import PublishConflict, host, is_stale, owner_tag
 
 MANIFEST = "_manifest.json"
 LEASE = "_lease.json"
 MANIFEST_FORMAT = "sparkcnn-manifest/1"
 
-_UNSET = object()
-STAGED_AGAINST: dict = {}      # remote staging -> the manifest ETag when it began (None: no manifest yet)
+
+@dataclass(frozen=True)
+class RemoteStaging:
+    """A version prefix being written, and what its publish is conditional on: the manifest's ETag
+    when its staging began (None: nothing was published there yet)."""
+    location: str
+    manifest_etag: Optional[str]
 
 
 def _conflict(dest: str, version: str) -> PublishConflict:
@@ -34,21 +41,20 @@ def _conflict(dest: str, version: str) -> PublishConflict:
                            "(removed by a later writer once stale)")
 
 
-def check_unchanged(staging: str, dest: str) -> None:
+def check_unchanged(staging: RemoteStaging, dest: str) -> None:
     """Before publishing several outputs together: none of them was published by another job meanwhile."""
-    expected = STAGED_AGAINST.get(staging, _UNSET)
-    if expected is not _UNSET and storage.etag(storage.join(dest, MANIFEST)) != expected:
-        raise _conflict(dest, staging)
+    if storage.etag(storage.join(dest, MANIFEST)) != staging.manifest_etag:
+        raise _conflict(dest, staging.location)
 
 
-def new_remote_version(dest: str) -> str:
+def new_remote_version(dest: str) -> RemoteStaging:
     """A fresh version prefix under `dest`, with its lease written (the prefix now 'exists')."""
     name = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{owner_tag()}"
     version = storage.join(dest, name)
-    STAGED_AGAINST[version] = storage.etag(storage.join(dest, MANIFEST))
+    staging = RemoteStaging(version, storage.etag(storage.join(dest, MANIFEST)))
     storage.put_bytes(storage.join(version, LEASE), json.dumps(
         {"host": host(), "pid": os.getpid(), "started": time.time()}).encode())
-    return version
+    return staging
 
 
 def read_manifest(dest: str) -> Optional[dict]:
@@ -76,13 +82,11 @@ def _file_entries(version: str) -> list:
     return entries
 
 
-def publish_version(version: str, dest: str) -> dict:
-    """Point `dest`'s manifest at the complete remote prefix `version` (one conditional PUT), conditional
-    on the manifest as it was when `version`'s staging began."""
+def publish_version(staging: RemoteStaging, dest: str) -> dict:
+    """Point `dest`'s manifest at the complete remote prefix `staging` (one PUT), conditional on the
+    manifest as it was when that staging began."""
     manifest_location = storage.join(dest, MANIFEST)
-    tag = STAGED_AGAINST.pop(version, _UNSET)
-    if tag is _UNSET:                   # a prefix not staged by this process: the manifest as it is now
-        tag = storage.etag(manifest_location)
+    version, tag = staging.location, staging.manifest_etag
     old = read_manifest(dest)
     files = _file_entries(version)
     name = storage.basename(version)
@@ -90,7 +94,7 @@ def publish_version(version: str, dest: str) -> dict:
     manifest = {"format": MANIFEST_FORMAT, "version": name, "url": version,
                 "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "files": files, "rows": sum(e.get("rows", 0) for e in files),
-                "versions": history[:max(1, POLICY[0].keep_versions)]}
+                "versions": history[:max(1, storage.active_context().policy.keep_versions)]}
     try:
         storage.put_bytes(manifest_location, (json.dumps(manifest, indent=2) + "\n").encode(),
                           if_match=tag, if_absent=tag is None)

@@ -27,6 +27,7 @@ import time
 from typing import Callable, Optional
 
 from pipelines.core import storage
+from pipelines.core.context_threads import in_this_context
 from pipelines.core.errors import LockHeld
 from pipelines.core.leases import host, owner_gone, owner_tag
 
@@ -126,7 +127,7 @@ class RunLock:
         else:
             raise self._held({})
         self._etag = storage.etag(self.location)
-        self._beat = threading.Thread(target=self._heartbeat, name="sparkcnn-lock", daemon=True)
+        self._beat = threading.Thread(target=in_this_context(self._heartbeat), name="sparkcnn-lock", daemon=True)
         self._beat.start()
 
     def _heartbeat(self) -> None:

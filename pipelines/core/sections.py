@@ -91,6 +91,12 @@ class StorageSection:
     def storage_options(self) -> storage.StorageOptions:
         return storage.StorageOptions(dict(self.options or {}))
 
+    def context(self) -> storage.StorageContext:
+        """What code runs under for this conf (`with storage.using(cfg.storage.context()):`): these options
+        and this publish policy, for that block only."""
+        return storage.StorageContext(self.storage_options(),
+                                      storage.PublishPolicy(int(self.keep_versions), float(self.stale_after_hours)))
+
     def public_dict(self) -> dict:
         """What may be printed or written into run outputs: option values other than endpoints redacted."""
         return {"options": self.storage_options().redacted(), "keep_versions": self.keep_versions,

@@ -14,8 +14,9 @@ Credentials come from the usual places (environment, instance roles, ~/.aws, ...
 `storage.options` in the conf, which are passed to the filesystem constructor.  Options are
 kept in a `StorageOptions` whose repr and `redacted()` hide every value not known to be
 harmless, and `redact()` scrubs secret values and URL user-info from any message, so they
-never reach logs, configs or reports (pipelines.core.storage_options).  Executors receive the
-options inside their task spec and call `configure()` before their first read or write.
+never reach logs, configs or reports (pipelines.core.storage_options).  The options in use are
+those of the active StorageContext (`with storage.using(ctx):`, pipelines.core.storage_context):
+the CLI enters the conf's for a command, and executors the copy their task spec carries.
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import re
 import shutil
 from typing import Iterator, Optional
 
-from pipelines.core.storage_options import (  # noqa: F401 (part of this module's API)
-    HIDDEN,
-    SCHEME_KEYS,
-    StorageOptions,
-    configure,
-    current_options,
-    redact,
+from pipelines.core.storage_context import (  # noqa: F401 (part of this module's API)
+    PublishPolicy,
+    StorageContext,
+    active_context,
+    iterate_using,
+    using,
 )
+from pipelines.core.storage_options import HIDDEN, SCHEME_KEYS, StorageOptions, redact  # noqa: F401 (API)
 
 
 class StorageError(OSError):
@@ -122,7 +123,7 @@ def filesystem(location: str):
     import fsspec
     scheme = scheme_of(location)
     try:
-        fs, path = fsspec.core.url_to_fs(location, **current_options().for_scheme(scheme))
+        fs, path = fsspec.core.url_to_fs(location, **active_context().options.for_scheme(scheme))
     except ImportError as exc:
         need = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
                 "az": "adlfs", "hdfs": "pyarrow with libhdfs (HADOOP_HOME, CLASSPATH)"}.get(scheme,

@@ -3,13 +3,14 @@
 `storage.options` in a conf (endpoints, regions, credentials: fsspec's constructor arguments) is
 held in a StorageOptions whose repr and `redacted()` show only keys known to be harmless;
 `redact()` scrubs secret values and URL user-info from any message before it is printed or
-written.  The options are set once per process (`configure`): by the CLI from the conf on the
-driver, and by every executor task from the copy its spec carries.
+written.  Which options are in use is not decided here: a StorageContext carries them, active for
+a `with using(ctx):` block (pipelines.core.storage_context).
 """
 from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -81,26 +82,27 @@ class StorageOptions:
         return f"StorageOptions({self.redacted()!r})"
 
 
-_OPTIONS = [StorageOptions()]     # this process's, set by configure()
+# Every secret of every StorageOptions run under in this process (pipelines.core.storage_context.using):
+# redaction only ever hides more, and a failure line printed after a `using` block ends is still
+# scrubbed.  Nothing reads or writes storage by it.
+_SECRETS_SEEN = [frozenset()]
+_SECRETS_LOCK = threading.Lock()
 
 
-def configure(options) -> None:
-    """Set this process's storage options (a StorageOptions or a plain dict; None clears)."""
-    if options is None:
-        options = StorageOptions()
-    elif isinstance(options, dict):
-        options = StorageOptions(dict(options))
-    _OPTIONS[0] = options
-
-
-def current_options() -> StorageOptions:
-    return _OPTIONS[0]
+def hide_secrets_of(options: StorageOptions) -> None:
+    """From now on `redact` hides the secret values of `options` too."""
+    found = frozenset(_secret_values(options.options or {}))
+    if found <= _SECRETS_SEEN[0]:
+        return
+    with _SECRETS_LOCK:
+        _SECRETS_SEEN[0] = _SECRETS_SEEN[0] | found
 
 
 def redact(text: str) -> str:
-    """`text` with configured secret values and URL user-info (scheme://user:pass@) replaced."""
+    """`text` with the secret values of every storage context used here, of the environment's credential
+    variables, and URL user-info (scheme://user:pass@) replaced."""
     text = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", r"\1" + HIDDEN + "@", str(text))
-    for secret in sorted(set(_secret_values(_OPTIONS[0].options or {})), key=len, reverse=True):
+    for secret in sorted(_SECRETS_SEEN[0], key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
                  "AZURE_STORAGE_CONNECTION_STRING"):

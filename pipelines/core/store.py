@@ -21,11 +21,11 @@ import uuid
 from dataclasses import dataclass
 
 from pipelines.core import storage
-from pipelines.core.leases import PublishConflict, configure_publishing  # noqa: F401 (part of this API)
+from pipelines.core.leases import PublishConflict  # noqa: F401 (part of this API)
 from pipelines.core.publish_local import new_local_staging, publish_dir
 from pipelines.core.publish_store import (  # noqa: F401 (read_manifest is part of this API)
     MANIFEST,
-    STAGED_AGAINST,
+    RemoteStaging,
     check_unchanged,
     has_output,
     new_remote_version,
@@ -35,16 +35,11 @@ from pipelines.core.publish_store import (  # noqa: F401 (read_manifest is part 
 )
 
 
-def configure_from(cfg) -> None:
-    """Apply a conf's storage section to this process: filesystem options and the publish policy."""
-    storage.configure(cfg.storage.storage_options())
-    configure_publishing(cfg.storage.keep_versions, cfg.storage.stale_after_hours)
+def _new_staging(dest: str):
+    """A fresh staging for `dest`, after clearing stale ones of killed jobs.
 
-
-def _new_staging(dest: str) -> str:
-    """A fresh staging location for `dest`, after clearing stale ones of killed jobs.
-
-    Local: a sibling path that does not exist yet.  Remote: a new version prefix (leased).
+    Local: a sibling path that does not exist yet.  Remote: a RemoteStaging, a new version prefix
+    (leased) and the manifest ETag its publish is conditional on.
     """
     if storage.is_remote(dest):
         remove_stale_remote(dest)
@@ -52,18 +47,23 @@ def _new_staging(dest: str) -> str:
     return new_local_staging(dest)
 
 
-def _has_output(staging: str) -> bool:
-    return has_output(staging) if storage.is_remote(staging) else os.path.isdir(staging)
+def _location(staging) -> str:
+    """Where a staging (a local path or a RemoteStaging) is written."""
+    return staging.location if isinstance(staging, RemoteStaging) else staging
 
 
-def _discard(staging: str) -> None:
+def _has_output(staging) -> bool:
+    location = _location(staging)
+    return has_output(location) if storage.is_remote(location) else os.path.isdir(location)
+
+
+def _discard(staging) -> None:
     """Remove a staging location that will not be published."""
-    STAGED_AGAINST.pop(staging, None)
-    storage.remove(staging)
+    storage.remove(_location(staging))
 
 
-def _publish(staging: str, dest: str) -> None:
-    if storage.is_remote(dest):
+def _publish(staging, dest: str) -> None:
+    if isinstance(staging, RemoteStaging):
         publish_version(staging, dest)
     else:
         publish_dir(staging, dest)
@@ -82,11 +82,11 @@ def atomic_dir(dest: str, local_build: bool = False):
     staging = _new_staging(dest)
     build = os.path.join(tempfile.mkdtemp(prefix="sparkcnn-build-"), "out") if remote and local_build else None
     try:
-        yield build or staging
+        yield build or _location(staging)
         if build:
             if not os.path.isdir(build):
                 raise RuntimeError(f"nothing was written to {build} for {storage.redact(dest)}")
-            storage.upload_dir(build, staging)
+            storage.upload_dir(build, _location(staging))
     except BaseException:
         _discard(staging)
         raise
@@ -95,7 +95,7 @@ def atomic_dir(dest: str, local_build: bool = False):
             shutil.rmtree(os.path.dirname(build), ignore_errors=True)
     if not _has_output(staging):
         _discard(staging)
-        raise RuntimeError(f"nothing was written to {storage.redact(staging)} for {storage.redact(dest)}")
+        raise RuntimeError(f"nothing was written to {storage.redact(_location(staging))} for {storage.redact(dest)}")
     _publish(staging, dest)
 
 
@@ -113,14 +113,14 @@ def atomic_dirs(dests: list):
     try:
         for dest in dests:
             stagings[dest] = _new_staging(dest)
-            storage.makedirs(stagings[dest])
-        yield stagings
+            storage.makedirs(_location(stagings[dest]))
+        yield {dest: _location(staging) for dest, staging in stagings.items()}
     except BaseException:
         for staging in stagings.values():
             _discard(staging)
         raise
     for dest, staging in stagings.items():
-        if storage.is_remote(dest):
+        if isinstance(staging, RemoteStaging):
             check_unchanged(staging, dest)
     for dest, staging in stagings.items():
         if _has_output(staging):

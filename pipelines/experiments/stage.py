@@ -89,7 +89,7 @@ def make_trials(cfg: Config, threads: int, return_model: bool = False) -> List[T
         for repeat in range(e.repeats):
             trials.append(TrialSpec(
                 point=index, repeat=repeat, settings=point,
-                train_path=resolve(train_dir), test_path=resolve(test_dir), storage=storage.current_options(),
+                train_path=resolve(train_dir), test_path=resolve(test_dir), storage=storage.active_context(),
                 input_shape=train_meta.shape, num_classes=train_meta.num_classes + (point["background"] > 0),
                 seed=derive_seed(e.seed, "trial", seeded, repeat), data_seed=derive_seed(e.seed, "rows", repeat),
                 scramble_seed=derive_seed(e.seed, "scramble"), test_samples=e.test_samples,

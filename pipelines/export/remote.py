@@ -9,16 +9,19 @@ import pyarrow as pa
 from pipelines.core import records, storage
 
 
-def write_pngs(out_dir: str, folders: list, shape: tuple, options,
-                batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def write_pngs(out_dir: str, folders: list, shape: tuple, context: storage.StorageContext,
+               batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side: write each row as out_dir/<folder>/<id>.png; yields (id, path) per file written.
 
-    On a remote store each PNG is one PUT into the staging prefix (`options`: the driver's storage options).
+    On a remote store each PNG is one PUT into the staging prefix (`context`: the driver's storage context).
     """
+    return storage.iterate_using(context, _pngs_written(out_dir, folders, shape, batches))
+
+
+def _pngs_written(out_dir: str, folders: list, shape: tuple, batches: Iterator[pa.RecordBatch]):
     import io
 
     from PIL import Image
-    storage.configure(options)
     remote = storage.is_remote(out_dir)
     root = out_dir if remote else os.path.realpath(out_dir)
     for batch in batches:

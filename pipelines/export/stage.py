@@ -33,7 +33,7 @@ def export_dataset(spark, dataset_dir: str, out_dir: str, log: Callable[[str], N
         storage.makedirs(staging)
         with storage.open_file(storage.join(staging, CLASS_MANIFEST), "wb") as f:
             f.write(json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
-        writer = functools.partial(write_pngs, staging, folders, meta.shape, storage.current_options())
+        writer = functools.partial(write_pngs, staging, folders, meta.shape, storage.active_context())
         with arrow_batch_rows(spark, rows_within(meta.height * meta.width * meta.channels)):   # photos: by bytes
             written = frame.mapInArrow(writer, "id LONG, path STRING").count()
         if written != meta.num_rows:

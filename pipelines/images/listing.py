@@ -8,12 +8,12 @@ planner deals into tasks; at 10M files it is about 1 GB of Arrow memory on the d
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import pyarrow as pa
 
 from pipelines.core import storage
+from pipelines.core.context_threads import ContextThreadPool
 from pipelines.core.errors import SparkcnnError
 from pipelines.images.path_lists import is_path_list, read_path_list
 
@@ -49,7 +49,7 @@ def stat_all(paths: list) -> Iterable[tuple]:
             return (path, *storage.stat(path))
         except FileNotFoundError:
             return path, None, None, None      # listed but missing: a reject row, not a crash
-    with ThreadPoolExecutor(STAT_THREADS if any(storage.is_remote(p) for p in paths[:1]) else 1) as pool:
+    with ContextThreadPool(STAT_THREADS if any(storage.is_remote(p) for p in paths[:1]) else 1) as pool:
         yield from pool.map(one, paths)
 
 

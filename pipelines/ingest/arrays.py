@@ -50,7 +50,7 @@ def write_splits(spark, plans: list, dests: dict, name: str, class_names: list,
     with atomic_dirs([dests[p.split] for p in plans]) as stagings:
         folders = {p.split: stagings[dests[p.split]] for p in plans}
         written, _ = run_ingest_tasks(spark, tasks, functools.partial(write_ranges, folders, len(class_names),
-                                                                       row_group_mb, storage.current_options()))
+                                                                       row_group_mb, storage.active_context()))
         for plan in plans:
             dest, got = dests[plan.split], written.get(plan.split, SplitWritten())
             expected_id_sum = (plan.start + plan.stop - 1) * plan.rows // 2 % 2 ** 64

@@ -12,9 +12,9 @@ large bucket, where a listing of the root would read every object.
 from __future__ import annotations
 
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.core import storage
+from pipelines.core.context_threads import ContextThreadPool
 from pipelines.core.errors import IngestSetupError
 from pipelines.images.path_lists import read_path_list
 
@@ -38,7 +38,7 @@ def listed_files(list_path: str) -> tuple:
     root = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
     if root in paths:                    # the list names one file only, or a file and a folder's contents
         root = posixpath.dirname(root)
-    with ThreadPoolExecutor(16 if prefix else 1) as pool:
+    with ContextThreadPool(16 if prefix else 1) as pool:
         stats = list(pool.map(_identity, locations))
     rels = [posixpath.relpath(p, root) for p in paths]
     return prefix + root, dict(zip(rels, stats))

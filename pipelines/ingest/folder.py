@@ -190,7 +190,7 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
     with atomic_dirs(list(dests.values()) + [rejects_dir, index_dir]) as stagings:
         folders = {split: stagings[dest] for split, dest in dests.items()}
         writer = functools.partial(write_files, layout, class_index, (h, w, c), ing.resize, ing.max_pixels,
-                                   ing.test_fraction, folders, ing.row_group_mb, storage.current_options())
+                                   ing.test_fraction, folders, ing.row_group_mb, storage.active_context())
         written, rejects = run_ingest_tasks(spark, tasks, writer)
         n_written = sum(got.rows for got in written.values())
         if n_written + len(rejects) != len(todo):

@@ -50,14 +50,20 @@ def is_hidden(rel: str) -> bool:
 
 
 def write_files(roots: dict, class_index: dict, shape: tuple, resize: str, max_pixels: int, test_fraction: float,
-                folders: dict, row_group_mb: float, options, tasks: Iterable[tuple]) -> Iterator[dict]:
+                folders: dict, row_group_mb: float, context: storage.StorageContext,
+                tasks: Iterable[tuple]) -> Iterator[dict]:
     """Each task (index, [(split folder or None, path relative to it), ...]) -> part files + rejects.
 
     Files are read with plain reads locally and through pipelines.core.storage on a remote
-    store (`options`: the driver's storage options).
+    store (`context`: the driver's storage context).
     """
     tune_worker()
-    storage.configure(options)
+    return storage.iterate_using(context, _files_written(roots, class_index, shape, resize, max_pixels, test_fraction,
+                                                         folders, row_group_mb, tasks))
+
+
+def _files_written(roots: dict, class_index: dict, shape: tuple, resize: str, max_pixels: int, test_fraction: float,
+                   folders: dict, row_group_mb: float, tasks: Iterable[tuple]) -> Iterator[dict]:
     h, w, c = shape
     group = rows_per_row_group(h * w * c, row_group_mb)
     for task, files in tasks:

@@ -147,7 +147,7 @@ def carry_over(spark, the_plan: Plan, dests: dict, parts: dict, folders: dict, g
             acc.files.append(name)
             acc.rows += rows
     if tasks:
-        rewrite = functools.partial(filter_parts, folders, group_rows, storage.current_options())
+        rewrite = functools.partial(filter_parts, folders, group_rows, storage.active_context())
         for done in spark.sparkContext.parallelize(tasks, len(tasks)).mapPartitions(rewrite).collect():
             acc = carried[done["split"]]
             if done["rows"]:

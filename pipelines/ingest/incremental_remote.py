@@ -18,11 +18,16 @@ def part_index(name: str) -> int:
     return int(name.rsplit("-", 1)[1].split(".")[0])
 
 
-def filter_parts(folders: dict, group_rows: int, options, tasks: Iterable[tuple]) -> Iterator[dict]:
+def filter_parts(folders: dict, group_rows: int, context: storage.StorageContext,
+                 tasks: Iterable[tuple]) -> Iterator[dict]:
     """Each task (split, source part location, ids to drop) -> the part rewritten into folders[split],
-    under the same name, one row group at a time (memory: about one row group)."""
+    under the same name, one row group at a time (memory: about one row group); under `context`, the
+    driver's storage context."""
     tune_worker()
-    storage.configure(options)
+    return storage.iterate_using(context, _parts_filtered(folders, group_rows, tasks))
+
+
+def _parts_filtered(folders: dict, group_rows: int, tasks: Iterable[tuple]) -> Iterator[dict]:
     for split, source, dropped in tasks:
         name = storage.basename(source)
         writer = PartWriter(folders[split], split, part_index(name), group_rows, keep_ids=False)

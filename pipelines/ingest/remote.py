@@ -144,14 +144,17 @@ def check_labels(source, lo: int, labels: np.ndarray, num_classes: int) -> None:
                           f"{lo + int(bad[0])} is outside 0..{num_classes - 1}")
 
 
-def write_ranges(folders: dict, num_classes: int, row_group_mb: float, options,
+def write_ranges(folders: dict, num_classes: int, row_group_mb: float, context: storage.StorageContext,
                  tasks: Iterable[tuple]) -> Iterator[dict]:
     """Array sources: each task (index, split, source, start, stop) -> one part file of its split.
 
-    `options`: the driver's storage options (pipelines.core.storage), for remote folders and sources.
+    `context`: the driver's storage context (pipelines.core.storage), for remote folders and sources.
     """
     tune_worker()
-    storage.configure(options)
+    return storage.iterate_using(context, _ranges_written(folders, num_classes, row_group_mb, tasks))
+
+
+def _ranges_written(folders: dict, num_classes: int, row_group_mb: float, tasks: Iterable[tuple]) -> Iterator[dict]:
     for task, split, source, start, stop in tasks:
         h, w, c = source.shape
         group = rows_per_row_group(h * w * c, row_group_mb)

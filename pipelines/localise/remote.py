@@ -50,10 +50,12 @@ def heatmap_batches(model_bc, digest: str, threads: int, batch_size: int,
             names=[records.ID, HEAT_HEIGHT, HEAT_WIDTH, HEATMAP])
 
 
-def check_equivalence(model_bytes: bytes, test_path: str, shape: tuple, threads: int, options=None) -> dict:
-    """Classifier vs its fully-convolutional form on every row of a split (runs inside one Spark task)."""
-    storage.configure(options)
+def check_equivalence(model_bytes: bytes, test_path: str, shape: tuple, threads: int,
+                      context: storage.StorageContext = None) -> dict:
+    """Classifier vs its fully-convolutional form on every row of a split (runs inside one Spark task;
+    `context`: the driver's storage context, for a split on a remote store)."""
     configure_threads(threads)
     model = load_model_bytes(model_bytes)
-    images, _ = load_split(test_path, shape)
+    with storage.using(context):
+        images, _ = load_split(test_path, shape)
     return equivalence(model, to_fully_convolutional(model), images)

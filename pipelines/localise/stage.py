@@ -77,7 +77,7 @@ def _train_pair(spark, cfg: Config, meta, log) -> dict:
                         scramble=False, shift=shift, background=background)
         trials.append(TrialSpec(point=len(trials), repeat=0, settings=settings,
                                 train_path=resolve(train_dir), test_path=resolve(test_dir),
-                                storage=storage.current_options(),
+                                storage=storage.active_context(),
                                 input_shape=meta.shape, num_classes=meta.num_classes + (background > 0),
                                 seed=derive_seed(lo.seed, "localise-model"),   # same init and order for both
                                 data_seed=derive_seed(lo.seed, "localise-rows"), scramble_seed=0,
@@ -125,7 +125,7 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     report = {"composites": {"images": lo.images, "canvas": lo.canvas, "cell": lo.cell, "fill": lo.fill,
                              "seed": lo.seed, "digits": len(placements), "split": lo.split},
               "models": {}}
-    options, test_path = storage.current_options(), resolve(test_dir)
+    context, test_path = storage.active_context(), resolve(test_dir)
     with atomic_dir(out_dir, local_build=True) as staging:
         os.makedirs(staging)
         with open(os.path.join(staging, "placements.json"), "w") as f:
@@ -133,7 +133,7 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
         for name, model_bytes in models.items():
             t0 = time.perf_counter()
             equiv = spark.sparkContext.parallelize([0], 1).map(
-                lambda _, b=model_bytes: check_equivalence(b, test_path, meta.shape, threads, options)).first()
+                lambda _, b=model_bytes: check_equivalence(b, test_path, meta.shape, threads, context)).first()
             t1 = time.perf_counter()
             heat = heatmaps_with_spark(spark, model_bytes, canvases, threads)
             seconds = time.perf_counter() - t1

@@ -12,14 +12,13 @@ part files with a pool of threads (about 40k files of 256 rows); see README "Bat
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import storage
-from pipelines.core.leases import POLICY
+from pipelines.core.context_threads import ContextThreadPool
 from pipelines.images.listing import ETAG, MODIFIED, PATH, SIZE
 from pipelines.predict import layout
 
@@ -51,14 +50,14 @@ def scored_identities(output: str, digest: str) -> pa.Table:
     """(path, size, modified µs, etag, part file) of every row this model has written, scored or rejected."""
     folders = (layout.model_dir(output, digest), layout.rejects_dir(output, digest))
     for folder in folders:
-        layout.remove_stale_temporaries(folder, POLICY[0].stale_after_hours * 3600)
+        layout.remove_stale_temporaries(folder, storage.active_context().policy.stale_after_hours * 3600)
     parts = [part for folder in folders for part in layout.part_files(folder)]
 
     def read(location):
         table = layout.read_part(location, columns=layout.IDENTITY_COLUMNS)
         return table.append_column(PART, pa.array([location] * table.num_rows, pa.string()))
     threads = READ_THREADS if storage.is_remote(output) else 4
-    with ThreadPoolExecutor(threads) as pool:
+    with ContextThreadPool(threads) as pool:
         tables = list(pool.map(read, parts))
     schema = pa.schema([(PATH, pa.string()), (SIZE, pa.int64()), (MODIFIED, pa.int64()), (ETAG, pa.string()),
                         (PART, pa.string())])

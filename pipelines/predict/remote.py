@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core import storage
+from pipelines.core.context_threads import ContextThreadPool
 from pipelines.core.worker_remote import tune_worker
 from pipelines.images import pixels
 from pipelines.images.decode import Reject, open_image, to_channels
@@ -40,7 +40,7 @@ class TaskPlan:
     output: str
     digest: str
     batch: str                   # this run's id, part of every part file's name
-    storage_options: dict
+    storage: storage.StorageContext     # the driver's: every task runs under it
     top_k: int
     class_names: tuple
     probabilities: bool
@@ -91,10 +91,13 @@ def read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.Re
     """spark.range(chunks) -> sparkcnn record rows (_chunk, path, size, modified, etag, image, height, width,
     channels) for a PipelineModel; files that do not decode are committed as rejects here."""
     tune_worker()
-    storage.configure(plan.storage_options)
+    return storage.iterate_using(plan.storage, _read_chunks(plan, files_bc, offsets, batches))
+
+
+def _read_chunks(plan: TaskPlan, files_bc, offsets: list, batches: Iterator[pa.RecordBatch]):
     for chunk, listed in _chunk_files(files_bc, offsets, batches):
         rejects = []
-        with ThreadPoolExecutor(READ_THREADS) as pool:
+        with ContextThreadPool(READ_THREADS) as pool:
             fetched = pool.map(_fetch, [r[0] for r in listed])
             for lo in range(0, len(listed), READ_BATCH_ROWS):
                 group = listed[lo:lo + READ_BATCH_ROWS]
@@ -183,7 +186,10 @@ def _summary(chunk: int, scored: int, rejected: int) -> pa.RecordBatch:
 def commit_chunks(plan: TaskPlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Model output rows (a PipelineModel's) -> each chunk's part files; one summary row per chunk."""
     tune_worker()
-    storage.configure(plan.storage_options)
+    return storage.iterate_using(plan.storage, _commit_chunks(plan, batches))
+
+
+def _commit_chunks(plan: TaskPlan, batches: Iterator[pa.RecordBatch]):
     wanted = set(layout.IDENTITY_COLUMNS) | {"image_height", "image_width", "prediction", "top_k", "probabilities",
                                              "embedding", "error", CHUNK}
     pieces: dict = {}
@@ -217,14 +223,19 @@ def score_chunks(plan: TaskPlan, files_bc, offsets: list, spec, payload_bc, cols
     One Python worker per task also means the model is loaded once per worker, not once per
     worker per step of a chain of UDFs.
     """
-    from collections import deque
     tune_worker()
-    storage.configure(plan.storage_options)
+    return storage.iterate_using(plan.storage, _score_chunks(plan, files_bc, offsets, spec, payload_bc, cols,
+                                                             batch_size, threads, batches))
+
+
+def _score_chunks(plan: TaskPlan, files_bc, offsets: list, spec, payload_bc, cols, batch_size: int, threads: int,
+                  batches: Iterator[pa.RecordBatch]):
+    from collections import deque
     run = load_network(spec, lambda: payload_bc.value if payload_bc is not None else None, threads)
     decode = functools.partial(_fetch_decoded, spec, plan.max_pixels)
     for chunk, listed in _chunk_files(files_bc, offsets, batches):
         outputs = []
-        with ThreadPoolExecutor(READ_THREADS) as pool:
+        with ContextThreadPool(READ_THREADS) as pool:
             pending = deque()
             ahead = iter(listed)
             for row in itertools.islice(ahead, LOOKAHEAD * batch_size):

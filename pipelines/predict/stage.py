@@ -24,7 +24,6 @@ from pipelines.core.config import Config, ConfigError
 from pipelines.core.errors import RetryableError
 from pipelines.core.parquet_io import read_frame
 from pipelines.core.progress import expect_rows
-from pipelines.core.storage_options import current_options
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.core.tf_runtime import threads_per_task
 from pipelines.images.listing import PATH, SIZE, list_inputs
@@ -175,7 +174,7 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     todo = plan.todo
     expect_rows(todo.num_rows)                           # for the progress lines
-    task = TaskPlan(output=output, digest=model.digest, batch=batch, storage_options=current_options().options,
+    task = TaskPlan(output=output, digest=model.digest, batch=batch, storage=storage.active_context(),
                     top_k=section.top_k, class_names=model.class_names, probabilities=section.probabilities,
                     embedding=bool(section.embedding_layer), max_pixels=section.max_pixels)
     if todo.num_rows:

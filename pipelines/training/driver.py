@@ -49,7 +49,7 @@ def make_spec(settings: TrainSection, train_dir: str, val_dir: Optional[str], au
         input_shape=meta.shape, num_classes=meta.num_classes,
         train_rows=meta.num_rows, val_rows=val_rows,
         augment=augment,
-        storage=storage.current_options(),
+        storage=storage.active_context(),
     )
 
 

@@ -19,7 +19,8 @@ and the resize rule.  `sparkcnn train` is this estimator's `fit_dataset` on an i
 The run directory defaults to store/runs/<data key>-<settings key>: a fit started again with the same
 data and settings (after a lost executor, or with more epochs) continues from its last checkpoint;
 other settings train in a run directory of their own.  Storage credentials are never Params (Params
-are saved with a Pipeline): executors get them from the environment or storage.configure().
+are saved with a Pipeline): fit runs under the caller's storage context (`with storage.using(ctx):`),
+and executors get that context in their task spec (or credentials from the environment).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ class TrainSpec:
     initial_epoch: int = 0
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
-    storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for remote datasets and checkpoints
+    storage: storage.StorageContext = storage.StorageContext()   # the driver's, for remote datasets and checkpoints
     log_relay: Optional[RelayAddress] = None  # rank 0's lines reach the driver's stdout through it, as written
 
 
@@ -217,6 +217,12 @@ def _allreduce(size: int, overlap: bool):
 
 
 def train_worker(spec: TrainSpec) -> Optional[dict]:
+    """One Horovod rank's training, under the driver's storage context (datasets, checkpoints, resume)."""
+    with storage.using(spec.storage):
+        return _train(spec)
+
+
+def _train(spec: TrainSpec) -> Optional[dict]:
     placement = _place_rank()
     t = spec.settings
     timeline_dir = tempfile.TemporaryDirectory(prefix="sparkcnn-timeline-") if t.timeline else None
@@ -226,7 +232,6 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     import tensorflow as tf
 
     hvd.init()
-    storage.configure(spec.storage)
     rank, size = hvd.rank(), hvd.size()
     threads = t.threads_per_worker or cores_per_local_worker(hvd.local_size())
     threads = configure_threads(threads, inter_op=min(2, threads))
@@ -286,7 +291,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
             seed = t.seed + rank + 1000 * spec.initial_epoch
             train_reader = readers.enter_context(
-                open_reader(spec.train_path, rank, size, seed, t.reader_workers, storage_options=spec.storage))
+                open_reader(spec.train_path, rank, size, seed, t.reader_workers, storage_options=spec.storage.options))
             train_ds = to_tf_dataset(train_reader, spec.input_shape, t.batch_size, t.shuffle_buffer, seed)
             if spec.augment:
                 train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
@@ -294,7 +299,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             if val_steps:
                 val_reader = readers.enter_context(
                     open_reader(spec.val_path, rank, size, t.seed, t.reader_workers, shuffle=False,
-                                storage_options=spec.storage))
+                                storage_options=spec.storage.options))
                 fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
                                   validation_steps=val_steps)
             model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,

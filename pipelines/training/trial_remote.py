@@ -54,7 +54,7 @@ class TrialSpec:
     threads: int = 1
     return_model: bool = False
     meta: dict = field(default_factory=dict)  # carried through to the result untouched
-    storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for datasets on a remote store
+    storage: storage.StorageContext = storage.StorageContext()   # the driver's, for datasets on a remote store
 
 
 def shift_images(images: np.ndarray, max_shift: int, seed: int, rows: np.ndarray, epoch: int) -> np.ndarray:
@@ -115,10 +115,10 @@ def load_split(path: str, shape) -> tuple:
 
 
 def trial_data(spec: TrialSpec):
-    storage.configure(spec.storage)
     s = spec.settings
-    train_x, train_y = load_split(spec.train_path, spec.input_shape)
-    test_x, test_y = load_split(spec.test_path, spec.input_shape)
+    with storage.using(spec.storage):
+        train_x, train_y = load_split(spec.train_path, spec.input_shape)
+        test_x, test_y = load_split(spec.test_path, spec.input_shape)
     n = int(s["train_samples"])
     if n > len(train_y):
         raise ValueError(f"{spec.train_path}: train_samples {n} but the split has {len(train_y)} rows")
