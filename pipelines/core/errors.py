@@ -11,6 +11,7 @@ in Spark's own exception, as text: their class name is looked up in the registry
 subclass joins, so a remote error keeps its exit code.
 """
 
+import importlib
 import re
 
 EXIT_OK = 0
@@ -67,14 +68,27 @@ class Terminated(SparkcnnError):
 _BY_NAME["SparkcnnError"] = EXIT_CONFIG
 _BY_NAME["StoreUnreachable"] = EXIT_RETRY      # pipelines.core.storage's: an OSError, not a SparkcnnError
 
-_REMOTE = re.compile(r"^(?:pipelines|featurizers)\.[\w.]+\.(\w+(?:Error|Held|Conflict|Unreachable)): (.+)$", re.MULTILINE)
+_REMOTE = re.compile(r"^((?:pipelines|featurizers)\.[\w.]+)\.(\w+(?:Error|Held|Conflict|Unreachable)): (.+)$",
+                     re.MULTILINE)
+
+
+def _exit_code_of(module: str, name: str) -> int:
+    """The exit code of error class `name` raised in `module` of the library.  A class registers itself
+    when its module is imported; an error raised in an executor may come from a module this driver never
+    imported (the ingest task's IDX reader), so that module is imported to find out."""
+    if name not in _BY_NAME:
+        try:
+            importlib.import_module(module)
+        except Exception:          # noqa: BLE001 (not importable here: the default kind)
+            pass
+    return _BY_NAME.get(name, EXIT_CONFIG)
 
 
 def remote_error(exc: BaseException):
     """(class name, one-line message) of the last sparkcnn error raised inside a Spark task that
     `exc` carries (Spark wraps it in PythonException or Py4JJavaError), or None."""
     found = _REMOTE.findall(str(exc))
-    return found[-1] if found else None
+    return found[-1][1:] if found else None
 
 
 def remote_error_message(exc: BaseException):
@@ -101,9 +115,10 @@ def classify(exc: BaseException):
         return exc.exit_code, str(exc)
     if isinstance(exc, OSError):
         return (EXIT_CONFIG if isinstance(exc, _CONFIG_OS_ERRORS) else EXIT_RETRY), str(exc)
-    found = remote_error(exc)
+    found = _REMOTE.findall(str(exc))
     if found:
-        return _BY_NAME.get(found[0], EXIT_CONFIG), found[1]
+        module, name, message = found[-1]
+        return _exit_code_of(module, name), message
     text = str(exc)
     if type(exc).__name__ in ("Py4JJavaError", "Py4JNetworkError", "Py4JError") or "pyspark" in type(exc).__module__:
         match = _INFRA_TEXT.search(text)
