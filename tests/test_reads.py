@@ -90,6 +90,47 @@ def stages_on(counted_s3, tmp_path, mnist_files):
     configure_publishing(2, 24.0)
 
 
+def test_a_command_keeps_its_first_answer_until_it_publishes_itself(counted_s3):
+    """Within `reading_once` an output is read once and stays pinned, whatever another job publishes
+    meanwhile; what this process publishes is the answer from then on; outside it every call reads."""
+    from pipelines.core.publish_store import new_remote_version, publish_version
+    from pipelines.core.published import reading_once
+    from pipelines.core.store import atomic_dir, exists, published_files, read_manifest, resolve
+    storage.configure(dict(counted_s3.options))
+    try:
+        dest = counted_s3.url("pinned", "out")
+
+        def publish(content: bytes, by_this_process: bool) -> None:
+            if by_this_process:
+                with atomic_dir(dest) as staging:
+                    storage.put_bytes(storage.join(staging, "part.txt"), content)
+                return
+            version = new_remote_version(dest)       # another job: straight through the manifest
+            storage.put_bytes(storage.join(version, "part.txt"), content)
+            publish_version(version, dest)
+
+        publish(b"v1", by_this_process=False)
+        mark = counted_s3.requests.mark()
+        with reading_once():
+            first = resolve(dest)
+            assert exists(dest) and published_files(dest, ".txt") == [storage.join(first, "part.txt")]
+            assert reads_of(counted_s3.requests.since(mark), "pinned/out")[0] == 1
+            publish(b"v2", by_this_process=False)
+            assert resolve(dest) == first                               # the command's version
+            publish(b"v3", by_this_process=True)
+            third = read_manifest(dest)["url"]
+            assert resolve(dest) == third != first                      # what it published itself
+            assert published_files(dest, ".txt") == [storage.join(third, "part.txt")]
+        # the command's one read; the other job's publish reads the manifest once and this process's
+        # twice (writers see the store as it is: the versions to keep, the history), read_manifest once
+        assert reads_of(counted_s3.requests.since(mark), "pinned/out")[0] == 1 + 1 + 2 + 1
+        mark = counted_s3.requests.mark()
+        assert resolve(dest) == resolve(dest) == third
+        assert reads_of(counted_s3.requests.since(mark), "pinned/out")[0] == 2      # no block: each call reads
+    finally:
+        storage.configure(None)
+
+
 def test_score_reads_its_dataset_once_and_a_run_of_skips_reads_each_dataset_once(spark, counted_s3, stages_on):
     from pipelines.core.store import RunStore
     from pipelines.core.tf_runtime import model_to_bytes

@@ -53,21 +53,22 @@ def reading_once():
         _KNOWN.reset(token)
 
 
-def remembered(kind: str, key: str, read: Callable):
-    """`read()`, or its earlier answer for (kind, key) within a `reading_once` block."""
+def remembered(kind: str, location: str, read: Callable):
+    """`read()`, or its earlier answer for (kind, location) within a `reading_once` block."""
     known = _KNOWN.get()
     if known is None:
         return read()
-    if (kind, key) not in known:
-        known[(kind, key)] = read()
-    return known[(kind, key)]
+    key = (kind, storage.normalize(location))     # one answer however the location is spelled
+    if key not in known:
+        known[key] = read()
+    return known[key]
 
 
-def remember(kind: str, key: str, value) -> None:
+def remember(kind: str, location: str, value) -> None:
     """What this process has just written, so the command does not read it back."""
     known = _KNOWN.get()
     if known is not None:
-        known[(kind, key)] = value
+        known[(kind, storage.normalize(location))] = value
 
 
 def _read(location: str) -> Published:
@@ -83,7 +84,7 @@ def _read(location: str) -> Published:
 
 def known(location: str) -> Optional[Published]:
     """The command's answer about `location` if it has one (no read)."""
-    return (_KNOWN.get() or {}).get(("published", location))
+    return (_KNOWN.get() or {}).get(("published", storage.normalize(location)))
 
 
 def published(location: str) -> Published:

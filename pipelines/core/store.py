@@ -174,8 +174,8 @@ def exists(location: str) -> bool:
     if not storage.is_remote(location):
         return os.path.exists(location)
     seen = known(location)
-    if seen is not None and seen.version is not None:     # this command read (or published) its manifest
-        return True
+    if seen is not None:               # this command read (or published) its manifest, or found none
+        return seen.version is not None or storage.isfile(location)
     return storage.exists(storage.join(location, MANIFEST)) or storage.isfile(location)
 
 
