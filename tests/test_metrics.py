@@ -117,7 +117,7 @@ def test_metrics_agree_with_spark_on_the_same_dataframe(spark, name):
     assert ours["accuracy"] == pytest.approx(evaluator.evaluate(typed, {evaluator.metricName: "accuracy"}))
     assert weighted == pytest.approx(evaluator.evaluate(typed, {evaluator.metricName: "f1"}))
     for c in labelled:
-        by_label = {evaluator.metricLabel: float(c["class"])}
-        assert c["f1"] == pytest.approx(evaluator.evaluate(typed, {**by_label, evaluator.metricName: "fMeasureByLabel"}))
+        by_label = {evaluator.metricLabel: float(c["class"]), evaluator.metricName: "fMeasureByLabel"}
+        assert c["f1"] == pytest.approx(evaluator.evaluate(typed, by_label))
     if case is not NEVER_PREDICTED:    # Spark clips probabilities at 1e-15, this project at 1e-7
         assert ours["loss"] == pytest.approx(evaluator.evaluate(typed, {evaluator.metricName: "logLoss"}), rel=1e-6)

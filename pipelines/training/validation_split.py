@@ -29,8 +29,9 @@ class ValidationSplitError(SparkcnnError, ValueError):
 
 
 def held_out_datasets(spark, settings: TrainSection, source: records.PublishedDataset,
-                  val: Optional[records.PublishedDataset], store: RunStore, row_group_mb: float,
-                  log: Callable[[str], None] = print) -> Tuple[records.PublishedDataset, Optional[records.PublishedDataset]]:
+                      val: Optional[records.PublishedDataset], store: RunStore, row_group_mb: float,
+                      log: Callable[[str], None] = print) -> Tuple[records.PublishedDataset,
+                                                                   Optional[records.PublishedDataset]]:
     """(train, val) datasets for settings.validation; (source, val) unchanged when it is null."""
     setting = settings.validation
     if setting is None:
