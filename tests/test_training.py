@@ -86,9 +86,8 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
 
 def split_for(spark, cfg, logs):
     from pipelines.training.validation_split import held_out_datasets
-    train, val = held_out_datasets(spark, cfg.train, open_dataset(cfg.dataset_dir(cfg.train.split)),
-                                   open_dataset(cfg.dataset_dir("val")), RunStore(cfg.run_dir),
-                                   cfg.ingest.row_group_mb, logs.append)
+    train, val = held_out_datasets(spark, cfg.train, open_dataset(cfg.dataset_dir(cfg.train.split)), None,
+                                   RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
     return train.location, val.location
 
 
