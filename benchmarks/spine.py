@@ -44,7 +44,7 @@ def plain(*args):
 
 def horovod_spec(cfg, settings, rows=None):
     """A training spec on the conf's train split without validation, on its first `rows` rows (None: all)."""
-    spec = make_spec(settings, cfg.dataset_dir("train"), None)
+    spec = make_spec(settings, records.open_dataset(cfg.dataset_dir("train")), None)
     return dataclasses.replace(spec, train_rows=min(rows or spec.train_rows, spec.train_rows))
 
 
@@ -94,13 +94,13 @@ def bench_mixed_precision(spark, cfg, precision, rows_used, epochs=2):
 
 
 def bench_scoring(spark, cfg, model_path, repeats):
-    dataset_dir = cfg.dataset_dir("train")  # 55k rows: enough to amortise Spark's per-job overhead
-    meta = records.read_meta(dataset_dir)
-    base = plain("predict", os.path.realpath(dataset_dir), model_path, cfg.score.batch_size, repeats)
+    dataset = records.open_dataset(cfg.dataset_dir("train"))  # 55k rows: enough to amortise Spark's per-job overhead
+    meta = dataset.meta
+    base = plain("predict", dataset.url, model_path, cfg.score.batch_size, repeats)
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats + 1):
-            frame, _ = predict_dataset(spark, dataset_dir, model_path, cfg.score.batch_size)
+            frame = predict_dataset(spark, dataset, model_path, cfg.score.batch_size)
             t0 = time.perf_counter()
             frame.write.mode("overwrite").parquet(os.path.join(tmp, "p"))
             times.append(time.perf_counter() - t0)

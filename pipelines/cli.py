@@ -21,6 +21,7 @@ from pipelines.core.config import ConfigError, describe
 from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, Terminated, classify
 from pipelines.core.events import EventLog, summary_of
 from pipelines.core.progress import StageProgress
+from pipelines.core.published import reading_once
 from pipelines.core.run_lock import RunLock
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore, read_json, write_bytes_atomic
@@ -105,12 +106,14 @@ def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> tuple
 
 def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
     """Run stages in order against one SparkSession (one MLflow run when tracked), under the conf's storage
-    context; returns each stage's result (None for a stage that was up to date)."""
-    with storage.using(cfg.storage.context()):
-        return _run_stages(stages, cfg, log, forced, events)
+    context; returns each stage's result (None for a stage that was up to date).  Each published output
+    is read once for all of them (their keys and runs), and what a stage publishes is what the next ones
+    see."""
+    with storage.using(cfg.storage.context()), reading_once():
+        return _run_in_order(stages, cfg, log, forced, events)
 
 
-def _run_stages(stages, cfg, log, forced, events) -> dict:
+def _run_in_order(stages, cfg, log, forced, events) -> dict:
     store = RunStore(cfg.run_dir)
     storage.makedirs(store.root)
     events = events or EventLog(store.root, log)
@@ -192,6 +195,11 @@ def _terminated() -> Terminated:
 
 
 def main(argv=None) -> int:
+    with reading_once():          # the closing lines name outputs the stages read or published
+        return _parse_and_run(argv)
+
+
+def _parse_and_run(argv) -> int:
     args = parser().parse_args(argv)
     termination = _Termination()
     if threading.current_thread() is threading.main_thread():

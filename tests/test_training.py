@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from pipelines.core.records import open_dataset
 from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.training.driver import make_spec
 from pipelines.training.resume import plan_resume
@@ -75,16 +76,19 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
                       {"epoch": 2, "prefix": os.path.join(store.checkpoint_dir, "epoch-0002", "ckpt"),
                        "fingerprint": "from-another-setup", "history": {}})
     logs = []
-    spec = plan_resume(make_spec(cfg.train, cfg.dataset_dir("train"), cfg.dataset_dir("val")), store, logs.append)
+    train = open_dataset(cfg.dataset_dir("train"))
+    spec = plan_resume(make_spec(cfg.train, train, open_dataset(cfg.dataset_dir("val"))), train.meta, store,
+                       logs.append)
     assert spec.initial_epoch == 0 and spec.resume_prefix is None
     assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
     assert os.listdir(store.checkpoint_dir) == []
 
 
 def split_for(spark, cfg, logs):
-    from pipelines.training.validation_split import held_out_dirs
-    return held_out_dirs(spark, cfg.train, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
-                         RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
+    from pipelines.training.validation_split import held_out_datasets
+    train, val = held_out_datasets(spark, cfg.train, open_dataset(cfg.dataset_dir(cfg.train.split)), None,
+                                   RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
+    return train.location, val.location
 
 
 def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):

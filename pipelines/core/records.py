@@ -14,17 +14,18 @@ shape that training needs.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.errors import DataError
-from pipelines.core.store import resolve
+from pipelines.core.published import published, remember, remembered
 
 ID = "id"            # int64: position of the image in its source (stable across reruns)
 LABEL = "label"      # int32: class index into DatasetMeta.class_names
@@ -103,26 +104,56 @@ class DatasetMeta:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class PublishedDataset:
+    """A dataset as one command reads it: where it is configured, the version it pins, its sidecar.
+
+    Made once by `open_dataset` (on a store: one manifest read, one sidecar read) and handed to
+    everything that needs one of these facts, so they all describe the same version.
+    """
+    location: str              # as configured: <datasets_dir>/<name>/<split>, or a run's validation split
+    url: str                   # the pinned version: what readers open, whatever is published meanwhile
+    version: Optional[str]     # what stage keys record (None: a plain folder, not published by this project)
+    meta: DatasetMeta
+
+
 def write_meta(dataset_dir: str, meta: DatasetMeta) -> None:
     """The sidecar, into a dataset's staging folder or prefix (published with the part files)."""
     location = storage.join(dataset_dir, META_FILE)
     if storage.is_remote(location):
         storage.put_bytes(location, meta.to_json().encode())
+        remember("sidecar", dataset_dir, json.loads(meta.to_json()))    # a staging prefix is its published url
         return
     with open(location, "w") as f:
         f.write(meta.to_json())
 
 
-def read_meta(dataset_dir: str) -> DatasetMeta:
-    """The sidecar of a published dataset (through its link or manifest) or of a staging folder."""
+def _read_sidecar(url: str, dataset_dir: str) -> dict:
     try:
-        raw = json.loads(storage.read_bytes(storage.join(resolve(dataset_dir), META_FILE)))
+        return json.loads(storage.read_bytes(storage.join(url, META_FILE)))
     except FileNotFoundError:
         raise RecordError(
             f"{storage.redact(dataset_dir)}: not a sparkcnn dataset (no {META_FILE}); run `sparkcnn ingest` first"
         ) from None
-    known = {k: raw[k] for k in DatasetMeta.__dataclass_fields__ if k in raw}
-    return DatasetMeta(**known)
+
+
+def open_dataset(dataset_dir: str) -> PublishedDataset:
+    """A published dataset (through its link or manifest) or a staging folder, with its sidecar.
+
+    A published version's sidecar never changes, so within a command (pipelines/core/published.py) it
+    is read once; a plain folder's is read every time."""
+    current = published(dataset_dir)
+    if current.version is None:
+        raw = _read_sidecar(current.url, dataset_dir)
+    else:
+        raw = remembered("sidecar", current.url, lambda: _read_sidecar(current.url, dataset_dir))
+    known = {k: copy.deepcopy(raw[k]) for k in DatasetMeta.__dataclass_fields__ if k in raw}
+    return PublishedDataset(dataset_dir, current.url, current.version, DatasetMeta(**known))
+
+
+def read_meta(dataset_dir: str) -> DatasetMeta:
+    """The sidecar of a published dataset (through its link or manifest) or of a staging folder."""
+    return open_dataset(dataset_dir).meta
 
 
 def encode_batch(ids: np.ndarray, labels: np.ndarray, images: np.ndarray) -> pa.RecordBatch:

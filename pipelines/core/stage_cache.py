@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from pipelines.core import source_graph, storage
-from pipelines.core.store import read_json, read_manifest, write_json_atomic
+from pipelines.core.published import published
+from pipelines.core.store import read_json, write_json_atomic
 
 RECORD_FORMAT = "sparkcnn-stage-key/1"
 
@@ -52,14 +53,14 @@ def listing_identity(location: str) -> Optional[str]:
 
 
 def identity(location: str) -> Optional[str]:
-    """What says whether an output or input changed: a published version, a file's stat, a listing."""
+    """What says whether an output or input changed: a published version, a file's stat, a listing.
+
+    A published version is what the command reads of it (pipelines/core/published.py), so a key and
+    the stage it lets run describe the same version."""
     if storage.is_remote(location):
-        manifest = read_manifest(location)
-        if manifest:
-            return manifest["version"]
-        return listing_identity(location)
+        return published(location).version or listing_identity(location)
     if os.path.islink(location):
-        return os.path.realpath(location) if os.path.exists(location) else None
+        return published(location).version
     if os.path.isfile(location):
         st = os.stat(location)
         return f"{st.st_size}:{st.st_mtime_ns}"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pipelines.core import storage
 from pipelines.core.leases import PublishConflict  # noqa: F401 (part of this API)
+from pipelines.core.published import known, note_published, published
 from pipelines.core.publish_local import new_local_staging, publish_dir
 from pipelines.core.publish_store import (  # noqa: F401 (read_manifest is part of this API)
     MANIFEST,
@@ -64,9 +65,10 @@ def _discard(staging) -> None:
 
 def _publish(staging, dest: str) -> None:
     if isinstance(staging, RemoteStaging):
-        publish_version(staging, dest)
+        note_published(dest, publish_version(staging, dest))
     else:
         publish_dir(staging, dest)
+        note_published(dest)
 
 
 @contextlib.contextmanager
@@ -134,11 +136,9 @@ def resolve(dest: str) -> str:
 
     Local: the version directory the link points to.  Remote: the manifest's version prefix,
     or `dest` itself when it holds plain files written by another tool (no manifest).
+    Within a command, read once (pipelines/core/published.py).
     """
-    if not storage.is_remote(dest):
-        return os.path.realpath(dest)
-    manifest = read_manifest(dest)
-    return manifest["url"] if manifest else dest
+    return published(dest).url
 
 
 def published_url(dest: str) -> str:
@@ -155,12 +155,11 @@ def published_entries(dest: str, suffix: str = ".parquet") -> list:
     killed task attempt is read), with what the manifest knows of each (bytes, rows,
     row_groups); plain folders are listed, with empty entries.
     """
-    if storage.is_remote(dest):
-        manifest = read_manifest(dest)
-        if manifest:
-            return [(storage.join(manifest["url"], e["name"]), e) for e in manifest["files"]
-                    if e["name"].endswith(suffix)]
-    root = resolve(dest)
+    current = published(dest)
+    if current.manifest:
+        return [(storage.join(current.url, e["name"]), e) for e in current.manifest["files"]
+                if e["name"].endswith(suffix)]
+    root = current.url
     return [(storage.join(root, n), {}) for n in storage.walk_files(root)
             if n.endswith(suffix) and not os.path.basename(n).startswith(("_", "."))]
 
@@ -174,6 +173,9 @@ def exists(location: str) -> bool:
     """A published output (remote: its manifest) or a file exists at `location`."""
     if not storage.is_remote(location):
         return os.path.exists(location)
+    seen = known(location)
+    if seen is not None:               # this command read (or published) its manifest, or found none
+        return seen.version is not None or storage.isfile(location)
     return storage.exists(storage.join(location, MANIFEST)) or storage.isfile(location)
 
 

@@ -15,47 +15,50 @@ from pipelines.core.config import Config
 from pipelines.core.metrics import prediction_metrics
 from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.progress import expect_rows
+from pipelines.core.published import reading_once
 from pipelines.core.store import (
     RunStore,
     atomic_dir,
     published_url,
-    resolve,
     write_json_atomic,
 )
 
 
-def predict_dataset(spark, dataset_dir: str, model_location: str, batch_size: int):
+def predict_dataset(spark, dataset: records.PublishedDataset, model_location: str, batch_size: int):
     """A lazy DataFrame of predictions (id, label, prediction, probabilities) for every row of the dataset.
 
     The same engine as `sparkcnn predict` (pipelines.inference.cnn_model): rows already at the model's
     shape go in as one zero-copy view of their Arrow buffer.
     """
     from pipelines.inference.cnn_model import CNNModel
-    meta = records.read_meta(dataset_dir)
+    meta = dataset.meta
     model = CNNModel.from_file(model_location, inputCol=records.IMAGE, inputFormat="record", topKCol="",
                                probabilityCol=records.PROBABILITIES, predictionCol=records.PREDICTION,
                                errorCol="", batchSize=batch_size, resizeMode="stretch",
                                classNames=list(meta.class_names))
-    frame = read_frame(spark, dataset_dir, [records.ID, records.LABEL, records.HEIGHT, records.WIDTH,
+    frame = read_frame(spark, dataset.location, [records.ID, records.LABEL, records.HEIGHT, records.WIDTH,
                                             records.CHANNELS, records.IMAGE])
-    return model.transform_keeping(frame, [records.ID, records.LABEL]), meta
+    return model.transform_keeping(frame, [records.ID, records.LABEL])
 
 
+@reading_once()     # the dataset's manifest and sidecar once, whoever calls
 def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
     split = cfg.score.split
-    dataset_dir = cfg.dataset_dir(split)
+    dataset = records.open_dataset(cfg.dataset_dir(split))      # read once: its rows, classes and version
+    meta = dataset.meta
     model_location = store.require(store.model_path, "train")
     t0 = time.perf_counter()
-    predictions, meta = predict_dataset(spark, dataset_dir, model_location, cfg.score.batch_size)
+    predictions = predict_dataset(spark, dataset, model_location, cfg.score.batch_size)
     expect_rows(meta.num_rows)                             # for the progress lines
     with atomic_dir(store.predictions_dir) as staging:
         write_frame(predictions, staging)
     seconds = time.perf_counter() - t0
     metrics = prediction_metrics(read_frame(spark, store.predictions_dir), meta.class_names)
     if metrics["rows"] != meta.num_rows:
-        raise RuntimeError(f"{store.predictions_dir}: {metrics['rows']} predictions for {meta.num_rows} rows of {dataset_dir}")
+        raise RuntimeError(f"{store.predictions_dir}: {metrics['rows']} predictions for {meta.num_rows} rows of "
+                           f"{dataset.location}")
     log(f"[score] predictions -> {published_url(store.predictions_dir)}")
-    metrics.update(split=split, dataset=resolve(dataset_dir), model=store.model_path,
+    metrics.update(split=split, dataset=dataset.url, model=store.model_path,
                    scoring_seconds=seconds, rows_per_second=meta.num_rows / seconds)
     write_json_atomic(store.metrics_path, metrics)
     log(f"[score] {split}: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "

@@ -22,30 +22,30 @@ from typing import Callable, Optional
 
 from pipelines.core import records, storage
 from pipelines.core.session import is_local_master
-from pipelines.core.store import RunStore, atomic_dir, exists, resolve, write_bytes_atomic, write_json_atomic
+from pipelines.core.store import RunStore, atomic_dir, write_bytes_atomic, write_json_atomic
 from pipelines.inference.model_refs import TRAINABLE, classify
 from pipelines.training.launch import TrainError, WorkerLostError, resolve_num_proc, run_horovod
 from pipelines.training.remote import TrainSpec
 from pipelines.training.resume import plan_resume, resume_hint
 from pipelines.training.section import TrainSection
 from pipelines.training.step import summarise
-from pipelines.training.validation_split import held_out_dirs
+from pipelines.training.validation_split import held_out_datasets
 
 
-def make_spec(settings: TrainSection, train_dir: str, val_dir: Optional[str], augment: Optional[dict] = None,
-              where: str = "train") -> TrainSpec:
-    """The workers' spec for training on `train_dir` (validating on `val_dir` when it exists and has rows)."""
+def make_spec(settings: TrainSection, train: records.PublishedDataset, val: Optional[records.PublishedDataset],
+              augment: Optional[dict] = None, where: str = "train") -> TrainSpec:
+    """The workers' spec for training on `train` (validating on `val` when there is one and it has rows)."""
     classify(settings.model, TRAINABLE, f"{where}.model")
-    meta = records.read_meta(train_dir)
-    val_rows = records.read_meta(val_dir).num_rows if val_dir and exists(val_dir) else 0
+    meta = train.meta
+    val_rows = val.meta.num_rows if val else 0
     if meta.num_rows < settings.batch_size * settings.num_proc:
-        raise TrainError(f"{storage.redact(train_dir)}: {meta.num_rows} rows is less than one batch of "
+        raise TrainError(f"{storage.redact(train.location)}: {meta.num_rows} rows is less than one batch of "
                          f"{settings.batch_size} for each of {settings.num_proc} workers; lower the batch size "
                          "or the number of workers")
     return TrainSpec(
         settings=settings,
-        train_path=resolve(train_dir),   # pin the version being read, whatever ingest does meanwhile
-        val_path=resolve(val_dir) if val_rows else None,
+        train_path=train.url,   # the version pinned when it was opened, whatever ingest does meanwhile
+        val_path=val.url if val_rows else None,
         input_shape=meta.shape, num_classes=meta.num_classes,
         train_rows=meta.num_rows, val_rows=val_rows,
         augment=augment,
@@ -75,13 +75,14 @@ def breakdown_summary(ranks: list) -> dict:
             "overlap": first["overlap"], "ranks": [b["epochs"] for b in per_rank]}
 
 
-def train_records(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore, *,
+def train_records(spark, settings: TrainSection, source: records.PublishedDataset,
+                  val: Optional[records.PublishedDataset], store: RunStore, *,
                   augment: Optional[dict] = None, row_group_mb: float = 4.0, where: str = "train",
                   log: Callable[[str], None] = print) -> dict:
-    """Train on the dataset at source_dir (held-out rows per settings.validation); returns the history."""
+    """Train on the dataset `source` (held-out rows per settings.validation); returns the history."""
     settings = dataclasses.replace(settings, num_proc=resolve_num_proc(spark, settings.num_proc))
-    train_dir, val_dir = held_out_dirs(spark, settings, source_dir, val_dir, store, row_group_mb, log)
-    spec = plan_resume(make_spec(settings, train_dir, val_dir, augment, where), store, log)
+    train, val = held_out_datasets(spark, settings, source, val, store, row_group_mb, log)
+    spec = plan_resume(make_spec(settings, train, val, augment, where), train.meta, store, log)
     nics = set(settings.nics) if settings.nics else ({"lo"} if is_local_master(spark.sparkContext.master) else None)
     log(f"[train] {settings.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
         f"{settings.num_proc} Horovod workers, {settings.epochs} epochs")

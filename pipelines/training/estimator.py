@@ -36,7 +36,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pipelines.augmentation.pipeline import Pipeline
 from pipelines.core import records, storage
 from pipelines.core.config import ConfigError, computing_settings
-from pipelines.core.store import RunStore
+from pipelines.core.published import reading_once
+from pipelines.core.store import RunStore, exists
 from pipelines.inference.cnn_model import CNNModel
 from pipelines.training import estimator_params as declared
 from pipelines.training.driver import train_records
@@ -74,6 +75,7 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         return cls(**declared.from_section(train), **params)
 
     # -- fitting ------------------------------------------------------------------------------
+    @reading_once()          # a fit reads each published dataset (manifest, sidecar) once
     def _fit(self, dataset) -> CNNModel:
         train, own = declared.sections_of(self)
         if not own.store:
@@ -83,9 +85,10 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         data = materialise(spark, dataset, own, train.validation, self.log)
         run_dir = own.run_dir or storage.join(storage.normalize(own.store), "runs",
                                               f"{data.key}-{settings_key(train, own)}")
-        model, _ = self._train(spark, train, own, data.path, None, RunStore(run_dir), data.meta.class_names)
+        model, _ = self._train(spark, train, own, data.dataset, None, RunStore(run_dir))
         return model
 
+    @reading_once()
     def fit_dataset(self, spark, dataset_dir: str, val_dir: Optional[str] = None,
                     where: str = WHERE) -> Tuple[CNNModel, dict]:
         """Train on an ingested record dataset (no materialising): what `sparkcnn train` runs.
@@ -96,20 +99,22 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         train, own = declared.sections_of(self)
         if not own.run_dir:
             raise ConfigError(f"{WHERE}.runDir is not set: fit_dataset writes the run there")
-        names = records.read_meta(dataset_dir).class_names
-        return self._train(spark, train, own, dataset_dir, val_dir, RunStore(storage.normalize(own.run_dir)),
-                           names, where)
+        dataset = records.open_dataset(dataset_dir)          # read once, handed to everything below
+        held_out = train.validation is not None            # then the validation rows come from the dataset
+        val = records.open_dataset(val_dir) if val_dir and not held_out and exists(val_dir) else None
+        return self._train(spark, train, own, dataset, val, RunStore(storage.normalize(own.run_dir)), where)
 
-    def _train(self, spark, train: TrainSection, own: EstimatorSection, dataset_dir: str, val_dir: Optional[str],
-               store: RunStore, class_names, where: str = WHERE) -> Tuple[CNNModel, dict]:
+    def _train(self, spark, train: TrainSection, own: EstimatorSection, dataset: records.PublishedDataset,
+               val: Optional[records.PublishedDataset], store: RunStore,
+               where: str = WHERE) -> Tuple[CNNModel, dict]:
         augment = None
         if own.augmentation is not None:
             augment = Pipeline.parse(own.augmentation, own.augmentation_seed, where=f"{where}.augmentation").spec()
         self.log(f"[fit] run directory {storage.redact(store.root)}")
-        history = train_records(spark, train, dataset_dir, val_dir, store, augment=augment,
+        history = train_records(spark, train, dataset, val, store, augment=augment,
                                 row_group_mb=own.row_group_mb, where=where, log=self.log)
         return CNNModel.from_file(store.model_path, inputCol=own.input_col, inputFormat=own.input_format,
-                                  classNames=[str(n) for n in class_names], resizeMode=own.resize_mode,
+                                  classNames=[str(n) for n in dataset.meta.class_names], resizeMode=own.resize_mode,
                                   predictionCol=own.prediction_col, probabilityCol=own.probability_col,
                                   maxPixels=own.max_pixels), history
 

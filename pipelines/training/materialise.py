@@ -53,11 +53,18 @@ class MaterialiseError(SparkcnnError, ValueError):
 
 @dataclass(frozen=True)
 class Materialised:
-    path: str                # the record dataset (data/)
+    dataset: records.PublishedDataset   # the record dataset (data/), as training reads it
     key: str
-    meta: records.DatasetMeta
     reused: bool
     scope: str               # "files" (any process) or "application" (this Spark application only)
+
+    @property
+    def path(self) -> str:
+        return self.dataset.location
+
+    @property
+    def meta(self) -> records.DatasetMeta:
+        return self.dataset.meta
 
 
 def _plan_identity(df) -> tuple:
@@ -174,9 +181,9 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
     root = storage.join(storage.normalize(own.store), "materialised", key)
     dest = storage.join(root, "data")
     if exists(dest):
-        meta = records.read_meta(dest)
-        log(f"[fit] materialised data up to date (key {key}): {meta.num_rows} rows in {storage.redact(dest)}")
-        return Materialised(dest, key, meta, True, scope)
+        dataset = records.open_dataset(dest)
+        log(f"[fit] materialised data up to date (key {key}): {dataset.meta.num_rows} rows in {storage.redact(dest)}")
+        return Materialised(dataset, key, True, scope)
 
     label_index, class_names = _label_plan(df, own.label_col)
     cols = cnn_remote.Columns(input=own.input_col, form=form, height="height", width="width", channels="channels")
@@ -228,7 +235,7 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
                                f"see {storage.redact(reject_path)})")
     more = f", {rejected} rejected (listed in {storage.redact(reject_path)})" if rejected else ""
     log(f"[fit] materialised {meta.num_rows} rows in {len(meta.class_names)} classes{more}")
-    return Materialised(dest, key, meta, False, scope)
+    return Materialised(records.open_dataset(dest), key, False, scope)   # in a fit: what was just published
 
 
 def _write_rejects(location: str, listed: list) -> None:

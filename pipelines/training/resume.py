@@ -29,12 +29,13 @@ def setup_fingerprint(spec: TrainSpec, meta: records.DatasetMeta) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan_resume(spec: TrainSpec, store: RunStore, log) -> TrainSpec:
-    """Point the spec at the checkpoint to continue from, or clear stale checkpoints."""
+def plan_resume(spec: TrainSpec, train_meta: records.DatasetMeta, store: RunStore, log) -> TrainSpec:
+    """Point the spec at the checkpoint to continue from, or clear stale checkpoints (`train_meta`: the
+    sidecar of the dataset the spec trains on)."""
     settings = spec.settings
     if not settings.checkpoint:
         return spec
-    fingerprint = setup_fingerprint(spec, records.read_meta(spec.train_path))
+    fingerprint = setup_fingerprint(spec, train_meta)
     spec = dataclasses.replace(spec, checkpoint_dir=store.checkpoint_dir, fingerprint=fingerprint)
     state_path = storage.join(store.checkpoint_dir, "state.json")
     state = read_json(state_path) if storage.exists(state_path) else None

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Tuple
 from pipelines.core import records, storage
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.parquet_io import read_frame
-from pipelines.core.store import RunStore, exists, read_json, resolve, write_json_atomic
+from pipelines.core.store import RunStore, exists, read_json, write_json_atomic
 from pipelines.datasets.publish import publish_dataset
 from pipelines.training.section import TrainSection
 
@@ -28,22 +28,25 @@ class ValidationSplitError(SparkcnnError, ValueError):
     """train.validation cannot be applied to the training split; the message says why."""
 
 
-def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore,
-                  row_group_mb: float, log: Callable[[str], None] = print) -> Tuple[str, Optional[str]]:
-    """(train dir, val dir) for settings.validation; (source_dir, val_dir) unchanged when it is null."""
+def held_out_datasets(spark, settings: TrainSection, source: records.PublishedDataset,
+                      val: Optional[records.PublishedDataset], store: RunStore, row_group_mb: float,
+                      log: Callable[[str], None] = print) -> Tuple[records.PublishedDataset,
+                                                                   Optional[records.PublishedDataset]]:
+    """(train, val) datasets for settings.validation; (source, val) unchanged when it is null."""
     setting = settings.validation
     if setting is None:
-        return source_dir, val_dir
+        return source, val
+    source_dir = source.location
     out_root = storage.join(store.root, "validation")
     train_dir, val_dir = storage.join(out_root, "train"), storage.join(out_root, "val")
     marker_path = storage.join(out_root, "source.json")
-    marker = {"source": resolve(source_dir), "validation": setting, "seed": settings.seed}
+    marker = {"source": source.url, "validation": setting, "seed": settings.seed}
     if (exists(marker_path) and read_json(marker_path) == marker
             and exists(train_dir) and exists(val_dir)):
         log(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
-        return train_dir, val_dir
-    meta = records.read_meta(source_dir)
-    frame = read_frame(spark, source_dir)
+        return records.open_dataset(train_dir), records.open_dataset(val_dir)
+    meta = source.meta
+    frame = read_frame(spark, source_dir)          # within a fit: the version `source` pinned
     is_val = _validation_flag(frame, setting, settings.seed, source_dir)
     frame = frame.withColumn("_is_val", is_val)
     counts = {bool(r["_is_val"]): int(r["count"]) for r in frame.groupBy("_is_val").count().collect()}
@@ -60,7 +63,7 @@ def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optio
                         row_group_mb, rows)
     write_json_atomic(marker_path, marker)
     log(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} validation rows")
-    return train_dir, val_dir
+    return records.open_dataset(train_dir), records.open_dataset(val_dir)   # in a fit: what was just published
 
 
 def _validation_flag(frame, setting, seed: int, source_dir: str):
