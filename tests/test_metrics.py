@@ -85,6 +85,7 @@ def test_metrics_equal_the_hand_computed_values(spark, name, as_vector):
     assert metrics["loss"] == pytest.approx(case["loss"], rel=1e-6)
 
 
+@pytest.mark.slow   # three Spark evaluations per case, ~8 s each: make test, not the everyday tier
 @pytest.mark.parametrize("name", CASES)
 def test_metrics_agree_with_spark_on_the_same_dataframe(spark, name):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator

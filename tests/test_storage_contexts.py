@@ -78,6 +78,7 @@ def _job(spark, server, rows: int, both_inside: threading.Barrier, out: dict) ->
             lines.append(f"error: {exc}")
 
 
+@pytest.mark.slow   # two S3 servers, Spark jobs and a lock heartbeat from two threads: ~15 s
 def test_two_stores_with_different_credentials_at_the_same_time(spark, two_servers, capfd):
     a, b = two_servers
     rows = {a.bucket: 301, b.bucket: 502}
