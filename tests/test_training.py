@@ -13,7 +13,7 @@ from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.training.driver import make_spec
 from pipelines.training.resume import plan_resume
 
-from conftest import kill_job
+from conftest import kill_job, logged_lines
 
 pytestmark = pytest.mark.slow   # Horovod trainings
 
@@ -74,8 +74,8 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
     write_json_atomic(os.path.join(store.checkpoint_dir, "state.json"),
                       {"epoch": 2, "prefix": os.path.join(store.checkpoint_dir, "epoch-0002", "ckpt"),
                        "fingerprint": "from-another-setup", "history": {}})
-    logs = []
-    spec = plan_resume(make_spec(cfg.train, cfg.dataset_dir("train"), cfg.dataset_dir("val")), store, logs.append)
+    with logged_lines() as logs:
+        spec = plan_resume(make_spec(cfg.train, cfg.dataset_dir("train"), cfg.dataset_dir("val")), store)
     assert spec.initial_epoch == 0 and spec.resume_prefix is None
     assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
     assert os.listdir(store.checkpoint_dir) == []
@@ -83,8 +83,11 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
 
 def split_for(spark, cfg, logs):
     from pipelines.training.validation_split import held_out_dirs
-    return held_out_dirs(spark, cfg.train, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
-                         RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
+    with logged_lines() as said:
+        dirs = held_out_dirs(spark, cfg.train, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
+                             RunStore(cfg.run_dir), cfg.ingest.row_group_mb)
+    logs += said
+    return dirs
 
 
 def test_validation_by_fraction_and_by_column(small_conf, spark, tmp_path):

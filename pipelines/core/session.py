@@ -10,15 +10,18 @@ line saying it was not applied, never dropped silently.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from typing import Callable, Optional
+from typing import Optional
 
 from pyspark.sql import SparkSession
 
 from pipelines.core import resources as gpu_resources
 from pipelines.core.arrow_batches import ARROW_BATCH_ROWS
 from pipelines.core.sections import SparkSection
+
+logger = logging.getLogger("sparkcnn.core")
 
 
 def is_local_master(master: str) -> bool:
@@ -32,8 +35,7 @@ def _submitted_conf() -> dict:
     return dict(SparkConf().getAll())
 
 
-def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
-                resources: Optional[gpu_resources.ResourcesSection] = None) -> SparkSession:
+def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesSection] = None) -> SparkSession:
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -72,7 +74,7 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
     for key, value in settings.items():
         builder = builder.config(key, value)
     if active is not None:
-        _apply_to_running(active, conf, settings, submitted, log)
+        _apply_to_running(active, conf, settings, submitted)
         spark = active
     else:
         spark = builder.getOrCreate()
@@ -82,7 +84,7 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
     return spark
 
 
-def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool, log) -> None:
+def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool) -> None:
     """Set what a running session still accepts; name, in one line, what it cannot take any more."""
     not_applied = []
     if not submitted and spark.sparkContext.master != conf.master:
@@ -96,8 +98,8 @@ def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, s
         else:
             not_applied.append(f"{key}={value} (running: {current})")
     if not_applied:
-        log("[spark] a SparkSession was already running, so these settings were not applied "
-            f"(set them before it starts, e.g. with spark-submit --conf): {', '.join(not_applied)}")
+        logger.warning("[spark] a SparkSession was already running, so these settings were not applied "
+                       f"(set them before it starts, e.g. with spark-submit --conf): {', '.join(not_applied)}")
 
 
 def total_cores(spark: SparkSession) -> int:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections import Counter
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,7 @@ from pipelines.ingest import incremental
 from pipelines.ingest.folder_remote import write_files
 from pipelines.ingest.remote import rows_per_row_group
 
+logger = logging.getLogger("sparkcnn.ingest")
 REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("split", pa.string()), ("reason", pa.string())])
 
 
@@ -134,7 +135,7 @@ def _listed(list_path: str) -> tuple:
     return layout, files, {(s, rel): stats for s, rel, stats in items}
 
 
-def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
+def ingest_folder(spark, cfg: Config) -> dict:
     root = cfg.data.path
     if is_file_list(root):
         layout, files, identities = _listed(root)
@@ -167,18 +168,18 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         rel for s, rel in files if s == first_split and "/" in rel])
     h, w = ing.image_size or probe[:2]
     c = ing.channels or probe[2]
-    log(f"[ingest] {root}: {n_files} files, {len(classes)} classes, image shape {h}x{w}x{c}")
+    logger.info(f"[ingest] {root}: {n_files} files, {len(classes)} classes, image shape {h}x{w}x{c}")
 
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \
         ["train"] + (["test"] if ing.test_fraction > 0 else [])
     dests = {split: cfg.dataset_dir(split) for split in splits}
     rejects_dir, index_dir = storage.join(cfg.dataset_root, "rejects"), storage.join(cfg.dataset_root, "files")
     settings = _index_settings(cfg, root, class_names, (h, w, c))
-    previous = incremental.read_previous(index_dir, settings, log) if ing.incremental else None
+    previous = incremental.read_previous(index_dir, settings) if ing.incremental else None
     plan = incremental.plan(previous, files, identities)
     if previous is not None:
-        log(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
-            f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
+        logger.info(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
+                    f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
     todo = plan.todo
     expect_rows(len(todo))                               # for the progress lines
     n_parts = partition_count(estimated_bytes(layout, todo, listed) + len(todo) * h * w * c, len(todo),
@@ -215,8 +216,8 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             if got.rows == 0:
                 storage.remove(folders[split])         # not published: an earlier dataset there stays
                 if rejected[split]:
-                    log(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
-                        "no usable image, split not written")
+                    logger.info(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
+                                "no usable image, split not written")
                 continue
             check_part_files(folders[split], dest, got)
             meta = records.DatasetMeta(name=cfg.data.dataset, split=split, num_rows=got.rows, height=h, width=w,
@@ -227,13 +228,13 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             metas[split] = meta
     for split, meta in metas.items():
         unchanged = meta.num_rows + meta.rejected - new_rows.get(split, 0) - new_rejects[split]
-        log(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {new_rows.get(split, 0)} + "
-            f"rejected {new_rejects[split]} + unchanged {unchanged} -> {published_url(dests[split])}")
+        logger.info(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {new_rows.get(split, 0)} + "
+                    f"rejected {new_rejects[split]} + unchanged {unchanged} -> {published_url(dests[split])}")
     if plan.removed:
-        log(f"[ingest] {len(plan.removed)} file(s) removed since the last ingest: their rows are gone "
-            f"(listed as removed in {storage.redact(index_dir)})")
+        logger.info(f"[ingest] {len(plan.removed)} file(s) removed since the last ingest: their rows are gone "
+                    f"(listed as removed in {storage.redact(index_dir)})")
     if rejects:
-        log(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
+        logger.info(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
     return metas
 
 

@@ -73,8 +73,9 @@ def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
     if spark.sparkContext.getConf().get(resources.REQUIRE_ENV_CONF) == "1":
         env[REQUIRE_GPU_ENV] = "1"
-    # Rank 0's epoch lines come through a relay of ours: Horovod's stdout forwarding delivers in 64 KiB
-    # chunks (pipelines/core/line_relay.py), i.e. at the end of a training.
+    # The ranks' lines (rank 0's epochs) come through a relay of ours, logged here on the loggers they were
+    # logged on: Horovod's stdout forwarding delivers in 64 KiB chunks (pipelines/core/line_relay.py), i.e.
+    # at the end of a training.
     driver_host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
     with LineRelay(driver_host) as relay:
         spec = dataclasses.replace(spec, log_relay=relay.address)

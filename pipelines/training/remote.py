@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tarfile
 import tempfile
@@ -26,7 +27,7 @@ from typing import Optional
 
 from pipelines.augmentation.on_the_fly import augment_tf_dataset
 from pipelines.core import storage
-from pipelines.core.line_relay import LineSender, RelayAddress
+from pipelines.core.line_relay import RelayAddress, relayed
 from pipelines.core.store import write_json_atomic
 from pipelines.core.tf_runtime import configure_threads, cores_per_local_worker, model_to_bytes, place
 from pipelines.training.petastorm_input import open_reader, to_tf_dataset
@@ -37,6 +38,7 @@ from pipelines.training.timeline import GRADIENTS, read_timeline
 from pipelines.training.zoo import build_model, make_optimizer
 
 KEEP_CHECKPOINTS = 2
+logger = logging.getLogger("sparkcnn.training")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class TrainSpec:
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
     storage: storage.StorageOptions = storage.StorageOptions()   # the driver's, for remote datasets and checkpoints
-    log_relay: Optional[RelayAddress] = None  # rank 0's lines reach the driver's stdout through it, as written
+    log_relay: Optional[RelayAddress] = None  # the ranks' log records reach the driver's loggers through it, as written
 
 
 def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
@@ -136,28 +138,27 @@ def _place_rank():
     rank = int(os.environ.get("HOROVOD_RANK", "0"))
     local_rank = int(os.environ.get("HOROVOD_LOCAL_RANK", "0"))
     assigned = get_available_devices()[:1]             # one GPU per rank
-    return place(f"rank {rank}", assigned, fallback_index=local_rank,
-                 log=lambda line: print(line, flush=True))
+    return place(f"rank {rank}", assigned, fallback_index=local_rank)
 
 
-def _epoch_line(tf, epochs: int, epoch_seconds: list, say):
+def _epoch_line(tf, epochs: int, epoch_seconds: list):
     """Rank 0's line per epoch (Keras's own verbose output would reach the driver only at the end).
     Its time is the one EpochClock (in _callbacks, earlier in the list) has just appended."""
     class EpochLine(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             metrics = " ".join(f"{k} {float(v):.4f}" for k, v in sorted((logs or {}).items())
                                if k.endswith(("loss", "accuracy")))
-            say(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({epoch_seconds[-1]:.1f} s)")
+            logger.info(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({epoch_seconds[-1]:.1f} s)")
     return EpochLine()
 
 
-def _precision_policy(tf, name: Optional[str], log) -> None:
+def _precision_policy(tf, name: Optional[str], warn: bool) -> None:
     """Keras's global dtype policy for the layers built next (None: float32); Keras itself warns about
-    mixed_float16 without a GPU."""
+    mixed_float16 without a GPU, and `warn` (rank 0) says when bfloat16 is emulated."""
     tf.keras.mixed_precision.set_global_policy(name or "float32")
-    if name == "mixed_bfloat16" and not _cpu_has_bfloat16() and not tf.config.list_logical_devices("GPU"):
-        log("[train] mixed_bfloat16 on a CPU without bfloat16 instructions (avx512_bf16/amx_bf16): "
-            "emulated, expect it slower than float32")
+    if warn and name == "mixed_bfloat16" and not _cpu_has_bfloat16() and not tf.config.list_logical_devices("GPU"):
+        logger.warning("[train] mixed_bfloat16 on a CPU without bfloat16 instructions (avx512_bf16/amx_bf16): "
+                       "emulated, expect it slower than float32")
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -216,6 +217,12 @@ def _allreduce(size: int, overlap: bool):
 
 
 def train_worker(spec: TrainSpec) -> Optional[dict]:
+    """One Horovod rank's training; its log records (rank 0's epoch lines) are relayed to the driver."""
+    with relayed(spec.log_relay):
+        return _train_rank(spec)
+
+
+def _train_rank(spec: TrainSpec) -> Optional[dict]:
     placement = _place_rank()
     t = spec.settings
     timeline_dir = tempfile.TemporaryDirectory(prefix="sparkcnn-timeline-") if t.timeline else None
@@ -233,8 +240,7 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    say = LineSender(spec.log_relay).send if rank == 0 else (lambda line: None)   # rank 0 speaks for all
-    _precision_policy(tf, t.mixed_precision, log=say)
+    _precision_policy(tf, t.mixed_precision, warn=rank == 0)    # rank 0 speaks for all
     model = build_model(t.model, spec.input_shape, spec.num_classes)
     passes = t.backward_passes_per_step
     lr = t.learning_rate * (size * passes if t.scale_lr else 1)
@@ -267,9 +273,9 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
     history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
     epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
     callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
-    callbacks.insert(0, clock_callback(tf, clock, log=say if rank == 0 else None))
+    callbacks.insert(0, clock_callback(tf, clock, log_epochs=rank == 0))
     if rank == 0:
-        callbacks.append(_epoch_line(tf, t.epochs, epoch_seconds, say))   # last: sees the metrics averaged over workers
+        callbacks.append(_epoch_line(tf, t.epochs, epoch_seconds))   # last: sees the metrics averaged over workers
     if rank == 0:
         resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
         precision = f", {t.mixed_precision}" if t.mixed_precision else ""
@@ -277,8 +283,8 @@ def train_worker(spec: TrainSpec) -> Optional[dict]:
             (f", {t.compression} compression" if t.compression != "none" else "") + \
             (", overlapped allreduce" if overlap and size > 1 else "")
         cycle = f", Horovod cycle {knobs['HOROVOD_CYCLE_TIME']} ms" if size > 1 and "HOROVOD_CYCLE_TIME" in knobs else ""
-        say(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
-            f"lr {lr:g}{precision}{levers}{cycle}{resumed}")
+        logger.info(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
+                    f"lr {lr:g}{precision}{levers}{cycle}{resumed}")
 
     if spec.initial_epoch < t.epochs:
         with contextlib.ExitStack() as readers:

@@ -25,11 +25,13 @@ On a GPU the phase boundaries are synchronised by reading the loss (one scalar p
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Dict, List, Optional
 
 PHASES = ("input", "compute", "allreduce", "apply")
 COMPRESSIONS = ("none", "fp16")
+logger = logging.getLogger("sparkcnn.training")
 
 
 class StepClock:
@@ -76,8 +78,9 @@ def describe(ms: dict, digits: int = 1) -> str:
         f"{k} {ms[f'{k}_ms']:.{digits}f}" for k in (*PHASES, "other"))
 
 
-def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = None):
-    """Times each Keras step from outside the train function and closes the clock's epoch."""
+def clock_callback(tf, clock: StepClock, log_epochs: bool = False):
+    """Times each Keras step from outside the train function and closes the clock's epoch (logging its
+    breakdown when `log_epochs`: rank 0 speaks for all)."""
 
     class PhaseClockCallback(tf.keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -88,8 +91,8 @@ def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = 
 
         def on_epoch_end(self, epoch, logs=None):
             entry = clock.end_epoch()
-            if log:
-                log(f"[train] epoch {epoch + 1} {describe(entry)}")
+            if log_epochs:
+                logger.info(f"[train] epoch {epoch + 1} {describe(entry)}")
 
     return PhaseClockCallback()
 

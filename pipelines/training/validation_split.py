@@ -12,7 +12,8 @@ a rerun (or a resume after a killed training) reuses it instead of rewriting.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+import logging
+from typing import Optional, Tuple
 
 from pipelines.core import records, storage
 from pipelines.core.errors import SparkcnnError
@@ -21,6 +22,7 @@ from pipelines.core.store import RunStore, exists, read_json, resolve, write_jso
 from pipelines.datasets.publish import publish_dataset
 from pipelines.training.section import TrainSection
 
+logger = logging.getLogger("sparkcnn.training")
 HASH_BUCKETS = 1_000_000
 
 
@@ -29,7 +31,7 @@ class ValidationSplitError(SparkcnnError, ValueError):
 
 
 def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optional[str], store: RunStore,
-                  row_group_mb: float, log: Callable[[str], None] = print) -> Tuple[str, Optional[str]]:
+                  row_group_mb: float) -> Tuple[str, Optional[str]]:
     """(train dir, val dir) for settings.validation; (source_dir, val_dir) unchanged when it is null."""
     setting = settings.validation
     if setting is None:
@@ -40,7 +42,7 @@ def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optio
     marker = {"source": resolve(source_dir), "validation": setting, "seed": settings.seed}
     if (exists(marker_path) and read_json(marker_path) == marker
             and exists(train_dir) and exists(val_dir)):
-        log(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
+        logger.info(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
         return train_dir, val_dir
     meta = records.read_meta(source_dir)
     frame = read_frame(spark, source_dir)
@@ -59,7 +61,8 @@ def held_out_dirs(spark, settings: TrainSection, source_dir: str, val_dir: Optio
         publish_dataset(spark, frame.where(frame["_is_val"] == flag).select(*records.COLUMNS), dest, part,
                         row_group_mb, rows)
     write_json_atomic(marker_path, marker)
-    log(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} validation rows")
+    logger.info(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} "
+                "validation rows")
     return train_dir, val_dir
 
 
