@@ -121,7 +121,7 @@ def run_stages(stages, cfg, forced=frozenset(), events=None) -> dict:
     def session():
         """Spark starts when the first stage that is not up to date runs (a run of skips takes seconds)."""
         if not started:
-            started.append(build_spark(cfg.spark, resources=cfg.resources))
+            started.append(build_spark(cfg.spark, resources=cfg.resources, verbose=cfg.run.verbose))
         return started[0]
     with tracked(cfg, store, stages) as tracking:   # MLflow, when tracking.mlflow is true
         for stage in stages:

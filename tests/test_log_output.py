@@ -1,11 +1,13 @@
 """The library logs and the CLI prints: a stage function called from a program prints nothing unless the
 program configures logging, and its lines arrive as records on "sparkcnn.*" loggers; the CLI's handler
-prints them as the message alone."""
+prints them as the message alone; run.verbose lets TensorFlow's INFO lines through in every process."""
 import io
+import json
 import logging
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -84,3 +86,35 @@ def test_a_notebook_sees_the_lines_only_once_it_configures_logging(tmp_path):
     assert "[ingest]" not in before, before[-2000:]
     assert f"INFO:sparkcnn.ingest:[ingest] train: read 10 = written 10 + rejected 0 -> {tmp_path}/ds/tiny/train" \
         in after.splitlines(), after[-2000:]
+
+
+TF_IN_EVERY_PROCESS = """
+import json, os, sys
+from pipelines.core.sections import SparkSection
+from pipelines.core.session import build_spark
+from pipelines.training.launch import rank_environment
+spark = build_spark(SparkSection(master="local[1]", driver_memory="1g"), verbose=sys.argv[1] == "verbose")
+
+def start_tf(_):
+    import tensorflow as tf
+    return [os.environ.get("TF_CPP_MIN_LOG_LEVEL"), int(tf.constant(1) + 1)]
+
+executor = spark.sparkContext.parallelize([0], 1).map(start_tf).collect()[0]
+print(json.dumps({"executor": executor, "rank": rank_environment(spark)["TF_CPP_MIN_LOG_LEVEL"],
+                  "conf": spark.sparkContext.getConf().get("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL")}))
+"""
+
+
+@pytest.mark.slow   # two Spark sessions in fresh interpreters, TensorFlow started in an executor of each
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_info_lines_follow_run_verbose_in_executors_and_ranks(verbose):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}   # as a user's shell has it
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(TF_IN_EVERY_PROCESS),
+                           "verbose" if verbose else "quiet"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=dict(env, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    level = "0" if verbose else "1"
+    assert seen == {"executor": [level, 2], "rank": level, "conf": level}
+    info_lines = [line for line in proc.stderr.splitlines() if " I tensorflow/" in line]
+    assert bool(info_lines) == verbose, proc.stderr[-3000:]       # the executor's TF banner, or silence

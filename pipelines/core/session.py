@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from pipelines.core import resources as gpu_resources
 from pipelines.core.arrow_batches import ARROW_BATCH_ROWS
 from pipelines.core.sections import SparkSection
+from pipelines.core.tf_runtime import TF_LOG_LEVEL_CONF, TF_LOG_LEVEL_ENV, tf_log_level
 
 logger = logging.getLogger("sparkcnn.core")
 
@@ -35,11 +36,13 @@ def _submitted_conf() -> dict:
     return dict(SparkConf().getAll())
 
 
-def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesSection] = None) -> SparkSession:
+def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesSection] = None,
+                verbose: bool = False) -> SparkSession:
+    """The session a job runs in; `verbose` (run.verbose) lets TensorFlow's INFO lines through everywhere."""
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's INFO banners, once per worker process
+    _set_tf_log_level(verbose)
     active = SparkSession.getActiveSession()
     # spark-submit starts the JVM first and hands its port to this process; its
     # --master / --driver-memory must then win over the conf file.
@@ -68,6 +71,10 @@ def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesS
         # Horovod needs all its tasks running at once; never let a task wait for a locality slot.
         "spark.locality.wait": "0s",
     }
+    if active is None or verbose:
+        # TF's threshold as this process has it: local executors inherit it anyway, a cluster's do not.  A
+        # running session's executors keep theirs (said below only when verbose asked for another).
+        settings[TF_LOG_LEVEL_CONF] = os.environ[TF_LOG_LEVEL_ENV]
     # GPU amounts are defaults: what spark-submit --conf already says wins (then checked below).
     settings.update({k: v for k, v in gpu_resources.spark_defaults(resources).items() if k not in presets})
     settings.update(conf.conf or {})
@@ -82,6 +89,16 @@ def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesS
     if resources.wants_gpus or gpu_resources.task_gpus(spark):
         gpu_resources.check_session(spark, resources)
     return spark
+
+
+def _set_tf_log_level(verbose: bool) -> None:
+    """TensorFlow's C++ log threshold for this process and (through the environment it passes on) its
+    local executors: verbose shows TF's INFO lines; otherwise a threshold already in the environment
+    stays, and TF's INFO lines (banners, once per worker process) are hidden."""
+    if verbose:
+        os.environ[TF_LOG_LEVEL_ENV] = tf_log_level(verbose)
+    else:
+        os.environ.setdefault(TF_LOG_LEVEL_ENV, tf_log_level(verbose))
 
 
 def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool) -> None:

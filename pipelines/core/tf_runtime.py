@@ -30,8 +30,18 @@ from pipelines.core.log_output import executor_lines
 
 # Set (to 1) in every executor's environment by resources.require_gpu (spark.executorEnv.*).
 REQUIRE_GPU_ENV = "SPARKCNN_REQUIRE_GPU"
+# TensorFlow's C++ log threshold, read once when TF starts in a process: the driver sets it in its own
+# environment, executors get it through Spark's executorEnv and Horovod ranks through their launch.
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+TF_LOG_LEVEL_CONF = "spark.executorEnv." + TF_LOG_LEVEL_ENV
 
 logger = logging.getLogger("sparkcnn.core")
+
+
+def tf_log_level(verbose: bool) -> str:
+    """run.verbose as TF's threshold: 0 shows its INFO lines (banners, per-process device and thread
+    set-up), 1 only warnings and errors."""
+    return "0" if verbose else "1"
 
 
 class NoGpuError(RetryableError, RuntimeError):
