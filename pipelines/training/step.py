@@ -106,37 +106,39 @@ def gradient_bytes(variables, compression: str) -> int:
     return total
 
 
-def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: int = 1,
-            compression: str = "none", overlap: bool = False) -> Callable:
-    """Replace model's train function by the phased one; `allreduce` None: one worker, nothing reduced.
-
-    `allreduce(list of tensors) -> list of averaged tensors` is Horovod's: grouped (one fused
-    reduction after the backward pass, its own traced call) or, with `overlap`, one reduction per
-    tensor inside the compute function, each started as soon as its gradient exists (Horovod
-    fuses what is ready each cycle), so transfer overlaps the rest of the backward pass.  Then
-    the graph itself stamps the time between the last gradient being ready and the last
-    reduction being done (tf.timestamp): the exposed allreduce, reported as `allreduce`, the
-    rest of the call as `compute`.
-    """
+def _check_levers(passes: int, compression: str) -> None:
     if passes < 1:
         raise ValueError(f"backward_passes_per_step must be >= 1, got {passes}")
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    optimizer = model.optimizer
-    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
-    variables = model.trainable_variables
-    accumulators = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if passes > 1 else []
 
+
+def _compressed(tf, allreduce: Callable, compression: str) -> Callable:
+    """Horovod's allreduce, handed float16 gradients under fp16 compression (half the bytes) and cast back."""
     def compressed_allreduce(grads):
         if compression == "fp16":
             dtypes = [g.dtype for g in grads]
             sent = [tf.cast(g, tf.float16) if g.dtype.is_floating else g for g in grads]
             return [tf.cast(r, d) for r, d in zip(allreduce(sent), dtypes)]
         return allreduce(grads)
+    return compressed_allreduce
 
-    reduce_inside = overlap and allreduce is not None
 
-    def _forward_backward(x, y, final: bool):
+def _forward_backward(tf, model, passes: int, reduce_inside: Optional[Callable]) -> Callable:
+    """The compute phase, one traced function of (x, y, final): the loss (scaled under float16), the
+    gradients and the metrics' update -> (gradients, logs, seconds of allreduce not hidden).
+
+    With passes > 1 the gradients of a step that is not `final` are only accumulated (no gradients
+    returned); the final one returns the mean of all.  `reduce_inside` (overlap): the reduction starts
+    per tensor as soon as its gradient exists, and the graph stamps the time between the last gradient
+    and the last reduction (the exposed allreduce).
+    """
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
+    accumulators = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if passes > 1 else []
+
+    def forward_backward(x, y, final: bool):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             loss = model.compute_loss(x, y, y_pred)
@@ -153,24 +155,35 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
             with tf.control_dependencies(grads):
                 for acc in accumulators:
                     acc.assign(tf.zeros_like(acc))
-        if not reduce_inside:
+        if reduce_inside is None:
             return grads, logs, tf.constant(0.0, tf.float64)
         with tf.control_dependencies(grads):
             ready = tf.timestamp()                  # the last gradient exists
-        reduced = compressed_allreduce(grads)       # each reduction started when its gradient was ready
+        reduced = reduce_inside(grads)              # each reduction started when its gradient was ready
         with tf.control_dependencies(reduced):
             exposed = tf.timestamp() - ready
         return reduced, logs, exposed
+    return tf.function(forward_backward, reduce_retracing=True)
 
-    forward_backward = tf.function(_forward_backward, reduce_retracing=True)
-    reduce = tf.function(compressed_allreduce, reduce_retracing=True)
+
+def _apply(tf, model) -> Callable:
+    """The apply phase, one traced function of the gradients: unscaled (float16), then the optimizer's update."""
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
 
     @tf.function(reduce_retracing=True)
     def apply(grads):
         if loss_scaled:
             grads = optimizer.get_unscaled_gradients(grads)
         optimizer.apply_gradients(zip(grads, variables))
+    return apply
 
+
+def _timed_train_function(forward_backward: Callable, reduce: Optional[Callable], apply: Callable,
+                          clock: StepClock, passes: int) -> Callable:
+    """Keras's train function: one step as its phases, each timed into `clock`; `reduce` None: nothing to
+    reduce after the compute phase (one worker, or reduced inside it)."""
     state = {"batch": 0}
 
     def train_function(iterator):
@@ -185,7 +198,7 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
         t2 = time.perf_counter()
         t3 = t2
         if final:
-            if allreduce is not None and not reduce_inside:
+            if reduce is not None:
                 grads = reduce(grads)
             t3 = time.perf_counter()
             apply(grads)
@@ -193,7 +206,27 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
         t4 = time.perf_counter()
         clock.add(input=t1 - t0, compute=t2 - t1 - exposed, allreduce=t3 - t2 + exposed, apply=t4 - t3)
         return logs
+    return train_function
 
+
+def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: int = 1,
+            compression: str = "none", overlap: bool = False) -> Callable:
+    """Replace model's train function by the phased one; `allreduce` None: one worker, nothing reduced.
+
+    `allreduce(list of tensors) -> list of averaged tensors` is Horovod's: grouped (one fused
+    reduction after the backward pass, its own traced call) or, with `overlap`, one reduction per
+    tensor inside the compute function, each started as soon as its gradient exists (Horovod
+    fuses what is ready each cycle), so transfer overlaps the rest of the backward pass.  Then
+    the graph itself stamps the time between the last gradient being ready and the last
+    reduction being done (tf.timestamp): the exposed allreduce, reported as `allreduce`, the
+    rest of the call as `compute`.
+    """
+    _check_levers(passes, compression)
+    reduced = _compressed(tf, allreduce, compression) if allreduce is not None else None
+    reduce_inside = reduced if overlap else None
+    reduce_after = tf.function(reduced, reduce_retracing=True) if reduced is not None and not overlap else None
+    train_function = _timed_train_function(_forward_backward(tf, model, passes, reduce_inside), reduce_after,
+                                           _apply(tf, model), clock, passes)
     model.train_function = train_function
     model.make_train_function = lambda force=False: train_function
     return train_function
