@@ -63,6 +63,7 @@ for passes, batch in ((2, 8), (1, 16)):
     install(tf, m, None, clock, passes=passes)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     m.fit(ds, epochs=1, verbose=0, shuffle=False)
+    assert int(m.optimizer.iterations.numpy()) == clock.updates   # the public count of updates agrees
     updates[passes] = ([a - b for a, b in zip(m.get_weights(), start)], clock.updates)
 (two, n2), (one, n1) = updates[2], updates[1]
 assert n2 == n1 == 1, (n2, n1)               # 2 passes of 8: one optimizer update, as one pass of 16

@@ -22,6 +22,11 @@ every rank's finiteness check sees the same numbers and all skip or apply a step
 With one worker nothing is reduced.
 
 On a GPU the phase boundaries are synchronised by reading the loss (one scalar per step).
+
+Keras's own train step also counts batches in the model's private `_train_counter`; in Keras 2.15
+only callbacks this training does not use read it (TensorBoard's batch summaries, BackupAndRestore,
+ProgbarLogger without steps_per_epoch), so it is left alone: batches are counted here (StepClock),
+updates by the optimizer's public `iterations`.
 """
 from __future__ import annotations
 
@@ -145,7 +150,6 @@ def _forward_backward(tf, model, passes: int, reduce_inside: Optional[Callable])
             scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
         logs = model.compute_metrics(x, y, y_pred, None)
-        model._train_counter.assign_add(1)
         if passes > 1 and not final:
             for acc, g in zip(accumulators, grads):
                 acc.assign_add(g)
