@@ -32,7 +32,7 @@ from pipelines.core.store import write_json_atomic
 from pipelines.core.tf_runtime import Placement, configure_threads, cores_per_local_worker, model_to_bytes, place
 from pipelines.training.petastorm_input import open_reader, to_tf_dataset
 from pipelines.training.section import TrainSection
-from pipelines.training.step import StepClock, clock_callback, gradient_bytes
+from pipelines.training.step import StepClock, clock_callback, gradient_bytes, hands_tensor_logs
 from pipelines.training.step import install as install_step
 from pipelines.training.timeline import GRADIENTS, read_timeline
 from pipelines.training.zoo import build_model, make_optimizer
@@ -97,11 +97,12 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, clock: St
                 if name.startswith("epoch-") and int(name[6:]) <= done - KEEP_CHECKPOINTS:
                     storage.remove(storage.join(spec.checkpoint_dir, name))
 
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+    # Horovod's batch hooks read no logs: marked, so Keras does not copy every step's loss to the host for them.
+    callbacks = [hands_tensor_logs(hvd.callbacks.BroadcastGlobalVariablesCallback(0)),
                  hvd.callbacks.MetricAverageCallback()]
     if t.warmup_epochs:
-        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=lr, warmup_epochs=t.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+        callbacks.append(hands_tensor_logs(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=t.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0)))
     if t.lr_decay != 1.0:
         # Epoch numbers are absolute, so a resumed run continues the same schedule.
         def decayed(epoch, current):
