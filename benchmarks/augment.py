@@ -271,7 +271,7 @@ def import_albumentations():
 def mnist_digits(count: int) -> np.ndarray:
     from pipelines.ingest import idx
     from pipelines.ingest.fetch import fetch_mnist
-    files = fetch_mnist("~/.cache/sparkcnn/downloads", "auto", log=lambda m: None)
+    files = fetch_mnist("~/.cache/sparkcnn/downloads", "auto")
     with tempfile.TemporaryDirectory() as scratch:
         header = idx.read_header(idx.ensure_uncompressed(files["test_images"], scratch))
         return idx.read_rows(header, 0, min(count, header.count)).copy()
@@ -393,7 +393,7 @@ def bench_stage(repeats: int):
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        dest, meta = augment_split(spark, cfg, "train", pipeline_of(cfg), log=lambda m: None)
+        dest, meta = augment_split(spark, cfg, "train", pipeline_of(cfg))
         times.append(time.perf_counter() - t0)
     rows = meta.num_rows
     per_core = rows / statistics.median(times) / cores

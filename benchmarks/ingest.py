@@ -200,28 +200,27 @@ def main(argv=None):
             return load_config(text=f"data: {{dataset: b, format: {fmt}, path: '{path}', datasets_dir: '{work}/ds',"
                                     f" cache_dir: '{work}/cache'}}\ningest: {{test_fraction: 0.0{extra}}}")
         spark = build_spark(load_config("conf/mnist.yaml").spark)
-        quiet = lambda m: None  # noqa: E731
         for _ in range(3):     # warm-up, as in a long-running session: JVM classes and JIT, Python workers
-            ingest(spark, conf("folder", png_small), quiet)
+            ingest(spark, conf("folder", png_small))
         print(f"cores: {os.cpu_count()}, Spark slots: {spark.sparkContext.defaultParallelism}")
         print(f"\nINGEST THROUGHPUT (median of {args.repeats}; spread = min-max of the repeats)")
         photo_conf = conf("folder", photos, extra=", image_size: [128, 128], channels: 3, resize: crop")
         cases = [
             ("PNG folder", "PIL + pyarrow, 1 process",
              lambda: plain_folder(png_small, os.path.join(work, "plain.parquet")),
-             lambda: ingest(spark, conf("folder", png_small), quiet)["train"].num_rows),
+             lambda: ingest(spark, conf("folder", png_small))["train"].num_rows),
             ("JPEG 400x300 -> 128x128", "PIL + pyarrow, 1 process",
              lambda: plain_folder(photos, os.path.join(work, "plain_photos.parquet"), (128, 128, 3), "crop"),
-             lambda: ingest(spark, photo_conf, quiet)["train"].num_rows),
+             lambda: ingest(spark, photo_conf)["train"].num_rows),
             ("IDX", "numpy + pyarrow, 1 process",
              lambda: plain_idx(src, src.rows, os.path.join(work, "plain_idx.parquet")),
-             lambda: ingest(spark, conf("idx", idx_dir), quiet)["train"].num_rows),
+             lambda: ingest(spark, conf("idx", idx_dir))["train"].num_rows),
             ("PNG folder", "PIL + pyarrow, 1 process",
              lambda: plain_folder(png_large, os.path.join(work, "plain.parquet")),
-             lambda: ingest(spark, conf("folder", png_large), quiet)["train"].num_rows),
+             lambda: ingest(spark, conf("folder", png_large))["train"].num_rows),
             ("IDX", "numpy + pyarrow, 1 process",
              lambda: plain_idx(big_src, big_src.rows, os.path.join(work, "plain_idx.parquet")),
-             lambda: ingest(spark, conf("idx", big_idx_dir), quiet)["train"].num_rows),
+             lambda: ingest(spark, conf("idx", big_idx_dir))["train"].num_rows),
         ]
         for what, baseline_name, baseline, sparkcnn in cases:
             n, t_base, times_base = timed(baseline, args.repeats)
@@ -239,7 +238,7 @@ def main(argv=None):
             peaks = []
             for c in (small, big):
                 with PeakRss() as rss:
-                    ingest(spark, c, quiet)
+                    ingest(spark, c)
                 peaks.append(rss.peak)
             print(f"  {name:<12} 1x: {peaks[0] / 2**20:7.0f} MiB   10x: {peaks[1] / 2**20:7.0f} MiB   "
                   f"ratio {peaks[1] / peaks[0]:.2f}x (target <= 1.2x)")

@@ -11,10 +11,12 @@ whole test split.  The 1-worker row is the reference of the ratios.
 import argparse
 import dataclasses
 import os
+import sys
 import tempfile
 
 from benchmarks.report_file import write_report
 from benchmarks.spine import horovod_spec, measure_horovod, plain
+from pipelines.core.log_output import lines_to
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.stages import load_config
@@ -96,4 +98,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with lines_to(sys.stdout):         # the trainings' lines, as the CLI prints them
+        main()

@@ -444,7 +444,7 @@ def start_spark():
     from pipelines.stages import load_config
     cfg = load_config(text=f'spark:\n  master: "local[{CORES}]"\n  app_name: bench-predict\n  driver_memory: 4g\n'
                            '  conf: {spark.ui.showConsoleProgress: "false"}\n')
-    return build_spark(cfg.spark, log=lambda m: None)
+    return build_spark(cfg.spark)
 
 
 def binary_files(spark, folder: str):

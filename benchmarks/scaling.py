@@ -29,6 +29,7 @@ import subprocess
 import sys
 
 from benchmarks.report_file import write_report
+from pipelines.core.log_output import lines_to
 from pipelines.training.step import describe
 
 MODELS = {  # name -> (input shape, batch measured here, measured steps, batch per worker in the model)
@@ -177,4 +178,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with lines_to(sys.stdout):         # the trainings' lines, as the CLI prints them
+        main()

@@ -26,6 +26,7 @@ import time
 
 from benchmarks.report_file import write_report
 from pipelines.core import records
+from pipelines.core.log_output import lines_to
 from pipelines.core.session import build_spark
 from pipelines.core.store import RunStore
 from pipelines.score.stage import predict_dataset
@@ -160,4 +161,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with lines_to(sys.stdout):         # the trainings' lines, as the CLI prints them
+        main()

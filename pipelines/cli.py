@@ -1,13 +1,15 @@
 """`sparkcnn <stage> --conf conf/<name>.yaml [--set section.key=value ...]`
 
-Each stage is a library function (spark, cfg, store, log) listed in the stage table
+Each stage is a library function (spark, cfg, store) listed in the stage table
 (pipelines/stages.py); this module only parses arguments, starts Spark, times the stage
-and turns known failures into one clear line instead of a stack trace.
+and turns known failures into one clear line instead of a stack trace.  The library logs its
+lines ("sparkcnn.*" loggers); the CLI is what prints them, on stdout, each line as it happens.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -20,6 +22,7 @@ from pipelines.core import stage_cache, storage
 from pipelines.core.config import ConfigError, describe
 from pipelines.core.errors import EXIT_BUG, EXIT_CODES, EXIT_OK, Terminated, classify
 from pipelines.core.events import EventLog, summary_of
+from pipelines.core.log_output import lines_to
 from pipelines.core.progress import StageProgress
 from pipelines.core.published import reading_once
 from pipelines.core.run_lock import RunLock
@@ -71,31 +74,32 @@ def _forced(command: str, force: list) -> set:
     return set(stages) if "all" in names else names
 
 
-def _locks(command: str, cfg, log) -> list:
+def _locks(command: str, cfg) -> list:
     """The locks a command holds while it runs: its run directory's, and the dataset's when it writes one."""
     ttl, holder = cfg.run.lock_ttl_seconds, f"sparkcnn {command} --conf {cfg.source}"
-    locks = [RunLock(cfg.run_dir, "run directory", holder, ttl, log)]
+    locks = [RunLock(cfg.run_dir, "run directory", holder, ttl)]
     if any(stage in WRITES_DATASET for stage in stage_names(command)):
-        locks.append(RunLock(cfg.dataset_root, "dataset", holder, ttl, log))
+        locks.append(RunLock(cfg.dataset_root, "dataset", holder, ttl))
     return locks
 
 
-def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> tuple:
+def _run_one(stage: str, session, cfg, store, forced: set, events) -> tuple:
     """One stage: skipped when its key says it is up to date, else run with progress lines and its key
-    recorded -> (its result, its seconds); (None, None) when skipped."""
+    recorded -> (its result, its seconds); (None, None) when skipped.  Its lines are its own logger's."""
+    logger = logging.getLogger(f"sparkcnn.{stage}")
     key_spec = STAGES[stage].key
     verdict = stage_cache.check(stage, key_spec, cfg, store) if key_spec is not None else None
     if verdict is not None and verdict.up_to_date and stage not in forced:
-        log(f"[{stage}] up to date (key {verdict.key}); --force {stage} runs it anyway")
+        logger.info(f"[{stage}] up to date (key {verdict.key}); --force {stage} runs it anyway")
         events.emit("stage_skipped", stage=stage, key=verdict.key)
         return None, None
     if verdict is not None:
-        log(f"[{stage}] running: " + ("--force" if stage in forced else verdict.reason))
+        logger.info(f"[{stage}] running: " + ("--force" if stage in forced else verdict.reason))
     events.emit("stage_start", stage=stage, key=verdict.key if verdict else None)
     t0 = time.perf_counter()
     spark = session()
-    with StageProgress(spark, stage, log, cfg.run.progress_seconds):
-        result = STAGES[stage].run(spark, cfg, store, log)
+    with StageProgress(spark, stage, cfg.run.progress_seconds):
+        result = STAGES[stage].run(spark, cfg, store)
     seconds = time.perf_counter() - t0
     if verdict is not None:
         stage_cache.remember(verdict, key_spec, cfg, store, result)
@@ -104,19 +108,19 @@ def _run_one(stage: str, session, cfg, store, log, forced: set, events) -> tuple
     return result, seconds
 
 
-def run_stages(stages, cfg, log=print, forced=frozenset(), events=None) -> dict:
+def run_stages(stages, cfg, forced=frozenset(), events=None) -> dict:
     """Run stages in order against one SparkSession (one MLflow run when tracked), under the conf's storage
     context; returns each stage's result (None for a stage that was up to date).  Each published output
     is read once for all of them (their keys and runs), and what a stage publishes is what the next ones
     see."""
     with storage.using(cfg.storage.context()), reading_once():
-        return _run_in_order(stages, cfg, log, forced, events)
+        return _run_in_order(stages, cfg, forced, events)
 
 
-def _run_in_order(stages, cfg, log, forced, events) -> dict:
+def _run_in_order(stages, cfg, forced, events) -> dict:
     store = RunStore(cfg.run_dir)
     storage.makedirs(store.root)
-    events = events or EventLog(store.root, log)
+    events = events or EventLog(store.root)
     write_bytes_atomic(store.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     results = {}
     started = []
@@ -124,11 +128,11 @@ def _run_in_order(stages, cfg, log, forced, events) -> dict:
     def session():
         """Spark starts when the first stage that is not up to date runs (a run of skips takes seconds)."""
         if not started:
-            started.append(build_spark(cfg.spark, resources=cfg.resources))
+            started.append(build_spark(cfg.spark, resources=cfg.resources, verbose=cfg.run.verbose))
         return started[0]
-    with tracked(cfg, store, stages, log) as tracking:   # MLflow, when tracking.mlflow is true
+    with tracked(cfg, store, stages) as tracking:   # MLflow, when tracking.mlflow is true
         for stage in stages:
-            results[stage], seconds = _run_one(stage, session, cfg, store, log, set(forced), events)
+            results[stage], seconds = _run_one(stage, session, cfg, store, set(forced), events)
             if seconds is not None:
                 tracking.stage_done(stage, seconds)        # the same seconds as timings.json
     return results
@@ -206,11 +210,15 @@ def _parse_and_run(argv) -> int:
         signal.signal(signal.SIGTERM, termination.on_sigterm)
     # Progress lines (per-epoch, per-stage) must reach log files as they happen, not at exit.
     sys.stdout.reconfigure(line_buffering=True)
-    with contextlib.ExitStack() as scope:     # the conf's storage context, from when it is read to the last line
-        return _command(args, argv, termination, scope)
+    # the library's lines as they always looked (the message alone), and the conf's storage context from
+    # when it is read to the last line
+    with lines_to(sys.stdout), contextlib.ExitStack() as scope:
+        return _command(args, termination, scope, own_process=argv is None)
 
 
-def _command(args, argv, termination: _Termination, scope: contextlib.ExitStack) -> int:
+def _command(args, termination: _Termination, scope: contextlib.ExitStack, own_process: bool) -> int:
+    """The command `args` names, its failure turned into one line on stderr and an exit code.  own_process:
+    this process is the sparkcnn command (not a caller of main(), such as a test or a notebook)."""
     events = None
     try:
         cfg = load_config(args.conf, args.set)
@@ -221,7 +229,7 @@ def _command(args, argv, termination: _Termination, scope: contextlib.ExitStack)
         events.emit("command_start", command=args.stage, stages=list(stages), conf=cfg.source,
                     overrides=[storage.redact(o) for o in args.set], forced=sorted(forced))
         with contextlib.ExitStack() as held:
-            for lock in _locks(args.stage, cfg, print):
+            for lock in _locks(args.stage, cfg):
                 held.enter_context(lock)
             t0 = time.perf_counter()
             results = run_stages(stages, cfg, forced=forced, events=events)
@@ -231,8 +239,8 @@ def _command(args, argv, termination: _Termination, scope: contextlib.ExitStack)
         if known is None:                      # a bug: the traceback, then the one line
             traceback.print_exc()
             return _fail(args.stage, EXIT_BUG, f"internal error (please report): {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", events, argv is None)
-        return _fail(args.stage, known[0], known[1], events, argv is None)   # argv None: the sparkcnn command
+                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", events, own_process)
+        return _fail(args.stage, known[0], known[1], events, own_process)
     if args.stage == "transfer" and results.get("transfer"):
         print(f"\nsparkcnn transfer '{cfg.run.name}': test accuracy {results['transfer']['accuracy']:.4f}")
         print(f"report: {results['report'] or RunStore(cfg.run_dir).report_index()}")

@@ -1,8 +1,8 @@
 """The stage table: every `sparkcnn` command, the function that runs it and the settings it reads.
 
 Adding a stage means writing its sub-package (`section.py` with its settings, `stage.py`
-with a function `(spark, cfg, store, log)`, `remote.py` for what runs in executors) and
-one line in STAGES below; the CLI, `--help`, config validation and the jobs/ entry points
+with a function `(spark, cfg, store)` logging on "sparkcnn.<stage>", `remote.py` for what runs
+in executors) and one line in STAGES below; the CLI, `--help`, config validation and the jobs/ entry points
 all derive from this table.
 
 Stage modules import TensorFlow, Horovod and MLflow only inside the functions that need
@@ -49,7 +49,7 @@ from pipelines.visualize.stage import visualize
 
 @dataclass(frozen=True)
 class Stage:
-    """A CLI stage: `run(spark, cfg, store, log)` and the config sections it reads (beyond run/spark/data)."""
+    """A CLI stage: `run(spark, cfg, store)` and the config sections it reads (beyond run/spark/data)."""
     run: Callable
     sections: Mapping[str, type]
     help: str

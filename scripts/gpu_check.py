@@ -32,7 +32,7 @@ from pipelines.core.session import build_spark  # noqa: E402
 def probe(_index: int) -> dict:
     """Inside one Spark task: place it on its GPU (as every sparkcnn task does), then time a matmul there."""
     from pipelines.core.tf_runtime import place_task
-    placement = place_task(log=lambda line: None)
+    placement = place_task()
     import tensorflow as tf
     n, repeats = 2048, 10
     with tf.device(placement.device):

@@ -1,4 +1,6 @@
 """Shared fixtures: one real local SparkSession for the whole run, real MNIST files, one end-to-end run."""
+import contextlib
+import logging
 import os
 import sys
 
@@ -23,7 +25,7 @@ def spark():
 def mnist_files():
     """The four real MNIST IDX files, verified (fetched once into the user cache, then reused)."""
     from pipelines.ingest.fetch import fetch_mnist
-    return fetch_mnist(os.environ.get("SPARKCNN_CACHE", "~/.cache/sparkcnn/downloads"), "auto", log=lambda m: None)
+    return fetch_mnist(os.environ.get("SPARKCNN_CACHE", "~/.cache/sparkcnn/downloads"), "auto")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +62,24 @@ tracking: {{mlflow: true}}
     proc = subprocess.run([sparkcnn, "run", "--conf", str(conf)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
+
+
+@contextlib.contextmanager
+def logged_lines(level=logging.INFO):
+    """The messages of the records logged on "sparkcnn.*" loggers while the block runs, in order (a list
+    filled as they come): what the CLI would print."""
+    logger = logging.getLogger("sparkcnn")
+    lines = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
 
 
 def make_conf(tmp_path, text: str):

@@ -338,7 +338,7 @@ def test_same_seed_same_bytes_whatever_the_partitioning(spark, tmp_path, digits)
         root = tmp_path / f"p{files}"
         write_dataset(str(root / "mnist" / "train"), images, labels, "train", files=files)
         cfg = conf(tmp_path, root, partitions=partitions)
-        dest, meta = augment_split(spark, cfg, "train", pipeline_of(cfg), log=lambda m: None)
+        dest, meta = augment_split(spark, cfg, "train", pipeline_of(cfg))
         assert len([f for f in os.listdir(dest) if f.endswith(".parquet")]) == partitions
         outputs.append((read_sorted(dest), meta))
     (one, meta1), (three, meta3) = outputs
@@ -365,12 +365,12 @@ def test_drop_originals_and_class_balanced_counts(spark, tmp_path, digits):
     labels = np.array([0] * 200 + [1] * 70 + [2] * 30, np.int32)   # imbalanced
     write_dataset(str(tmp_path / "d" / "mnist" / "train"), images, labels, "train")
     cfg = conf(tmp_path, tmp_path / "d", keep_originals=False, n_per_image=3)
-    _, meta = augment_split(spark, cfg, "train", pipeline_of(cfg), log=lambda m: None)
+    _, meta = augment_split(spark, cfg, "train", pipeline_of(cfg))
     assert meta.class_counts == {"0": 600, "1": 210, "2": 90}
     assert 0 not in set(read_sorted(cfg.dataset_dir("train_aug")).column("sample").to_pylist())
 
     cfg = conf(tmp_path, tmp_path / "d", keep_originals=True, n_per_image=1, balance_classes=True)
-    _, meta = augment_split(spark, cfg, "train", pipeline_of(cfg), log=lambda m: None)
+    _, meta = augment_split(spark, cfg, "train", pipeline_of(cfg))
     assert meta.class_counts == {"0": 400, "1": 400, "2": 400}   # every class up to the largest: 200 * (1 + 1)
     table = read_sorted(cfg.dataset_dir("train_aug"))
     assert len(np.unique(table.column("id").to_numpy())) == 1200
@@ -388,7 +388,7 @@ def test_scramble_permutation_is_stored_and_shared_by_train_and_test(spark, tmp_
     write_dataset(str(root / "mnist" / "test"), images[200:], labels[200:], "test")
     cfg = conf(tmp_path, root, pipeline=[{"op": "scramble"}], n_per_image=1, keep_originals=False,
                splits=["train", "test"])
-    results = augment(spark, cfg, RunStore(cfg.run_dir), log=lambda m: None)
+    results = augment(spark, cfg, RunStore(cfg.run_dir))
     assert set(results) == {"train", "test"}
     perm_train, perm_test = stored_permutation(cfg.dataset_dir("train_aug")), stored_permutation(cfg.dataset_dir("test_aug"))
     np.testing.assert_array_equal(perm_train, perm_test)
@@ -403,6 +403,6 @@ def test_scramble_permutation_is_stored_and_shared_by_train_and_test(spark, tmp_
 def test_bad_input_errors_name_the_dataset(spark, tmp_path):
     cfg = conf(tmp_path, tmp_path / "none")
     with pytest.raises(records.RecordError, match="not a sparkcnn dataset"):
-        augment_split(spark, cfg, "train", pipeline_of(cfg), log=lambda m: None)
+        augment_split(spark, cfg, "train", pipeline_of(cfg))
     with pytest.raises(AugmentError, match=r"expects \(N,H,W,C\) uint8"):
         Pipeline.parse([{"op": "rotate"}]).apply(np.zeros((2, 4, 4, 1), np.float32), [0, 1], [1, 1])

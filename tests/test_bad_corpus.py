@@ -29,7 +29,7 @@ def test_every_file_of_the_bad_corpus_is_accounted_for(spark, tmp_path, capsys):
     conf = make_conf(tmp_path, f"""
 data: {{dataset: bad, format: folder, path: '{corpus}', datasets_dir: '{tmp_path}/ds'}}
 ingest: {{image_size: [28, 28], channels: 1, resize: stretch, max_pixels: 10000000, test_fraction: 0.0}}""")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     meta = metas["train"]
     rejects = {os.path.relpath(r["path"][len("file:"):], os.path.realpath(corpus)): r["reason"]
                for r in pq.read_table(os.path.join(tmp_path, "ds", "bad", "rejects")).to_pylist()}

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import logged_lines
 from PIL import Image
 
 from pipelines.core.config import ConfigError
@@ -112,11 +113,10 @@ def trained(spark, mnist_files, s3_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("estimator")
     folder = str(root / "digits")
     labels = export_digits(folder, mnist_files, DIGITS)
-    logs = []
+    est = CNNEstimator(store=s3_server.url("estimator"), epochs=2, batchSize=32, numProc=2, validation=0.1)
     with storage.using(s3_server.context()):          # credentials from the driver's storage context, not Params
-        est = CNNEstimator(store=s3_server.url("estimator"), epochs=2, batchSize=32, numProc=2, validation=0.1)
-        est.log = logs.append
-        model = est.fit(image_frame(spark, folder).coalesce(2))     # 1,500 tiny files: 2 tasks, not 47
+        with logged_lines() as logs:                  # the estimator's lines, the ranks' relayed ones too
+            model = est.fit(image_frame(spark, folder).coalesce(2))     # 1,500 tiny files: 2 tasks, not 47
         yield root, folder, labels, est, model, logs
 
 
@@ -175,7 +175,7 @@ spark = build_spark(SparkSection(master="local[1]", app_name="materialise", driv
 df = (spark.read.format("image").option("recursiveFileLookup", "true").load({folder!r})
       .withColumn("label", F.regexp_extract("image.origin", {pattern!r}, 1).cast("int")))
 train, own = sections_of(CNNEstimator(store={store!r}))
-m = materialise(spark, df, own, None, log=lambda line: None)
+m = materialise(spark, df, own, None)
 print(json.dumps([m.key, m.reused, m.scope]))
 """
 
@@ -192,12 +192,12 @@ def test_materialised_data_is_reused_across_fits_and_processes_and_rewritten_whe
         return sorted((p, os.stat(os.path.join(d, p)).st_mtime_ns) for d, _, files in os.walk(store) for p in files)
 
     _, own = sections_of(CNNEstimator(store=store))
-    first = materialise(spark, image_frame(spark, folder), own, None, log=lambda line: None)
+    first = materialise(spark, image_frame(spark, folder), own, None)
     assert not first.reused and first.meta.num_rows == 120 and first.scope == "files"
     written = listing()
     # another fit's settings (batch size, epochs) do not enter the key: the same data is found again
     _, own_other = sections_of(CNNEstimator(store=store, batchSize=16, epochs=9, learningRate=0.1))
-    again = materialise(spark, image_frame(spark, folder), own_other, None, log=lambda line: None)
+    again = materialise(spark, image_frame(spark, folder), own_other, None)
     assert again.reused and again.key == first.key and listing() == written
     # ... and from another process
     proc = subprocess.run([sys.executable, "-c", MATERIALISE.format(folder=folder, pattern=LABEL_FROM_PATH,
@@ -211,20 +211,19 @@ def test_materialised_data_is_reused_across_fits_and_processes_and_rewritten_whe
     victim = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)[0]
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(victim)
     os.utime(victim, (1, 1))
-    changed = materialise(spark, image_frame(spark, folder), own, None, log=lambda line: None)
+    changed = materialise(spark, image_frame(spark, folder), own, None)
     assert not changed.reused and changed.key != first.key
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(os.path.join(folder, "1", "extra.png"))
-    added = materialise(spark, image_frame(spark, folder), own, None, log=lambda line: None)
+    added = materialise(spark, image_frame(spark, folder), own, None)
     assert not added.reused and added.key not in (first.key, changed.key) and added.meta.num_rows == 121
-    resized = materialise(spark, image_frame(spark, folder), dataclasses.replace(own, image_size=[20, 20]), None,
-                          log=lambda line: None)
+    resized = materialise(spark, image_frame(spark, folder), dataclasses.replace(own, image_size=[20, 20]), None)
     assert not resized.reused and resized.meta.shape == (20, 20, 1)
     # rows that are not file-backed are keyed for this application only
     local = spark.createDataFrame([(int(i % 2), bytes(28 * 28), 28, 28, 1) for i in range(40)],
                                   "label INT, image BINARY, height INT, width INT, channels INT")
-    from_rows = materialise(spark, local, own, None, log=lambda line: None)
+    from_rows = materialise(spark, local, own, None)
     assert from_rows.scope == "application" and from_rows.meta.num_rows == 40
-    assert materialise(spark, local, own, None, log=lambda line: None).reused
+    assert materialise(spark, local, own, None).reused
 
 
 def test_mixed_sizes_without_image_size_is_one_clear_error(spark, tmp_path):
@@ -236,12 +235,12 @@ def test_mixed_sizes_without_image_size_is_one_clear_error(spark, tmp_path):
         Image.fromarray(np.full(size, 9 * i, np.uint8)).save(folder / str(i % 2) / f"{i}.png")
     _, own = sections_of(CNNEstimator(store=str(tmp_path / "store")))
     with pytest.raises(MaterialiseError, match=r"imageSize is not set and [13] image\(s\) differ in size from the first \(.*png: (32x30|28x28), not"):
-        materialise(spark, image_frame(spark, str(folder)), own, None, log=lambda line: None)
+        materialise(spark, image_frame(spark, str(folder)), own, None)
     assert not os.path.exists(tmp_path / "store" / "materialised" / os.listdir(tmp_path / "store" / "materialised")[0]
                               / "data")
     _, own = sections_of(CNNEstimator(store=str(tmp_path / "store"), labelCol="nope"))
     with pytest.raises(MaterialiseError, match="labelCol: 'nope' is not a column"):
-        materialise(spark, image_frame(spark, str(folder)), own, None, log=lambda line: None)
+        materialise(spark, image_frame(spark, str(folder)), own, None)
 
 
 NEW_PROCESS = """

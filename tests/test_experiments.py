@@ -148,7 +148,7 @@ def test_tiny_sweep_through_spark_writes_tables_and_plots(spark, tiny_mnist):
     from pipelines.experiments.stage import experiment
     cfg = _conf(tiny_mnist, "{batch_size: [32, 128]}")
     store = RunStore(cfg.run_dir)
-    out = experiment(spark, cfg, store, log=lambda m: None)["dir"]
+    out = experiment(spark, cfg, store)["dir"]
     results = pd.read_csv(os.path.join(out, "results.csv"))
     assert list(results.columns) == ["batch_size", "repeats", "test_accuracy_mean", "test_accuracy_se",
                                      "test_error_mean", "params", "train_seconds_mean", "train_seconds_se",

@@ -15,7 +15,7 @@ from pipelines.images.class_folders import safe_folder_name
 from pipelines.images.spark_images import from_spark_images, to_spark_images
 from pipelines.ingest.stage import ingest
 
-from conftest import make_conf
+from conftest import logged_lines, make_conf
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -67,8 +67,8 @@ def test_folder_ingest_accounts_for_every_file(spark, tmp_path, image_folder):
     conf = make_conf(tmp_path, f"""
 data: {{dataset: folder, format: folder, path: '{root}', datasets_dir: '{tmp_path}/ds'}}
 ingest: {{image_size: [32, 32], channels: 3, resize: stretch, max_pixels: 1000000, test_fraction: 0.0}}""")
-    logs = []
-    metas = ingest(spark, conf, log=logs.append)
+    with logged_lines() as logs:
+        metas = ingest(spark, conf)
     n_files = sum(len(files) for _, _, files in os.walk(root))
     rejects = pq.read_table(os.path.join(tmp_path, "ds", "folder", "rejects")).to_pylist()
     assert metas["train"].num_rows + len(rejects) == n_files                      # read = written + rejected
@@ -103,7 +103,7 @@ def test_other_sizes_rejected_unless_resizing(spark, tmp_path, image_folder):
     conf = make_conf(tmp_path, f"""
 data: {{dataset: strict, format: folder, path: '{root}', datasets_dir: '{tmp_path}/ds'}}
 ingest: {{image_size: [32, 32], channels: 1, max_pixels: 1000000, test_fraction: 0.0}}""")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     rejects = {os.path.basename(r["path"]): r["reason"]
                for r in pq.read_table(os.path.join(tmp_path, "ds", "strict", "rejects")).to_pylist()}
     assert rejects["small.png"] == "size 20x24 differs from the dataset's 32x32 (set ingest.resize to stretch, pad or crop)"
@@ -118,7 +118,7 @@ def test_hash_split_is_stable_and_split_folders_are_honoured(spark, tmp_path, fo
         folder.mkdir(parents=True, exist_ok=True)
         (folder / fname).write_bytes(_png(img))
     conf = make_conf(tmp_path, f"data: {{dataset: s, format: folder, path: '{root}', datasets_dir: '{tmp_path}/ds'}}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert metas["train"].num_rows == 15 and metas["test"].num_rows == 5
     assert metas["train"].class_names == metas["test"].class_names
 
@@ -133,14 +133,14 @@ def test_export_then_ingest_gives_identical_pixels_and_labels(spark, tmp_path, m
     original = str(tmp_path / "ds" / "orig" / "train")
     write_split(spark, part, original, "orig", names, 64, 1)
     out = str(tmp_path / "exported")
-    assert export_dataset(spark, original, out, log=lambda m: None) == 300
+    assert export_dataset(spark, original, out) == 300
     folders = sorted(d for d in os.listdir(out) if os.path.isdir(os.path.join(out, d)))
     assert "zero_0" in folders and ".." not in folders and all(not d.startswith(".") for d in folders)
     manifest = json.loads(open(os.path.join(out, "_classes.json"), encoding="utf-8").read())
     assert [e["name"] for e in manifest] == names
     conf = make_conf(tmp_path, f"data: {{dataset: back, format: folder, path: '{out}', datasets_dir: '{tmp_path}/ds'}}\n"
                                "ingest: {test_fraction: 0.0}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert metas["train"].num_rows == 300 and metas["train"].class_names == names and metas["train"].rejected == 0
     before = pq.read_table(os.path.realpath(original)).to_pandas().set_index("id")
     after = pq.read_table(os.path.realpath(conf.dataset_dir("train"))).to_pandas()
@@ -205,6 +205,6 @@ def test_visualize_writes_samples_and_class_counts(spark, tmp_path, mnist_files)
                                "visualize: {samples_per_class: 4}")
     write_split(spark, plan_splits(src, None, limit_train=400)[0], conf.dataset_dir("train"), "mnist",
                 [str(d) for d in range(10)], 64, 1)
-    files = visualize(spark, conf, RunStore(conf.run_dir), log=lambda m: None)
+    files = visualize(spark, conf, RunStore(conf.run_dir))
     for path in files.values():
         assert Image.open(path).size[0] > 200

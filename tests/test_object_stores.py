@@ -28,7 +28,7 @@ from pipelines.core.store import (
     resolve,
 )
 
-from conftest import make_conf
+from conftest import logged_lines, make_conf
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -179,11 +179,11 @@ def test_ingest_to_an_object_store_gives_the_same_datasets_as_local(spark, objec
     common = "ingest: {limit_train: 3000, limit_test: 1000, validation_rows: 500, partition_mb: 1}\n"
     from pipelines.ingest.stage import ingest
     local = make_conf(tmp_path, f"data: {{datasets_dir: {tmp_path}/datasets}}\n" + common)
-    local_metas = ingest(spark, local, log=lambda m: None)
+    local_metas = ingest(spark, local)
     remote = make_conf(tmp_path, f"data: {{datasets_dir: '{store.url('ingest', 'datasets')}'}}\n"
                        + common + store.conf_yaml())
-    logged = []
-    remote_metas = ingest(spark, remote, log=logged.append)
+    with logged_lines() as logged:
+        remote_metas = ingest(spark, remote)
     for split in ("train", "val", "test"):
         assert remote_metas[split].num_rows == local_metas[split].num_rows
         assert remote_metas[split].class_counts == local_metas[split].class_counts
@@ -218,10 +218,10 @@ def test_image_folder_whose_raw_files_are_on_s3(spark, s3_storage, foolbox_image
     common = "data: {format: folder, dataset: digits, %s}\ningest: {test_fraction: 0.3}\n"
     from pipelines.ingest.stage import ingest
     local = make_conf(tmp_path, common % f"path: {local_root}, datasets_dir: {tmp_path}/datasets")
-    local_metas = ingest(spark, local, log=lambda m: None)
+    local_metas = ingest(spark, local)
     remote = make_conf(tmp_path, common % f"path: '{raw}', datasets_dir: '{s3.url('folder', 'datasets')}'"
                        + s3.conf_yaml())
-    remote_metas = ingest(spark, remote, log=lambda m: None)
+    remote_metas = ingest(spark, remote)
     assert sorted(remote_metas) == sorted(local_metas)
     for split in remote_metas:
         local_dir = resolve(local.dataset_dir(split))
@@ -301,10 +301,10 @@ def test_raw_idx_files_on_s3(spark, s3_storage, mnist_files, tmp_path, suffix):
         storage.put_bytes(storage.join(raw_url, name + suffix), (raw / (name + suffix)).read_bytes())
     common = "data: {format: idx, dataset: digits, %s}\ningest: {validation_rows: 300, partition_mb: 1}\n"
     local = make_conf(tmp_path, common % f"path: {raw}, datasets_dir: {tmp_path}/datasets")
-    ingest(spark, local, log=lambda m: None)
+    ingest(spark, local)
     remote = make_conf(tmp_path, common % f"path: '{raw_url}', datasets_dir: '{s3.url('idx' + suffix, 'ds')}'"
                        + s3.conf_yaml())
-    metas = ingest(spark, remote, log=lambda m: None)
+    metas = ingest(spark, remote)
     assert {s: m.num_rows for s, m in metas.items()} == {"train": 1200, "val": 300, "test": 400}
     for split in metas:
         assert _dataset_digest(published_files(remote.dataset_dir(split))) == _local_digest(local.dataset_dir(split))
@@ -327,26 +327,26 @@ export: {splits: [test]}
 """
     local = make_conf(tmp_path, f"run: {{name: aug, runs_dir: {tmp_path}/runs}}\n"
                       f"data: {{datasets_dir: {tmp_path}/datasets}}\n" + common)
-    ingest(spark, local, log=lambda m: None)
-    augment(spark, local, RunStore(local.run_dir), log=lambda m: None)
+    ingest(spark, local)
+    augment(spark, local, RunStore(local.run_dir))
     remote = make_conf(tmp_path, f"run: {{name: aug, runs_dir: '{s3.url('aug', 'runs')}'}}\n"
                        f"data: {{datasets_dir: '{s3.url('aug', 'datasets')}'}}\n" + common + s3.conf_yaml())
-    ingest(spark, remote, log=lambda m: None)
+    ingest(spark, remote)
     store = RunStore(remote.run_dir)
-    metas = augment(spark, remote, store, log=lambda m: None)
+    metas = augment(spark, remote, store)
     assert metas["train"].num_rows == 400 * 3
     assert _dataset_digest(published_files(remote.dataset_dir("train_aug"))) == \
         _local_digest(local.dataset_dir("train_aug"))
     assert storage.exists(storage.join(store.augment_figures_dir, "train_before_after.png"))
 
-    counts = export_stage(spark, remote, store, log=lambda m: None)
+    counts = export_stage(spark, remote, store)
     assert counts == {"test": 100}
     exported = storage.join(store.root, "export", "test")
     pngs = [f for f in storage.walk_files(resolve(exported)) if f.endswith(".png")]
     assert len(pngs) == 100
     back = make_conf(tmp_path, f"data: {{format: folder, dataset: back, path: '{resolve(exported)}', "
                      f"datasets_dir: '{s3.url('aug', 'datasets')}'}}\ningest: {{test_fraction: 0}}\n" + s3.conf_yaml())
-    returned = ingest(spark, back, log=lambda m: None)
+    returned = ingest(spark, back)
     assert returned["train"].num_rows == 100
     original = read_frame(spark, remote.dataset_dir("test"), ["label", "image"]).toPandas()
     again = read_frame(spark, back.dataset_dir("train"), ["label", "image"]).toPandas()

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import logged_lines
 from PIL import Image
 
 from pipelines.predict import layout
@@ -114,9 +115,9 @@ def scored_folder(spark, model_file, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("photos"))
     good = make_folder(root)
     output = str(tmp_path_factory.mktemp("out") / "predictions")
-    lines = []
-    summary = predict_files(spark, section(input=root, model=model_file, output=output, top_k=3,
-                                           probabilities=True, embedding_layer="pool"), log=lines.append)
+    with logged_lines() as lines:
+        summary = predict_files(spark, section(input=root, model=model_file, output=output, top_k=3,
+                                               probabilities=True, embedding_layer="pool"))
     return root, good, output, summary, lines
 
 
@@ -183,8 +184,8 @@ def test_rerun_scores_only_new_and_changed_files(spark, model_file, tmp_path):
     root, output = str(tmp_path / "photos"), str(tmp_path / "out")
     good = make_folder(root, count=12)
     conf = section(input=root, model=model_file, output=output)
-    first = predict_files(spark, conf, log=lambda m: None)
-    again = predict_files(spark, conf, log=lambda m: None)
+    first = predict_files(spark, conf)
+    again = predict_files(spark, conf)
     assert (again["scored"], again["rejected"], again["unchanged"]) == (0, 0, first["listed"])
 
     rng = np.random.default_rng(7)
@@ -194,7 +195,7 @@ def test_rerun_scores_only_new_and_changed_files(spark, model_file, tmp_path):
     changed = good[0]
     before = predictions(output).set_index("path").loc[changed]
     write_jpeg(changed, 255 - photo(rng, 90, 30))          # other pixels, other size
-    third = predict_files(spark, conf, log=lambda m: None)
+    third = predict_files(spark, conf)
     assert (third["scored"], third["changed"], third["unchanged"]) == (4, 1, first["listed"] - 1)
     rows = predictions(output)
     assert rows.path.is_unique and sorted(rows.path) == sorted(good + new)
@@ -205,9 +206,9 @@ def test_rerun_scores_only_new_and_changed_files(spark, model_file, tmp_path):
 def test_another_model_scores_everything_into_its_own_partition(spark, model_file, tmp_path):
     root, output = str(tmp_path / "photos"), str(tmp_path / "out")
     good = make_folder(root, count=8)
-    first = predict_files(spark, section(input=root, model=model_file, output=output), log=lambda m: None)
+    first = predict_files(spark, section(input=root, model=model_file, output=output))
     other = tiny_model(str(tmp_path / "other.keras"), seed=1)
-    second = predict_files(spark, section(input=root, model=other, output=output), log=lambda m: None)
+    second = predict_files(spark, section(input=root, model=other, output=output))
     assert second["model_digest"] != first["model_digest"]
     assert (second["scored"], second["unchanged"]) == (len(good), 0)
     assert sorted(predictions(output, first["model_digest"]).path) == good
@@ -219,13 +220,13 @@ def test_globs_and_path_lists(spark, model_file, tmp_path):
     good = make_folder(root, count=8)
     jpegs = [p for p in good if p.endswith(".jpg")]
     summary = predict_files(spark, section(input=os.path.join(root, "**", "*.jpg"), model=model_file,
-                                           output=output), log=lambda m: None)
+                                           output=output))
     assert summary["listed"] == len(jpegs) + 2            # the two bad .jpg files are listed and rejected
     listed = tmp_path / "list.txt"
     gone = os.path.join(root, "gone.jpg")
     listed.write_text("# two files and one that does not exist\n" + "\n".join(good[:2] + [gone]) + "\n")
     out2 = str(tmp_path / "out2")
-    summary = predict_files(spark, section(input=str(listed), model=model_file, output=out2), log=lambda m: None)
+    summary = predict_files(spark, section(input=str(listed), model=model_file, output=out2))
     assert (summary["scored"], summary["rejected"]) == (2, 1)
     assert "vanished" in rejects(out2).set_index("path").reason[gone]
 
@@ -269,7 +270,7 @@ def test_run_directory_model_brings_its_class_names(spark, tmp_path):
     root = str(tmp_path / "photos")
     make_folder(root, count=4)
     output = str(tmp_path / "out")
-    summary = predict_files(spark, section(input=root, model=str(run), output=output), log=lambda m: None)
+    summary = predict_files(spark, section(input=root, model=str(run), output=output))
     rows = predictions(output)
     assert summary["model"].startswith("run ") and len(rows) == 5
     assert {t[0]["className"] for t in rows.top_k} <= set(CLASSES)
@@ -285,8 +286,8 @@ def test_input_and_output_on_s3(spark, s3_storage, model_file, tmp_path):
         fs.put_file(os.path.join(root, rel), f"{s3.bucket}/photos/{rel}")
     output = s3.url("predictions")
     conf = section(input=s3.url("photos", "**", "*.jpg"), model=model_file, output=output)
-    lines = []
-    summary = predict_files(spark, conf, log=lines.append)
+    with logged_lines() as lines:
+        summary = predict_files(spark, conf)
     jpegs = [p for p in good if p.endswith(".jpg")]
     assert (summary["scored"], summary["rejected"]) == (len(jpegs), 2)   # empty.jpg and truncated.jpg
     table = {k: v for k, v in s3.all_bytes("predictions").items() if layout.is_part(k.rsplit("/", 1)[-1])}
@@ -296,7 +297,9 @@ def test_input_and_output_on_s3(spark, s3_storage, model_file, tmp_path):
     assert sorted(rows.path) == sorted(s3.url("photos", os.path.relpath(p, root)) for p in jpegs)
     etags = {info["name"]: info["ETag"].strip('"') for info in fs.find(f"{s3.bucket}/photos", detail=True).values()}
     assert all(rows.etag == [etags[p[len("s3://"):]] for p in rows.path])
-    again = predict_files(spark, conf, log=lines.append)
+    with logged_lines() as more:
+        again = predict_files(spark, conf)
+    lines += more
     assert (again["scored"], again["unchanged"]) == (0, summary["listed"])
     blob = b"".join(s3.all_bytes("predictions").values()) + "\n".join(lines).encode()
     assert s3.secret.encode() not in blob and s3.key.encode() not in blob
@@ -408,7 +411,7 @@ def test_a_saved_spark_ml_pipeline_as_the_model(spark, tmp_path):
     expected = {r.path: int(r.prediction) for r in PipelineModel.load(saved).transform(frame).collect()}
     open(os.path.join(root, "broken.png"), "wb").write(b"\x89PNG broken")
     output = str(tmp_path / "out")
-    summary = predict_files(spark, section(input=root, model=saved, output=output, top_k=2), log=lambda m: None)
+    summary = predict_files(spark, section(input=root, model=saved, output=output, top_k=2))
     assert (summary["scored"], summary["rejected"]) == (16, 1)
     got = predictions(output).set_index("path")
     assert {p: int(got.prediction[p]) for p in expected} == expected
@@ -476,22 +479,20 @@ def test_a_table_of_images_is_scored_incrementally(spark, model_file, tmp_path):
     spark.read.format("binaryFile").load(folder).write.parquet(table)
     output = str(tmp_path / "out")
     conf = section(input=table, input_column="content", model=model_file, output=output)
-    first = predict_files(spark, conf, log=lambda m: None)
+    first = predict_files(spark, conf)
     assert (first["listed"], first["scored"], first["rejected"]) == (len(paths), len(paths), 0)
     rows = predictions(output).set_index("path")
-    direct = predict_files(spark, section(input=folder, model=model_file, output=str(tmp_path / "direct")),
-                           log=lambda m: None)
+    direct = predict_files(spark, section(input=folder, model=model_file, output=str(tmp_path / "direct")))
     files = predictions(str(tmp_path / "direct")).set_index("path")
     assert direct["scored"] == len(paths)
     for p in paths:                                        # the same image, as a file or as a table row
         assert rows.prediction["file:" + p] == files.prediction[p]
-    assert predict_files(spark, conf, log=lambda m: None)["unchanged"] == len(paths)
+    assert predict_files(spark, conf)["unchanged"] == len(paths)
 
     structs = str(tmp_path / "structs")
     spark.read.format("image").load(folder).write.parquet(structs)
     out2 = str(tmp_path / "out2")
-    summary = predict_files(spark, section(input=structs, input_column="image", model=model_file, output=out2),
-                            log=lambda m: None)
+    summary = predict_files(spark, section(input=structs, input_column="image", model=model_file, output=out2))
     assert summary["scored"] == len(paths)
     assert sorted(predictions(out2).path) == sorted("file://" + p for p in paths)
 
@@ -508,8 +509,7 @@ def test_saved_model_and_h5_files_score_like_the_keras_file(spark, model_file, t
     results = {}
     for name, location in (("keras", model_file), ("savedmodel", saved_dir), ("h5", h5)):
         out = str(tmp_path / f"out-{name}")
-        summary = predict_files(spark, section(input=folder, model=location, output=out, probabilities=True),
-                                log=lambda m: None)
+        summary = predict_files(spark, section(input=folder, model=location, output=out, probabilities=True))
         assert summary["scored"] == 6, name
         results[name] = predictions(out).set_index("path").sort_index()
     for name in ("savedmodel", "h5"):
@@ -531,7 +531,7 @@ def test_efficientnet_lite0_with_its_real_weights_names_real_photos(spark, tmp_p
         labels[str(folder / name)] = label
     output = str(tmp_path / "out")
     summary = predict_files(spark, section(input=str(folder), model="EfficientNetLite0", output=output,
-                                           embedding_layer="features"), log=lambda m: None)
+                                           embedding_layer="features"))
     assert summary["scored"] == len(labels) == 20
     rows = predictions(output).set_index("path")
     in_top5 = sum(labels[p] in [t["classIndex"] for t in rows.top_k[p]] for p in labels)
@@ -546,14 +546,14 @@ def test_a_file_scored_twice_keeps_one_row(spark, model_file, tmp_path):
     root, output = str(tmp_path / "photos"), str(tmp_path / "out")
     good = make_folder(root, count=6)
     conf = section(input=root, model=model_file, output=output)
-    predict_files(spark, conf, log=lambda m: None)
+    predict_files(spark, conf)
     folder = os.path.dirname(next(os.path.join(r, n) for r, _, ns in os.walk(output) for n in ns
                                   if layout.is_part(n) and layout.REJECTS_DIR not in r))
     for name in [n for n in os.listdir(folder) if layout.is_part(n)]:        # as a concurrent run would write them
         shutil.copyfile(os.path.join(folder, name), os.path.join(folder, name.replace("part-", "part-zz")))
     assert len(predictions(output)) == 2 * len(good)
-    lines = []
-    again = predict_files(spark, conf, log=lines.append)
+    with logged_lines() as lines:
+        again = predict_files(spark, conf)
     rows = predictions(output)
     assert rows.path.is_unique and sorted(rows.path) == good
     assert again["unchanged"] == again["listed"] and any("scored twice" in line for line in lines)

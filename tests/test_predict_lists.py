@@ -28,15 +28,13 @@ def test_a_parquet_list_with_a_missing_file_and_a_relative_path(spark, model_fil
 
     with pytest.raises(PathListError, match="predict.input .*to_score.parquet: no column 'path' in the list; "
                                              "columns: file, note"):
-        predict_files(spark, section(input=str(listed), model=model_file, output=out), log=lambda m: None)
+        predict_files(spark, section(input=str(listed), model=model_file, output=out))
 
-    summary = predict_files(spark, section(input=str(listed), model=model_file, output=out, path_column="file"),
-                            log=lambda m: None)
+    summary = predict_files(spark, section(input=str(listed), model=model_file, output=out, path_column="file"))
     assert (summary["listed"], summary["scored"], summary["rejected"]) == (4, 3, 1)   # the null row names nothing
     assert sorted(predictions(out).path) == sorted(good[:3])       # the relative one under its absolute path
     reasons = rejects(out).set_index("path").reason
     assert list(reasons.index) == [gone] and "vanished" in reasons[gone]
 
-    again = predict_files(spark, section(input=str(listed), model=model_file, output=out, path_column="file"),
-                          log=lambda m: None)
+    again = predict_files(spark, section(input=str(listed), model=model_file, output=out, path_column="file"))
     assert (again["scored"], again["rejected"], again["unchanged"]) == (0, 0, 4)

@@ -83,7 +83,7 @@ def stages_on(counted_s3, tmp_path, mnist_files):
     cfg = load_config(str(conf))
 
     def run(stages, forced=()):
-        return run_stages(stages, cfg, log=lambda line: None, forced=set(forced))
+        return run_stages(stages, cfg, forced=set(forced))
     with storage.using(cfg.storage.context()):       # as the CLI does for the whole command
         yield cfg, run
 

@@ -63,6 +63,7 @@ for passes, batch in ((2, 8), (1, 16)):
     install(tf, m, None, clock, passes=passes)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     m.fit(ds, epochs=1, verbose=0, shuffle=False)
+    assert int(m.optimizer.iterations.numpy()) == clock.updates   # the public count of updates agrees
     updates[passes] = ([a - b for a, b in zip(m.get_weights(), start)], clock.updates)
 (two, n2), (one, n1) = updates[2], updates[1]
 assert n2 == n1 == 1, (n2, n1)               # 2 passes of 8: one optimizer update, as one pass of 16
@@ -78,6 +79,43 @@ def test_two_accumulated_passes_equal_one_pass_of_twice_the_batch():
     proc = subprocess.run([sys.executable, "-c", ACCUMULATION], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+HOST_READS = r"""
+import numpy as np, tensorflow as tf
+from pipelines.training.step import StepClock, clock_callback, hands_tensor_logs, install
+seen = {"batch": [], "epoch": []}
+class Probe(tf.keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        seen["batch"].append(type(logs["loss"]).__name__)
+    def on_epoch_end(self, epoch, logs=None):
+        seen["epoch"].append(type(logs["loss"]).__name__)
+def fit(probe):
+    m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, activation="softmax")])
+    m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = StepClock()
+    install(tf, m, None, clock)
+    x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.arange(32) % 3
+    m.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[clock_callback(tf, clock), probe])
+    assert clock.epochs[0]["steps"] == 4
+for marked in (True, False):
+    seen = {"batch": [], "epoch": []}
+    fit(hands_tensor_logs(Probe()) if marked else Probe())
+    print(marked, sorted(set(seen["batch"])), seen["epoch"])
+"""
+
+
+@pytest.mark.slow   # a TensorFlow process (10 s)
+def test_a_steps_loss_stays_on_the_device_until_the_epochs_end():
+    """The phased step reads nothing per step, and Keras hands batch logs over as tensors when every batch
+    hook is marked (the step clock is): the loss reaches the host once, at the epoch's end.  A callback that
+    is not marked still gets host values, every step: what the mark saves."""
+    proc = subprocess.run([sys.executable, "-c", HOST_READS], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    marked, unmarked = proc.stdout.strip().splitlines()[-2:]
+    assert marked == "True ['EagerTensor'] ['float']", marked
+    assert unmarked == "False ['float'] ['float']", unmarked
 
 
 def check_breakdown(history: dict, workers: int) -> dict:

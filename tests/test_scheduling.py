@@ -2,6 +2,7 @@
 progress lines, the line relay, events.jsonl, and incremental ingest of an image folder."""
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,12 +18,12 @@ from PIL import Image
 from pipelines.core import storage
 from pipelines.core.errors import EXIT_CONFIG, EXIT_DATA, EXIT_LOCKED, EXIT_RETRY, LockHeld, classify
 from pipelines.core.events import read_events, summary_of
-from pipelines.core.line_relay import LineRelay, LineSender
+from pipelines.core.line_relay import LineRelay, RelayAddress, RelayHandler
 from pipelines.core.progress import StageProgress, format_line
 from pipelines.core.run_lock import RunLock, lock_location
 from pipelines.core.store import published_files, resolve
 
-from conftest import make_conf
+from conftest import logged_lines, make_conf
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -122,7 +123,7 @@ def test_cli_exits_5_when_the_run_directory_is_locked(tmp_path):
 
 def test_s3_lock_heartbeat_takeover_and_race(s3_storage):
     folder = s3_storage.url("locks", "run1")
-    first = RunLock(folder, "run directory", "first", ttl=1.0, log=lambda m: None).acquire()
+    first = RunLock(folder, "run directory", "first", ttl=1.0).acquire()
     try:
         time.sleep(1.6)                                      # longer than the ttl: only the heartbeat keeps it
         with pytest.raises(LockHeld):
@@ -135,8 +136,8 @@ def test_s3_lock_heartbeat_takeover_and_race(s3_storage):
              "heartbeat": time.time() - 30, "ttl": 10}
     storage.put_bytes(lock_location(folder), json.dumps(stale).encode())
     seen = storage.etag(lock_location(folder))
-    said = []
-    taker = RunLock(folder, "run directory", "taker", ttl=10, log=said.append).acquire()
+    with logged_lines() as said:
+        taker = RunLock(folder, "run directory", "taker", ttl=10).acquire()
     try:
         assert any("took over the stale lock" in m for m in said)
         with pytest.raises(storage.PreconditionFailed):       # a second taker holding the same stale ETag loses
@@ -154,8 +155,7 @@ def test_s3_lock_heartbeat_takeover_and_race(s3_storage):
 # -- progress, relay, events --------------------------------------------------------------------
 
 def test_progress_lines_while_a_spark_job_runs(spark):
-    lines = []
-    with StageProgress(spark, "ingest", lines.append, every=0.3):
+    with logged_lines() as lines, StageProgress(spark, "ingest", every=0.3):
         spark.sparkContext.parallelize(range(4), 4).map(lambda x: time.sleep(0.5 + x * 0.2)).collect()
     assert len(lines) >= 3, lines
     assert all(line.startswith("[ingest] progress: ") and "s elapsed" in line for line in lines)
@@ -164,24 +164,61 @@ def test_progress_lines_while_a_spark_job_runs(spark):
         "[x] progress: 3/12 tasks (25%), ~1500/6000 rows, 0.10 tasks/s, ETA 90 s, 2 running, 30 s elapsed"
 
 
-def test_relayed_lines_arrive_as_they_are_sent():
-    got = []
-    arrived = threading.Event()
+# A Horovod rank as far as the relay sees it: another process, logging on "sparkcnn" loggers inside relayed().
+RANK = """
+import logging, sys
+from pipelines.core.line_relay import RelayAddress, relayed
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with relayed(RelayAddress(host, port, token)):
+    logging.getLogger("sparkcnn.training").info("[train] epoch 1/3: loss 0.5")
+    print("sent", flush=True)
+    sys.stdin.readline()                             # still connected until the test says so
+    logging.getLogger("sparkcnn.training").warning("[train] epoch 2/3: loss 0.4")
+    logging.getLogger("sparkcnn.core").info("[gpu] rank 1 -> GPU 1")
+"""
 
-    def write(line):
-        got.append((line, time.monotonic()))
-        arrived.set()
-    with LineRelay("127.0.0.1", write) as relay:
-        sender = LineSender(relay.address)
-        t0 = time.monotonic()
-        sender.send("[train] epoch 1/3: loss 0.5")
-        assert arrived.wait(5), "the line did not arrive while the sender was still open"
-        assert got[0][0] == "[train] epoch 1/3: loss 0.5" and got[0][1] - t0 < 2
-        intruder = LineSender(type(relay.address)("127.0.0.1", relay.address.port, "wrong-token"))
-        intruder.send("injected")
-        sender.send("[train] epoch 2/3: loss 0.4")
-        time.sleep(0.5)
-    assert [line for line, _ in got] == ["[train] epoch 1/3: loss 0.5", "[train] epoch 2/3: loss 0.4"]
+
+def test_relayed_records_reach_the_drivers_loggers_as_they_are_sent():
+    got, arrived = [], threading.Event()
+
+    class Arrivals(logging.Handler):
+        def emit(self, record):
+            got.append((record.name, record.levelno, record.getMessage(), time.monotonic()))
+            arrived.set()
+    logger = logging.getLogger("sparkcnn")
+    arrivals, before = Arrivals(), logger.level
+    logger.addHandler(arrivals)
+    logger.setLevel(logging.INFO)
+    try:
+        with LineRelay("127.0.0.1") as relay:
+            a = relay.address
+            rank = subprocess.Popen([sys.executable, "-c", RANK, a.host, str(a.port), a.token], text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+            assert rank.stdout.readline().strip() == "sent"
+            sent_at = time.monotonic()
+            assert arrived.wait(5), "the line did not arrive while the sender was still open"
+            assert got[0][:3] == ("sparkcnn.training", logging.INFO, "[train] epoch 1/3: loss 0.5")
+            assert got[0][3] - sent_at < 2 and rank.poll() is None
+            intruder = RelayHandler(RelayAddress("127.0.0.1", a.port, "wrong-token"))
+            intruder.handle(logging.makeLogRecord({"name": "sparkcnn.training", "msg": "injected",
+                                                   "levelno": logging.INFO, "levelname": "INFO"}))
+            intruder.close()
+            rank.communicate("go on\n", timeout=30)
+            time.sleep(0.5)
+    finally:
+        logger.removeHandler(arrivals)
+        logger.setLevel(before)
+    assert rank.returncode == 0
+    assert [g[:3] for g in got] == [("sparkcnn.training", logging.INFO, "[train] epoch 1/3: loss 0.5"),
+                                    ("sparkcnn.training", logging.WARNING, "[train] epoch 2/3: loss 0.4"),
+                                    ("sparkcnn.core", logging.INFO, "[gpu] rank 1 -> GPU 1")]
+
+
+def test_a_record_without_a_relay_is_printed(capsys):
+    RelayHandler(None).handle(logging.makeLogRecord({"name": "sparkcnn.training", "msg": "[train] epoch 1/1",
+                                                     "levelno": logging.INFO, "levelname": "INFO"}))
+    assert capsys.readouterr().out == "[train] epoch 1/1\n"
 
 
 def test_event_summaries_keep_counts_not_arrays():
@@ -241,8 +278,7 @@ data: {{format: folder, path: {root}, dataset: shapes, datasets_dir: '{datasets}
 ingest: {{partition_mb: 1, test_fraction: 0.25}}
 """ + storage_conf
     cfg = make_conf(tmp_path, text.replace("DIR", "ds"))
-    first_log = []
-    ingest(spark, cfg, first_log.append)
+    ingest(spark, cfg)
     dataset = storage.join(datasets.replace("DIR", "ds"), "shapes")
     parts_before = {_part_identity(p) for split in ("train", "test") for p in published_files(storage.join(dataset, split))}
 
@@ -253,8 +289,8 @@ ingest: {{partition_mb: 1, test_fraction: 0.25}}
         (root / f"class{k % 4}" / f"img{k:03d}.png").write_bytes(_png(1000 + k))
     for k in (4, 5):                                                      # 2 removed
         os.remove(root / f"class{k % 4}" / f"img{k:03d}.png")
-    log = []
-    metas = ingest(spark, cfg, log.append)
+    with logged_lines() as log:
+        metas = ingest(spark, cfg)
     said = "\n".join(log)
     assert "incremental: 10 new, 3 changed, 2 removed, 116 unchanged since the last ingest" in said, said
     reads = [line for line in log if " = written " in line]
@@ -271,7 +307,7 @@ ingest: {{partition_mb: 1, test_fraction: 0.25}}
     assert statuses.count("removed") == 2 and statuses.count("rejected") == 1 and statuses.count("row") == 128
 
     full = make_conf(tmp_path, text.replace("DIR", "full"))
-    ingest(spark, full, lambda m: None)
+    ingest(spark, full)
     assert _content(dataset) == _content(storage.join(datasets.replace("DIR", "full"), "shapes"))
 
 
@@ -292,17 +328,17 @@ run: {{name: lst, runs_dir: {tmp_path}/runs}}
 data: {{format: folder, path: PATH, dataset: photos, datasets_dir: {tmp_path}/DIR}}
 """
     cfg = make_conf(tmp_path, text.replace("PATH", str(file_list)).replace("DIR", "ds"))
-    ingest(spark, cfg, lambda m: None)
+    ingest(spark, cfg)
     rejects = _content(str(tmp_path / "ds" / "photos"))["rejects"]
     assert [(p.rsplit("/", 1)[1], reason.split(":")[0]) for p, reason in rejects] == \
         [("missing.png", "unreadable file")]
 
     file_list.write_text("\n".join(listed) + "\n")                     # ten more files listed
-    log = []
-    ingest(spark, cfg, log.append)
+    with logged_lines() as log:
+        ingest(spark, cfg)
     assert any("incremental: 10 new, 0 changed, 1 removed, 50 unchanged" in line for line in log), log
     folder_cfg = make_conf(tmp_path, text.replace("PATH", str(root)).replace("DIR", "full"))
-    ingest(spark, folder_cfg, lambda m: None)
+    ingest(spark, folder_cfg)
     assert _content(str(tmp_path / "ds" / "photos")) == _content(str(tmp_path / "full" / "photos"))
 
 

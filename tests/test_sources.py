@@ -70,7 +70,7 @@ def test_cifar10_real_images_roundtrip(spark, tmp_path, foolbox_images, version)
             tf.add(folder, arcname="cifar-10-batches-py")
     conf = make_conf(tmp_path, f"data: {{dataset: c10, format: cifar10, path: '{path}', datasets_dir: '{tmp_path}/ds',"
                                f" cache_dir: '{tmp_path}/cache'}}\ningest: {{validation_rows: 3}}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert {s: m.num_rows for s, m in metas.items()} == {"train": 12, "val": 3, "test": 5}
     train, train_labels, meta = _read_split(conf, "train")
     assert meta.shape == (32, 32, 3) and meta.class_names == CIFAR10_NAMES
@@ -95,7 +95,7 @@ def test_cifar100_binary_fine_and_coarse_labels(spark, tmp_path):
     for coarse_labels, expected, names in ((False, fine, 100), (True, coarse, 20)):
         conf = make_conf(tmp_path, f"data: {{dataset: c100, format: cifar100, path: '{tmp_path}', datasets_dir: '{tmp_path}/ds'}}\n"
                                    f"ingest: {{coarse_labels: {str(coarse_labels).lower()}}}")
-        ingest(spark, conf, log=lambda m: None)
+        ingest(spark, conf)
         _, labels, meta = _read_split(conf, "train")
         np.testing.assert_array_equal(labels, expected[:4])
         assert meta.num_classes == names
@@ -110,7 +110,7 @@ def test_cifar_binary_of_wrong_size_names_file(tmp_path, spark):
     (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_NAMES))
     conf = make_conf(tmp_path, f"data: {{dataset: c, format: cifar10, path: '{folder}', datasets_dir: '{tmp_path}/ds'}}")
     with pytest.raises(SourceError, match=r"test_batch.bin: 3000 bytes is not a whole number of 3073-byte CIFAR records"):
-        ingest(spark, conf, log=lambda m: None)
+        ingest(spark, conf)
 
 
 def test_malicious_pickle_is_refused_without_running(tmp_path):
@@ -142,7 +142,7 @@ def test_npz_in_keras_layout(spark, tmp_path, foolbox_images):
     np.savez_compressed(path, x_train=images[:14], y_train=labels[:14], x_test=images[14:], y_test=labels[14:])
     conf = make_conf(tmp_path, f"data: {{dataset: n, format: npz, path: '{path}', datasets_dir: '{tmp_path}/ds',"
                                f" cache_dir: '{tmp_path}/cache'}}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert metas["train"].num_rows == 14 and metas["test"].num_rows == 6
     test, test_labels, _ = _read_split(conf, "test")
     np.testing.assert_array_equal(test, images[14:])
@@ -151,7 +151,7 @@ def test_npz_in_keras_layout(spark, tmp_path, foolbox_images):
     np.savez(bad, images=images)
     conf = make_conf(tmp_path, f"data: {{dataset: n, format: npz, path: '{bad}', datasets_dir: '{tmp_path}/ds'}}")
     with pytest.raises(SourceError, match=r"bad.npz: missing array\(s\) x, y"):
-        ingest(spark, conf, log=lambda m: None)
+        ingest(spark, conf)
 
 
 def test_user_idx_folder_gzipped(spark, tmp_path):
@@ -163,7 +163,7 @@ def test_user_idx_folder_gzipped(spark, tmp_path):
     idx.write_idx(str(folder / "train-labels-idx1-ubyte.gz"), y)
     conf = make_conf(tmp_path, f"data: {{dataset: u, format: idx, path: '{folder}', datasets_dir: '{tmp_path}/ds',"
                                f" cache_dir: '{tmp_path}/cache'}}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert list(metas) == ["train"] and metas["train"].class_names == ["0", "1", "2", "3"][: int(y.max()) + 1]
     got, got_labels, _ = _read_split(conf, "train")
     np.testing.assert_array_equal(got[..., 0], x)
@@ -174,7 +174,7 @@ def test_user_idx_folder_gzipped(spark, tmp_path):
 def test_fashion_mnist_from_the_debian_package(spark, tmp_path):
     conf = make_conf(tmp_path, f"data: {{dataset: fashion_mnist, format: fashion_mnist, datasets_dir: '{tmp_path}/ds',"
                                f" cache_dir: '{tmp_path}/cache'}}\ningest: {{limit_train: 500, limit_test: 100}}")
-    metas = ingest(spark, conf, log=lambda m: None)
+    metas = ingest(spark, conf)
     assert metas["train"].num_rows == 500 and metas["test"].num_rows == 100
     assert metas["train"].class_names[0] == "T-shirt/top" and metas["train"].class_names[9] == "Ankle boot"
     _, labels, _ = _read_split(conf, "test")

@@ -21,7 +21,7 @@ from pipelines.core.run_lock import RunLock
 from pipelines.core.store import atomic_dir, atomic_dirs, published_files, published_url, read_manifest
 from pipelines.images.listing import stat_all
 
-from conftest import S3Server, storage_context
+from conftest import S3Server, logged_lines, storage_context
 
 
 class RequestLog:
@@ -56,7 +56,7 @@ def _job(spark, server, rows: int, both_inside: threading.Barrier, out: dict) ->
         both_inside.wait(timeout=300)           # the other thread is inside its own `using` now
         root = server.url("job")
         train, test = storage.join(root, "train"), storage.join(root, "test")
-        with RunLock(root, "dataset", "two stores test", ttl=1.0, log=lines.append):   # a heartbeat every 0.25 s
+        with RunLock(root, "dataset", "two stores test", ttl=1.0):   # a heartbeat every 0.25 s
             with atomic_dirs([train, test]) as staging:
                 write_frame(spark.range(rows, numPartitions=2).selectExpr("id", "id * 3 AS x"), staging[train])
                 storage.makedirs(staging[test])
@@ -93,11 +93,14 @@ def test_two_stores_with_different_credentials_at_the_same_time(spark, two_serve
             failures.append(f"{server.bucket}: {type(exc).__name__}: {exc}")
             both_inside.abort()
     threads = [threading.Thread(target=run, args=(server,)) for server in (a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
+    with logged_lines() as logged:               # what the library logs (the locks' lines among them)
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
     assert not failures, failures
+    for secret in (a.secret, b.secret, a.key, b.key):
+        assert secret not in "\n".join(logged)
 
     for server in (a, b):
         got, n = results[server.bucket], rows[server.bucket]

@@ -11,7 +11,7 @@ from pipelines.core.config import ConfigError
 from pipelines.core.store import RunStore, write_bytes_atomic
 from pipelines.tracking.tracker import TrackingError, tracked
 
-from conftest import make_conf
+from conftest import logged_lines, make_conf
 
 SPARKCNN = os.path.join(os.path.dirname(sys.executable), "sparkcnn")
 
@@ -103,9 +103,8 @@ def _tracked_conf(tmp_path, uri: str):
 def test_failed_stage_marks_the_run_failed_and_keeps_its_error(tmp_path):
     from mlflow.tracking import MlflowClient
     cfg, store = _tracked_conf(tmp_path, str(tmp_path / "mlruns"))
-    lines = []
-    with pytest.raises(RuntimeError, match="stage broke"):
-        with tracked(cfg, store, ["score"], lines.append):
+    with pytest.raises(RuntimeError, match="stage broke"), logged_lines() as lines:
+        with tracked(cfg, store, ["score"]):
             raise RuntimeError("stage broke")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("failures").experiment_id])

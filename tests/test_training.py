@@ -14,7 +14,7 @@ from pipelines.core.store import RunStore, write_json_atomic
 from pipelines.training.driver import make_spec
 from pipelines.training.resume import plan_resume
 
-from conftest import kill_job
+from conftest import kill_job, logged_lines
 
 pytestmark = pytest.mark.slow   # Horovod trainings
 
@@ -75,10 +75,9 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
     write_json_atomic(os.path.join(store.checkpoint_dir, "state.json"),
                       {"epoch": 2, "prefix": os.path.join(store.checkpoint_dir, "epoch-0002", "ckpt"),
                        "fingerprint": "from-another-setup", "history": {}})
-    logs = []
     train = open_dataset(cfg.dataset_dir("train"))
-    spec = plan_resume(make_spec(cfg.train, train, open_dataset(cfg.dataset_dir("val"))), train.meta, store,
-                       logs.append)
+    with logged_lines() as logs:
+        spec = plan_resume(make_spec(cfg.train, train, open_dataset(cfg.dataset_dir("val"))), train.meta, store)
     assert spec.initial_epoch == 0 and spec.resume_prefix is None
     assert logs == ["[train] not resuming (the training setup changed): starting from epoch 0"]
     assert os.listdir(store.checkpoint_dir) == []
@@ -86,8 +85,10 @@ def test_changed_setup_starts_afresh(small_conf, tmp_path):
 
 def split_for(spark, cfg, logs):
     from pipelines.training.validation_split import held_out_datasets
-    train, val = held_out_datasets(spark, cfg.train, open_dataset(cfg.dataset_dir(cfg.train.split)), None,
-                                   RunStore(cfg.run_dir), cfg.ingest.row_group_mb, logs.append)
+    with logged_lines() as said:
+        train, val = held_out_datasets(spark, cfg.train, open_dataset(cfg.dataset_dir(cfg.train.split)), None,
+                                       RunStore(cfg.run_dir), cfg.ingest.row_group_mb)
+    logs += said
     return train.location, val.location
 
 

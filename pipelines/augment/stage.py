@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
-from typing import Callable
+import logging
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from pipelines.core.store import (
     resolve,
     write_bytes_atomic,
 )
+
+logger = logging.getLogger("sparkcnn.augment")
 
 MB = 1 << 20
 FIGURE_SAMPLES = 5            # augmented samples shown per source image
@@ -72,7 +74,7 @@ def _with_sample_counts(frame, plan: dict, balance: bool):
     return frame.withColumn(N_SAMPLES, (q + F.when(rank < r, 1).otherwise(0)).cast("int"))
 
 
-def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Callable[[str], None] = print):
+def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline):
     """Augment one split; returns (output dir, its DatasetMeta)."""
     from pyspark.sql import functions as F
     a = cfg.augment
@@ -118,7 +120,7 @@ def augment_split(spark, cfg: Config, split: str, pipeline: Pipeline, log: Calla
             channels=meta.channels, class_names=list(meta.class_names), source=f"augment of {split}",
             class_counts=dict(sorted(counts.items(), key=lambda kv: int(kv[0]))), augmentation=augmentation)
         records.write_meta(staging, out_meta)
-    log(f"[augment] {split}: {sum(class_counts.values())} rows -> {written} rows -> {published_url(dest)}")
+    logger.info(f"[augment] {split}: {sum(class_counts.values())} rows -> {written} rows -> {published_url(dest)}")
     return dest, out_meta
 
 
@@ -173,21 +175,21 @@ def plot_before_after(ids, originals, augmented, labels, title: str) -> bytes:
     return buf.getvalue()
 
 
-def augment(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def augment(spark, cfg: Config, store: RunStore) -> dict:
     """The CLI stage: augment every configured split; returns {split: output meta}."""
     pipeline = pipeline_of(cfg)
     if not pipeline.ops and cfg.augment.n_per_image:
-        log("[augment] augment.pipeline is empty: augmented samples are copies of their source")
+        logger.info("[augment] augment.pipeline is empty: augmented samples are copies of their source")
     results = {}
     for split in cfg.augment.splits or ["train"]:
-        dest, meta = augment_split(spark, cfg, split, pipeline, log)
+        dest, meta = augment_split(spark, cfg, split, pipeline)
         ids, originals, augmented, labels = before_after_rows(spark, cfg.dataset_dir(split), dest,
                                                               cfg.augment.report_images)
         png = plot_before_after(ids, originals, augmented, labels,
                                 f"{meta.name} {split} -> {meta.split}: originals and augmented samples")
         path = storage.join(store.augment_figures_dir, f"{split}_before_after.png")
         write_bytes_atomic(path, png)
-        log(f"[augment] figure -> {path}")
+        logger.info(f"[augment] figure -> {path}")
         results[split] = meta
     return results
 

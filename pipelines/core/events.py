@@ -7,20 +7,22 @@ Every line has `time` (UTC ISO), `invocation` (one id per command started) and `
 they happen, so a `tail -f` or a log shipper sees a stage start before it ends.
 
 Local files are appended to (one write per line).  Object stores cannot append: the file is
-read and rewritten whole (one GET, one PUT) for each event; it stays small (a few lines per command).  A failure to write an event is printed and never fails the command.
+read and rewritten whole (one GET, one PUT) for each event; it stays small (a few lines per command).  A failure to write an event is logged and never fails the command.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 from pipelines.core import storage
 
 EVENTS_NAME = "events.jsonl"
+logger = logging.getLogger("sparkcnn.core")
 
 
 def summary_of(result: Any, depth: int = 0) -> Any:
@@ -50,10 +52,9 @@ def summary_of(result: Any, depth: int = 0) -> Any:
 class EventLog:
     """Appends events for one command invocation to `<run dir>/events.jsonl`."""
 
-    def __init__(self, run_dir: str, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str):
         self.location = storage.join(run_dir, EVENTS_NAME)
         self.invocation = uuid.uuid4().hex[:12]
-        self.log = log
 
     def emit(self, event: str, **fields) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "invocation": self.invocation,
@@ -62,7 +63,7 @@ class EventLog:
         try:
             self._write(storage.redact(line))
         except OSError as exc:
-            self.log(f"[events] could not write {storage.redact(self.location)}: {storage.redact(exc)}")
+            logger.warning(f"[events] could not write {storage.redact(self.location)}: {storage.redact(exc)}")
 
     def _write(self, line: str) -> None:
         if not storage.is_remote(self.location):

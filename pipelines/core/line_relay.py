@@ -1,4 +1,4 @@
-"""Log lines from executor processes to the driver's stdout as they are written (Horovod rank 0's epochs).
+"""Log records from executor processes to the driver's loggers as they are written (Horovod ranks' lines).
 
 Why not stdout: horovod.spark.run forwards a rank's stdout to the driver through its task
 service, and the driver side reads that socket with `shutil.copyfileobj` over a codecs
@@ -7,19 +7,25 @@ have arrived or the rank exits (horovod/runner/common/util/network.py, 0.28.1). 
 ~100 bytes, so a training's lines reached the driver's log in one burst at the end.
 
 The driver opens a small TCP listener on its own address (the one executors already reach:
-spark.driver.host), and the rank connects once and sends lines; each line is printed and
-flushed on arrival.  Lines carry a random token so nothing else can write into the log.  When
-the relay cannot be reached the sender falls back to print (the old, late path).
+spark.driver.host), and a rank connects once and sends each record (logger name, level, message)
+as one JSON line; the driver logs it on the same logger at once, so whatever the driver's program
+does with "sparkcnn" records (the CLI prints them; a notebook may not) it does with the rank's too.
+Connections start with a random token so nothing else can write into the log.  When the relay
+cannot be reached the sender falls back to print (the old, late path).
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import secrets
 import socket
 import socketserver
-import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Iterator, Optional
+
+from pipelines.core.log_output import ROOT
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,23 @@ class RelayAddress:
     token: str
 
 
-class LineRelay:
-    """Driver side: prints every line a sender delivers, at once, until closed.  A context manager."""
+def _log_relayed(raw: bytes) -> None:
+    """One relayed record, logged on the driver's logger of the same name (only "sparkcnn" ones)."""
+    try:
+        sent = json.loads(raw.decode("utf-8", "replace"))
+        name, level, message = str(sent["name"]), int(sent["level"]), str(sent["message"])
+    except (ValueError, KeyError, TypeError):
+        return
+    if name != ROOT and not name.startswith(ROOT + "."):
+        name = "sparkcnn.relay"
+    logging.getLogger(name).log(level, message)
 
-    def __init__(self, host: str = "127.0.0.1", write: Optional[Callable[[str], None]] = None):
+
+class LineRelay:
+    """Driver side: logs every record a sender delivers, at once, until closed.  A context manager."""
+
+    def __init__(self, host: str = "127.0.0.1"):
         self.token = secrets.token_hex(16)
-        self.write = write or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
         relay = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -43,7 +60,7 @@ class LineRelay:
                 if not secrets.compare_digest(first, relay.token):
                     return
                 for raw in self.rfile:
-                    relay.write(raw.decode("utf-8", "replace").rstrip("\n"))
+                    _log_relayed(raw)
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
@@ -62,10 +79,11 @@ class LineRelay:
         self.server.server_close()
 
 
-class LineSender:
-    """Executor side: `send(line)` to the driver's relay, or print when there is none or it is gone."""
+class RelayHandler(logging.Handler):
+    """Executor side: each record to the driver's relay; printed when there is none or it is gone."""
 
     def __init__(self, address: Optional[RelayAddress], timeout: float = 5.0):
+        super().__init__()
         self._file = None
         if address is None:
             return
@@ -76,11 +94,38 @@ class LineSender:
         except OSError:
             self._file = None
 
-    def send(self, line: str) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
         if self._file is not None:
             try:
-                self._file.write((line.rstrip("\n") + "\n").encode("utf-8"))
+                sent = {"name": record.name, "level": record.levelno, "message": message}
+                self._file.write((json.dumps(sent) + "\n").encode("utf-8"))
                 return
             except OSError:
                 self._file = None
-        print(line, flush=True)
+        print(message, flush=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        super().close()
+
+
+@contextlib.contextmanager
+def relayed(address: Optional[RelayAddress]) -> Iterator[RelayHandler]:
+    """While the block runs, this process's "sparkcnn" INFO records go to the driver through `address`."""
+    root = logging.getLogger(ROOT)
+    handler = RelayHandler(address)
+    before = (root.level, root.propagate)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before[0])
+        root.propagate = before[1]
+        handler.close()

@@ -3,7 +3,7 @@
 Spark's console progress bar redraws one terminal line and is off when stdout is a file; a
 scheduler's log then shows nothing between a stage's first and last line.  While a stage runs,
 a daemon thread reads Spark's status tracker (the driver's own view of its jobs: no extra Spark
-job, no executor work) and prints, every `every` seconds,
+job, no executor work) and logs, every `every` seconds,
 
     [ingest] progress: 12/40 tasks (30%), ~18000/60000 rows, 0.40 tasks/s, ETA 70 s, 31 s elapsed
 
@@ -16,10 +16,11 @@ the rest.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextvars import ContextVar
-from typing import Callable, Optional
+from typing import Optional
 
 from pipelines.core.context_threads import in_this_context
 
@@ -74,10 +75,12 @@ def format_line(label: str, done: int, total: int, running: int, elapsed: float,
 
 
 class StageProgress:
-    """Context manager: prints a progress line every `every` seconds while the block runs."""
+    """Context manager: logs a progress line every `every` seconds while the block runs, on the stage's own
+    logger (sparkcnn.<label>), beside the stage's other lines."""
 
-    def __init__(self, spark, label: str, log: Callable[[str], None] = print, every: float = 30.0):
-        self.spark, self.label, self.log, self.every = spark, label, log, float(every)
+    def __init__(self, spark, label: str, every: float = 30.0):
+        self.spark, self.label, self.every = spark, label, float(every)
+        self.logger = logging.getLogger(f"sparkcnn.{label}")
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.expected_rows: Optional[int] = None     # the stage's total rows, when it said (expect_rows)
@@ -103,7 +106,7 @@ class StageProgress:
             elapsed = time.monotonic() - self._t0
             if done and first_done_at is None:
                 first_done_at = elapsed
-            self.log(format_line(self.label, done, total, running, elapsed, first_done_at, self.expected_rows))
+            self.logger.info(format_line(self.label, done, total, running, elapsed, first_done_at, self.expected_rows))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

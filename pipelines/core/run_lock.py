@@ -21,10 +21,11 @@ unconditionally after the same check: a narrow race is possible there, and is sa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from pipelines.core import storage
 from pipelines.core.context_threads import in_this_context
@@ -32,6 +33,7 @@ from pipelines.core.errors import LockHeld
 from pipelines.core.leases import host, owner_gone, owner_tag
 
 LOCK_NAME = "_sparkcnn.lock"
+logger = logging.getLogger("sparkcnn.core")
 DEFAULT_TTL_SECONDS = 300.0
 
 
@@ -54,13 +56,11 @@ class RunLock:
     `what` names the folder in messages ("run directory", "dataset").  Use as a context manager.
     """
 
-    def __init__(self, folder: str, what: str, command: str, ttl: float = DEFAULT_TTL_SECONDS,
-                 log: Callable[[str], None] = print):
+    def __init__(self, folder: str, what: str, command: str, ttl: float = DEFAULT_TTL_SECONDS):
         self.folder = folder
         self.location = lock_location(folder)
         self.what = what
         self.ttl = float(ttl)
-        self.log = log
         self.info = {"owner": owner_tag(), "host": host(), "pid": os.getpid(), "command": command,
                      "started": time.time()}
         self._fd: Optional[int] = None
@@ -120,7 +120,8 @@ class RunLock:
                 raise self._held(holder)
             try:
                 storage.put_bytes(self.location, self._payload(), if_match=seen)
-                self.log(f"[lock] took over the stale lock of {_describe(holder)} at {storage.redact(self.location)}")
+                logger.info(f"[lock] took over the stale lock of {_describe(holder)} at "
+                            f"{storage.redact(self.location)}")
                 break
             except storage.PreconditionFailed:
                 continue                         # another run took it over first: look again
@@ -136,11 +137,11 @@ class RunLock:
                 storage.put_bytes(self.location, self._payload(), if_match=self._etag)
                 self._etag = storage.etag(self.location)
             except storage.PreconditionFailed:
-                self.log(f"[lock] WARNING: the lock at {storage.redact(self.location)} was taken over by "
-                         "another run (this run's heartbeat was late by more than its ttl)")
+                logger.warning(f"[lock] WARNING: the lock at {storage.redact(self.location)} was taken over by "
+                               "another run (this run's heartbeat was late by more than its ttl)")
                 return
             except OSError as exc:               # a store blip: the next beat tries again
-                self.log(f"[lock] heartbeat failed ({storage.redact(exc)}); retrying")
+                logger.warning(f"[lock] heartbeat failed ({storage.redact(exc)}); retrying")
 
     # -- both ---------------------------------------------------------------------------------
     def _held(self, holder: dict) -> LockHeld:

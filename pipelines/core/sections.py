@@ -24,6 +24,10 @@ class RunSection:
         "object stores: a run lock whose holder stopped renewing it this long ago counts as abandoned "
         "(local locks are released by the kernel when their holder dies)"))
     progress_seconds: float = setting(30.0, min=1.0, doc="a progress line at least this often while a stage runs")
+    verbose: bool = setting(False, doc=(
+        "TensorFlow's own INFO lines (start-up banners, per-worker device and thread lines) from the driver, "
+        "every executor and every Horovod worker (TF_CPP_MIN_LOG_LEVEL=0); false: TensorFlow says only "
+        "warnings and errors (1, unless the environment sets TF_CPP_MIN_LOG_LEVEL)"))
 
     def resolve(self, where: str, sections: dict, path: Optional[str]) -> "RunSection":
         name = self.name or (os.path.splitext(os.path.basename(path))[0] if path else "run")

@@ -10,15 +10,19 @@ line saying it was not applied, never dropped silently.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from typing import Callable, Optional
+from typing import Optional
 
 from pyspark.sql import SparkSession
 
 from pipelines.core import resources as gpu_resources
 from pipelines.core.arrow_batches import ARROW_BATCH_ROWS
 from pipelines.core.sections import SparkSection
+from pipelines.core.tf_runtime import TF_LOG_LEVEL_CONF, TF_LOG_LEVEL_ENV, tf_log_level
+
+logger = logging.getLogger("sparkcnn.core")
 
 
 def is_local_master(master: str) -> bool:
@@ -32,12 +36,13 @@ def _submitted_conf() -> dict:
     return dict(SparkConf().getAll())
 
 
-def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
-                resources: Optional[gpu_resources.ResourcesSection] = None) -> SparkSession:
+def build_spark(conf: SparkSection, resources: Optional[gpu_resources.ResourcesSection] = None,
+                verbose: bool = False) -> SparkSession:
+    """The session a job runs in; `verbose` (run.verbose) lets TensorFlow's INFO lines through everywhere."""
     # Workers must run this interpreter (the venv), or they import a different stack.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's INFO banners, once per worker process
+    _set_tf_log_level(verbose)
     active = SparkSession.getActiveSession()
     # spark-submit starts the JVM first and hands its port to this process; its
     # --master / --driver-memory must then win over the conf file.
@@ -66,13 +71,17 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
         # Horovod needs all its tasks running at once; never let a task wait for a locality slot.
         "spark.locality.wait": "0s",
     }
+    if active is None or verbose:
+        # TF's threshold as this process has it: local executors inherit it anyway, a cluster's do not.  A
+        # running session's executors keep theirs (said below only when verbose asked for another).
+        settings[TF_LOG_LEVEL_CONF] = os.environ[TF_LOG_LEVEL_ENV]
     # GPU amounts are defaults: what spark-submit --conf already says wins (then checked below).
     settings.update({k: v for k, v in gpu_resources.spark_defaults(resources).items() if k not in presets})
     settings.update(conf.conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
     if active is not None:
-        _apply_to_running(active, conf, settings, submitted, log)
+        _apply_to_running(active, conf, settings, submitted)
         spark = active
     else:
         spark = builder.getOrCreate()
@@ -82,7 +91,17 @@ def build_spark(conf: SparkSection, log: Callable[[str], None] = print,
     return spark
 
 
-def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool, log) -> None:
+def _set_tf_log_level(verbose: bool) -> None:
+    """TensorFlow's C++ log threshold for this process and (through the environment it passes on) its
+    local executors: verbose shows TF's INFO lines; otherwise a threshold already in the environment
+    stays, and TF's INFO lines (banners, once per worker process) are hidden."""
+    if verbose:
+        os.environ[TF_LOG_LEVEL_ENV] = tf_log_level(verbose)
+    else:
+        os.environ.setdefault(TF_LOG_LEVEL_ENV, tf_log_level(verbose))
+
+
+def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, submitted: bool) -> None:
     """Set what a running session still accepts; name, in one line, what it cannot take any more."""
     not_applied = []
     if not submitted and spark.sparkContext.master != conf.master:
@@ -96,8 +115,8 @@ def _apply_to_running(spark: SparkSession, conf: SparkSection, settings: dict, s
         else:
             not_applied.append(f"{key}={value} (running: {current})")
     if not_applied:
-        log("[spark] a SparkSession was already running, so these settings were not applied "
-            f"(set them before it starts, e.g. with spark-submit --conf): {', '.join(not_applied)}")
+        logger.warning("[spark] a SparkSession was already running, so these settings were not applied "
+                       f"(set them before it starts, e.g. with spark-submit --conf): {', '.join(not_applied)}")
 
 
 def total_cores(spark: SparkSession) -> int:

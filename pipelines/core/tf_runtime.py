@@ -18,17 +18,30 @@ loading TF.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, Hashable, Optional
 
 from pipelines.core.errors import RetryableError
+from pipelines.core.log_output import executor_lines
 
 # Set (to 1) in every executor's environment by resources.require_gpu (spark.executorEnv.*).
 REQUIRE_GPU_ENV = "SPARKCNN_REQUIRE_GPU"
+# TensorFlow's C++ log threshold, read once when TF starts in a process: the driver sets it in its own
+# environment, executors get it through Spark's executorEnv and Horovod ranks through their launch.
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+TF_LOG_LEVEL_CONF = "spark.executorEnv." + TF_LOG_LEVEL_ENV
+
+logger = logging.getLogger("sparkcnn.core")
+
+
+def tf_log_level(verbose: bool) -> str:
+    """run.verbose as TF's threshold: 0 shows its INFO lines (banners, per-process device and thread
+    set-up), 1 only warnings and errors."""
+    return "0" if verbose else "1"
 
 
 class NoGpuError(RetryableError, RuntimeError):
@@ -83,7 +96,7 @@ def _require(placement: Placement) -> Placement:
     return placement
 
 
-def place(who: str, assigned=(), fallback_index: Optional[int] = None, log=None) -> Placement:
+def place(who: str, assigned=(), fallback_index: Optional[int] = None) -> Placement:
     """Make exactly the `assigned` GPUs visible, before TensorFlow starts in this process; once per process.
 
     `fallback_index` (a Horovod rank's local rank): when Spark assigned no GPU but the host has
@@ -91,14 +104,13 @@ def place(who: str, assigned=(), fallback_index: Optional[int] = None, log=None)
     is involved.  Later calls return the first placement; a different assignment is logged once.
     """
     global _PLACED
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     assigned = tuple(str(a) for a in assigned)
     if _PLACED is not None:
         if assigned and assigned != _PLACED.assigned and assigned not in _MISMATCHES_LOGGED:
             _MISMATCHES_LOGGED.add(assigned)
-            log(f"[gpu] {who} was assigned GPU {','.join(assigned)} but this Python worker was placed on GPU "
-                f"{','.join(_PLACED.assigned) or 'none'} when TensorFlow started, and stays there "
-                "(one GPU per executor avoids this)")
+            logger.warning(f"[gpu] {who} was assigned GPU {','.join(assigned)} but this Python worker was placed "
+                           f"on GPU {','.join(_PLACED.assigned) or 'none'} when TensorFlow started, and stays there "
+                           "(one GPU per executor avoids this)")
         return _PLACED
     visible = None
     if assigned:
@@ -116,20 +128,22 @@ def place(who: str, assigned=(), fallback_index: Optional[int] = None, log=None)
             pass   # TensorFlow already started: it keeps every GPU
     _PLACED = Placement(who=who, assigned=assigned, source=source, visible=visible, tf_gpus=len(gpus))
     if assigned:
-        log(_PLACED.line())
+        logger.info(_PLACED.line())
     return _require(_PLACED)
 
 
-def place_task(log=None) -> Placement:
+def place_task() -> Placement:
     """place() for the Spark task running in this Python worker (scoring, featurizing, trials, localisation),
-    on the GPU addresses Spark assigned it (none outside a task or without GPU scheduling)."""
+    on the GPU addresses Spark assigned it (none outside a task or without GPU scheduling).  Its line goes
+    to the executor's log."""
     from pyspark import TaskContext
     ctx = TaskContext.get()
     if ctx is None:
-        return place("driver", (), log=log)
+        return place("driver", ())
+    executor_lines()
     gpu = ctx.resources().get("gpu")
     who = f"task {ctx.taskAttemptId()} (stage {ctx.stageId()}, partition {ctx.partitionId()})"
-    return place(who, tuple(gpu.addresses) if gpu is not None else (), log=log)
+    return place(who, tuple(gpu.addresses) if gpu is not None else ())
 
 
 def configure_threads(threads: int, inter_op: int = 1) -> int:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import os
 import time
-from typing import Callable, List
+from typing import List
 
 import numpy as np
 
@@ -37,6 +38,8 @@ from pipelines.experiments.section import GRID_AXES, LATER_AXES, ExperimentSecti
 from pipelines.training.trial_remote import DEFAULT_LEARNING_RATES, TrialSpec
 from pipelines.training.trials import derive_seed, run_trials
 from pipelines.training.variants import check_architecture
+
+logger = logging.getLogger("sparkcnn.experiments")
 
 
 class ExperimentError(SparkcnnError, ValueError):
@@ -248,14 +251,14 @@ def write_outputs(out_dir: str, section: ExperimentSection, points: List[dict], 
     return {"table": results_frame}
 
 
-def experiment(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def experiment(spark, cfg: Config, store: RunStore) -> dict:
     e = cfg.experiment
     threads = threads_per_task(spark)
     trials = make_trials(cfg, threads)
     points = [t.settings for t in trials if t.repeat == 0]
     slots = spark.sparkContext.defaultParallelism
-    log(f"[experiment] {len(points)} grid points x {e.repeats} repeats = {len(trials)} trials, "
-        f"{slots} task slots x {threads} TF threads")
+    logger.info(f"[experiment] {len(points)} grid points x {e.repeats} repeats = {len(trials)} trials, "
+                f"{slots} task slots x {threads} TF threads")
     t0 = time.perf_counter()
     results = run_trials(spark, trials)
     wall = time.perf_counter() - t0
@@ -267,7 +270,7 @@ def experiment(spark, cfg: Config, store: RunStore, log: Callable[[str], None] =
     out_dir = storage.join(store.root, "experiment")
     with atomic_dir(out_dir, local_build=True) as staging:
         written = write_outputs(staging, e, points, results, summary)
-    log(to_markdown(written["table"]).rstrip())
-    log(f"[experiment] {len(trials)} trials in {wall:.0f}s wall ({busy:.0f}s of trial time, "
-        f"{summary['parallel_speedup']}x parallel) -> {storage.join(resolve(out_dir), 'results.md')}")
+    logger.info(to_markdown(written["table"]).rstrip())
+    logger.info(f"[experiment] {len(trials)} trials in {wall:.0f}s wall ({busy:.0f}s of trial time, "
+                f"{summary['parallel_speedup']}x parallel) -> {storage.join(resolve(out_dir), 'results.md')}")
     return {"dir": out_dir, "wall_seconds": wall, "trials": len(trials)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable
+import logging
 
 from pipelines.core import records, storage
 from pipelines.core.arrow_batches import arrow_batch_rows, rows_within
@@ -22,8 +22,10 @@ from pipelines.core.store import atomic_dir, published_url
 from pipelines.export.remote import write_pngs
 from pipelines.images.class_folders import CLASS_MANIFEST, class_manifest
 
+logger = logging.getLogger("sparkcnn.export")
 
-def export_dataset(spark, dataset_dir: str, out_dir: str, log: Callable[[str], None] = print) -> int:
+
+def export_dataset(spark, dataset_dir: str, out_dir: str) -> int:
     """Write every image of a dataset as PNG under out_dir; returns the number written."""
     meta = records.read_meta(dataset_dir)
     manifest = class_manifest(meta.class_names)
@@ -38,15 +40,16 @@ def export_dataset(spark, dataset_dir: str, out_dir: str, log: Callable[[str], N
             written = frame.mapInArrow(writer, "id LONG, path STRING").count()
         if written != meta.num_rows:
             raise RuntimeError(f"{out_dir}: wrote {written} PNGs for {meta.num_rows} rows of {dataset_dir}")
-    log(f"[export] {dataset_dir}: {written} PNG files in {len(folders)} class folders -> {published_url(out_dir)}")
+    logger.info(f"[export] {dataset_dir}: {written} PNG files in {len(folders)} class folders -> "
+                f"{published_url(out_dir)}")
     return written
 
 
-def export_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
+def export_stage(spark, cfg: Config, store) -> dict:
     """Export the configured splits to <export.out_dir>/<split>/<class>/<id>.png."""
     out_root = storage.normalize(cfg.export.out_dir or storage.join(store.root, "export"))
     counts = {}
     for split in cfg.export.splits:
         dataset_dir = cfg.dataset_dir(split)
-        counts[split] = export_dataset(spark, dataset_dir, storage.join(out_root, split), log)
+        counts[split] = export_dataset(spark, dataset_dir, storage.join(out_root, split))
     return counts

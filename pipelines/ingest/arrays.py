@@ -7,9 +7,9 @@ id sum the tasks report match the plan.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from pipelines.core.errors import IngestCheckError, IngestSetupError
 from pipelines.core.store import atomic_dirs
 from pipelines.datasets.publish import SplitWritten, check_part_files, partition_count, run_ingest_tasks
 from pipelines.ingest.remote import write_ranges
+
+logger = logging.getLogger("sparkcnn.ingest")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def plan_splits(train, test, limit_train=None, limit_test=None, validation_rows:
     return plan
 
 
-def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
+def open_sources(cfg: Config) -> tuple:
     """({'train': source, 'test': source or None}, class_names) for the configured array format."""
     from pipelines.ingest import sources
     from pipelines.ingest.fetch import IDX_DATASETS, fetch_idx_dataset
@@ -98,7 +100,7 @@ def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
             files = _user_idx_files(d.path)
             class_names = None
         else:
-            files = fetch_idx_dataset(d.format, d.cache_dir, d.source, d.path, log=log)
+            files = fetch_idx_dataset(d.format, d.cache_dir, d.source, d.path)
             class_names = IDX_DATASETS[d.format].class_names
         train = sources.open_idx_pair(files["train_images"], files["train_labels"], scratch)
         test = (sources.open_idx_pair(files["test_images"], files["test_labels"], scratch)
@@ -108,7 +110,7 @@ def open_sources(cfg: Config, log: Callable[[str], None]) -> tuple:
         return {"train": train, "test": test}, class_names
     if d.format in ("cifar10", "cifar100"):
         from pipelines.ingest.cifar import open_cifar
-        found, class_names = open_cifar(d.path, d.format, scratch, cfg.ingest.coarse_labels, log)
+        found, class_names = open_cifar(d.path, d.format, scratch, cfg.ingest.coarse_labels)
         return found, class_names
     if d.format == "npz":
         found = sources.open_npz(d.path, scratch)

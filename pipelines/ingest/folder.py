@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections import Counter
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +44,7 @@ from pipelines.ingest.file_list import listed_files
 from pipelines.ingest.folder_remote import write_files
 from pipelines.ingest.remote import rows_per_row_group
 
+logger = logging.getLogger("sparkcnn.ingest")
 REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("split", pa.string()), ("reason", pa.string())])
 
 
@@ -135,15 +137,40 @@ def _listed(list_path: str) -> tuple:
     return layout, files, {(s, rel): stats for s, rel, stats in items}
 
 
-def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
-    root = cfg.data.path
+@dataclass(frozen=True)
+class FolderSource:
+    """The files an ingest reads: the root, its split folders (None: one folder split by hash), every file
+    [(split folder, rel)] with its identity (size, mtime, ETag), and the classes [(folder, name)]."""
+    root: str
+    layout: dict
+    files: list
+    identities: dict
+    classes: list
+
+    @property
+    def class_names(self) -> list:
+        return [name for _, name in self.classes]
+
+    def remote_sizes(self) -> dict:
+        """{split folder: {file: size}} of the remote split folders, from their listing (no stat per file)."""
+        listed = {s: {} for s, f in self.layout.items() if storage.is_remote(f)}
+        for s, rel in self.files:
+            if s in listed:
+                listed[s][rel] = self.identities[(s, rel)][0]
+        return listed
+
+
+def _source(path: str) -> FolderSource:
+    """The files under data.path, a folder of class folders or a list of image files; an error naming the
+    setting when it is neither or holds no file."""
+    root = path
     if is_path_list(root):
         layout, files, identities = _listed(root)
         root = layout[None] if None in layout else storage.split(next(iter(layout.values())))[0]
         names = sorted({rel.split("/", 1)[0] for _, rel in files if "/" in rel})
         classes = [(n, n) for n in names]
         if not classes:
-            raise IngestSetupError(f"data.path {storage.redact(cfg.data.path)}: no listed file is inside a class "
+            raise IngestSetupError(f"data.path {storage.redact(path)}: no listed file is inside a class "
                                    "folder (expected <root>/<class>/<file> or <root>/<split>/<class>/<file>)")
     else:
         if not root or not storage.isdir(root):
@@ -152,50 +179,96 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
         root = os.path.realpath(root) if not storage.is_remote(root) else storage.normalize(root)
         layout, files, identities = _walked(root)
         classes = class_folders(root, layout)
-    class_index = {folder: k for k, (folder, _) in enumerate(classes)}
-    class_names = [name for _, name in classes]
-    listed = {s: {} for s, f in layout.items() if storage.is_remote(f)}     # remote files' sizes, by split folder
-    for s, rel in files:
-        if s in listed:
-            listed[s][rel] = identities[(s, rel)][0]
-    n_files = len(files)
-    if n_files == 0:
+    if not files:
         raise IngestSetupError(f"{root}: no files found")
+    return FolderSource(root, layout, files, identities, classes)
 
-    ing = cfg.ingest
-    first_split = next(iter(layout))
-    probe = None if (ing.image_size and ing.channels) else _first_shape(layout[first_split], [
-        rel for s, rel in files if s == first_split and "/" in rel])
+
+def _image_shape(ing, source: FolderSource) -> tuple:
+    """(h, w, c) of the dataset: the configured size and channels, else the first readable image's."""
+    first_split = next(iter(source.layout))
+    probe = None if (ing.image_size and ing.channels) else _first_shape(source.layout[first_split], [
+        rel for s, rel in source.files if s == first_split and "/" in rel])
     h, w = ing.image_size or probe[:2]
     c = ing.channels or probe[2]
-    log(f"[ingest] {root}: {n_files} files, {len(classes)} classes, image shape {h}x{w}x{c}")
+    return h, w, c
+
+
+def _incremental_plan(cfg: Config, source: FolderSource, index_dir: str, settings: dict) -> tuple:
+    """(the previous ingest's index or None, the plan: which files to read, carry over or drop)."""
+    previous = incremental.read_previous(index_dir, settings) if cfg.ingest.incremental else None
+    plan = incremental.plan(previous, source.files, source.identities)
+    if previous is not None:
+        logger.info(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
+                    f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
+    return previous, plan
+
+
+def _read_tasks(spark, ing, source: FolderSource, todo: list, shape: tuple, parts: dict) -> list:
+    """[(task index, its files)]: as many tasks as the bytes read and written ask for, numbered after the
+    previous ingest's part files."""
+    h, w, c = shape
+    expect_rows(len(todo))                               # for the progress lines
+    n_parts = partition_count(estimated_bytes(source.layout, todo, source.remote_sizes()) + len(todo) * h * w * c,
+                              len(todo), ing.partition_mb, spark.sparkContext.defaultParallelism)
+    return list(enumerate(interleaved_shares(todo, n_parts), start=incremental.next_task_index(parts)))
+
+
+def _write_rejects_table(folder: str, rejects: list) -> None:
+    with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
+        pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects],
+                                            REJECTS_SCHEMA), f)
+
+
+def _split_metas(cfg: Config, source: FolderSource, shape: tuple, splits: list, dests: dict, folders: dict,
+                 written: dict, rejected: Counter) -> dict:
+    """Each split's DatasetMeta, written into its staging folder; a split without a row is not published
+    (its staging goes, and an earlier dataset there stays)."""
+    h, w, c = shape
+    metas = {}
+    for split in splits:
+        got = written.get(split, SplitWritten())
+        if got.rows == 0:
+            storage.remove(folders[split])
+            if rejected[split]:
+                logger.info(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
+                            "no usable image, split not written")
+            continue
+        check_part_files(folders[split], dests[split], got)
+        meta = records.DatasetMeta(name=cfg.data.dataset, split=split, num_rows=got.rows, height=h, width=w,
+                                   channels=c, class_names=source.class_names,
+                                   class_counts=got.sorted_class_counts(),
+                                   source=storage.join(source.root, split if split in source.layout else ""),
+                                   rejected=rejected[split])
+        records.write_meta(folders[split], meta)
+        metas[split] = meta
+    return metas
+
+
+def ingest_folder(spark, cfg: Config) -> dict:
+    """Ingest data.path (a folder of class folders, or a list of files) into its splits, reading only what
+    changed since the last ingest; returns {split: DatasetMeta} of the splits published."""
+    ing = cfg.ingest
+    source = _source(cfg.data.path)
+    root, layout = source.root, source.layout
+    h, w, c = shape = _image_shape(ing, source)
+    logger.info(f"[ingest] {root}: {len(source.files)} files, {len(source.classes)} classes, image shape {h}x{w}x{c}")
 
     splits = [s for s in SPLIT_FOLDERS if s in layout] if None not in layout else \
         ["train"] + (["test"] if ing.test_fraction > 0 else [])
     dests = {split: cfg.dataset_dir(split) for split in splits}
     rejects_dir, index_dir = storage.join(cfg.dataset_root, "rejects"), storage.join(cfg.dataset_root, "files")
-    settings = _index_settings(cfg, root, class_names, (h, w, c))
-    previous = incremental.read_previous(index_dir, settings, log) if ing.incremental else None
-    plan = incremental.plan(previous, files, identities)
-    if previous is not None:
-        log(f"[ingest] incremental: {len(plan.todo) - plan.changed} new, {plan.changed} changed, "
-            f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged since the last ingest")
-    todo = plan.todo
-    expect_rows(len(todo))                               # for the progress lines
-    n_parts = partition_count(estimated_bytes(layout, todo, listed) + len(todo) * h * w * c, len(todo),
-                              ing.partition_mb, spark.sparkContext.defaultParallelism)  # bytes read + written
+    settings = _index_settings(cfg, root, source.class_names, shape)
+    previous, plan = _incremental_plan(cfg, source, index_dir, settings)
     parts = incremental.previous_parts(dests) if previous is not None else {}
-    first = incremental.next_task_index(parts)
-    tasks = list(enumerate(interleaved_shares(todo, n_parts), start=first))
+    tasks = _read_tasks(spark, ing, source, plan.todo, shape, parts)
+    class_index = {folder: k for k, (folder, _) in enumerate(source.classes)}
     with atomic_dirs(list(dests.values()) + [rejects_dir, index_dir]) as stagings:
         folders = {split: stagings[dest] for split, dest in dests.items()}
-        writer = functools.partial(write_files, layout, class_index, (h, w, c), ing.resize, ing.max_pixels,
+        writer = functools.partial(write_files, layout, class_index, shape, ing.resize, ing.max_pixels,
                                    ing.test_fraction, folders, ing.row_group_mb, storage.active_context())
         written, rejects = run_ingest_tasks(spark, tasks, writer)
-        n_written = sum(got.rows for got in written.values())
-        if n_written + len(rejects) != len(todo):
-            raise IngestCheckError(f"{root}: {len(todo)} files to read but {n_written} written + "
-                                   f"{len(rejects)} rejected")
+        _check_every_file_accounted(root, plan.todo, written, rejects)
         carried = incremental.carry_over(spark, plan, dests, parts, folders, rows_per_row_group(h * w * c, ing.row_group_mb))
         new_rejects = Counter(split for _, split, _ in rejects)
         new_rows = {split: got.rows for split, got in written.items()}
@@ -203,39 +276,34 @@ def ingest_folder(spark, cfg: Config, log: Callable[[str], None] = print) -> dic
             written.setdefault(split, SplitWritten()).merge(acc)
         _check_unique_ids(root, written)
         incremental.write_index(stagings[index_dir], incremental.index_table(
-            layout, files, identities, class_index, ing.test_fraction, rejects, plan), settings)
+            layout, source.files, source.identities, class_index, ing.test_fraction, rejects, plan), settings)
         rejects = sorted(rejects + plan.unchanged_rejects())
-        with storage.open_file(storage.join(stagings[rejects_dir], "part-00000.parquet"), "wb") as f:
-            pq.write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects],
-                                                REJECTS_SCHEMA), f)
-        rejected = Counter(split for _, split, _ in rejects)
-        metas = {}
-        for split in splits:
-            got = written.get(split, SplitWritten())
-            dest = dests[split]
-            if got.rows == 0:
-                storage.remove(folders[split])         # not published: an earlier dataset there stays
-                if rejected[split]:
-                    log(f"[ingest] {split}: read {rejected[split]} = written 0 + rejected {rejected[split]}: "
-                        "no usable image, split not written")
-                continue
-            check_part_files(folders[split], dest, got)
-            meta = records.DatasetMeta(name=cfg.data.dataset, split=split, num_rows=got.rows, height=h, width=w,
-                                       channels=c, class_names=class_names, class_counts=got.sorted_class_counts(),
-                                       source=storage.join(root, split if split in layout else ""),
-                                       rejected=rejected[split])
-            records.write_meta(folders[split], meta)
-            metas[split] = meta
+        _write_rejects_table(stagings[rejects_dir], rejects)
+        metas = _split_metas(cfg, source, shape, splits, dests, folders, written,
+                             Counter(split for _, split, _ in rejects))
+    _report(metas, dests, new_rows, new_rejects, plan, index_dir, rejects, rejects_dir)
+    return metas
+
+
+def _check_every_file_accounted(root: str, todo: list, written: dict, rejects: list) -> None:
+    n_written = sum(got.rows for got in written.values())
+    if n_written + len(rejects) != len(todo):
+        raise IngestCheckError(f"{root}: {len(todo)} files to read but {n_written} written + "
+                               f"{len(rejects)} rejected")
+
+
+def _report(metas: dict, dests: dict, new_rows: dict, new_rejects: Counter, plan, index_dir: str, rejects: list,
+            rejects_dir: str) -> None:
+    """The ingest's accounting, per split: read = written + rejected + unchanged, and where the rest went."""
     for split, meta in metas.items():
         unchanged = meta.num_rows + meta.rejected - new_rows.get(split, 0) - new_rejects[split]
-        log(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {new_rows.get(split, 0)} + "
-            f"rejected {new_rejects[split]} + unchanged {unchanged} -> {published_url(dests[split])}")
+        logger.info(f"[ingest] {split}: read {meta.num_rows + meta.rejected} = written {new_rows.get(split, 0)} + "
+                    f"rejected {new_rejects[split]} + unchanged {unchanged} -> {published_url(dests[split])}")
     if plan.removed:
-        log(f"[ingest] {len(plan.removed)} file(s) removed since the last ingest: their rows are gone "
-            f"(listed as removed in {storage.redact(index_dir)})")
+        logger.info(f"[ingest] {len(plan.removed)} file(s) removed since the last ingest: their rows are gone "
+                    f"(listed as removed in {storage.redact(index_dir)})")
     if rejects:
-        log(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
-    return metas
+        logger.info(f"[ingest] {len(rejects)} rejected file(s), with reasons: {rejects_dir}")
 
 
 def _local_identity(folder: str, rel: str) -> tuple:

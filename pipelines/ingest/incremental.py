@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +39,8 @@ from pipelines.datasets.publish import SplitWritten
 from pipelines.ingest.folder_remote import file_key, reject_path, split_of
 from pipelines.ingest.incremental_remote import filter_parts, part_index
 
+logger = logging.getLogger("sparkcnn.ingest")
+
 SETTINGS_FILE = "_ingest_settings.json"
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("split_folder", pa.string()), ("rel", pa.string()),
                           ("split", pa.string()), ("id", pa.int64()), ("label", pa.int64()),
@@ -46,7 +49,7 @@ INDEX_SCHEMA = pa.schema([("path", pa.string()), ("split_folder", pa.string()), 
 ROW, REJECTED, REMOVED = "row", "rejected", "removed"
 
 
-def read_previous(index_dest: str, settings: dict, log: Callable[[str], None]) -> Optional[dict]:
+def read_previous(index_dest: str, settings: dict) -> Optional[dict]:
     """{(split folder, rel): index row} of the previous ingest, when it used these settings; else None."""
     try:
         before = json.loads(storage.read_bytes(storage.join(resolve(index_dest), SETTINGS_FILE)))
@@ -54,7 +57,7 @@ def read_previous(index_dest: str, settings: dict, log: Callable[[str], None]) -
         return None
     if before != settings:
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        log(f"[ingest] {', '.join(changed)} changed since the last ingest of this dataset: every file is read")
+        logger.info(f"[ingest] {', '.join(changed)} changed since the last ingest of this dataset: every file is read")
         return None
     rows = []
     for location in published_files(index_dest):

@@ -28,7 +28,7 @@ def raw_identity(cfg) -> dict:
     if d.format in FORMATS_READING_PATH or d.source == "dir":
         return {"path": d.path, "listing": listing_identity(d.path)}
     from pipelines.ingest.fetch import fetch_idx_dataset
-    files = fetch_idx_dataset(d.format, d.cache_dir, d.source, d.path, log=lambda message: None)
+    files = fetch_idx_dataset(d.format, d.cache_dir, d.source, d.path, announce=False)
     return {role: identity(path) for role, path in sorted(files.items())}
 
 

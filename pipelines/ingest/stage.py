@@ -13,7 +13,7 @@ the unit that Petastorm shards across Horovod workers and shuffles.
 """
 from __future__ import annotations
 
-from typing import Callable
+import logging
 
 from pipelines.core import storage
 from pipelines.core.config import Config
@@ -23,10 +23,12 @@ from pipelines.core.store import published_url
 from pipelines.ingest.arrays import open_sources, plan_splits, write_splits
 from pipelines.ingest.folder import ingest_folder
 
+logger = logging.getLogger("sparkcnn.ingest")
 
-def ingest_stage(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
+
+def ingest_stage(spark, cfg: Config, store) -> dict:
     """The CLI stage; datasets live outside any one run, so the run store is not used."""
-    return ingest(spark, cfg, log)
+    return ingest(spark, cfg)
 
 
 def _check_executors_can_read(spark, cfg: Config, found: dict) -> None:
@@ -42,11 +44,11 @@ def _check_executors_can_read(spark, cfg: Config, found: dict) -> None:
                           "or run with a local master")
 
 
-def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
+def ingest(spark, cfg: Config) -> dict:
     """Fetch or open the configured source and write its splits. Returns {split: meta}."""
     if cfg.data.format == "folder":
-        return ingest_folder(spark, cfg, log)
-    found, class_names = open_sources(cfg, log)
+        return ingest_folder(spark, cfg)
+    found, class_names = open_sources(cfg)
     _check_executors_can_read(spark, cfg, found)
     plan = plan_splits(found["train"], found.get("test"), cfg.ingest.limit_train, cfg.ingest.limit_test,
                        cfg.ingest.validation_rows)
@@ -56,6 +58,6 @@ def ingest(spark, cfg: Config, log: Callable[[str], None] = print) -> dict:
                          cfg.ingest.row_group_mb)
     for part in plan:
         meta = metas[part.split]
-        log(f"[ingest] {part.split}: read {part.rows} = written {meta.num_rows} + rejected {meta.rejected} "
-            f"-> {published_url(dests[part.split])}")
+        logger.info(f"[ingest] {part.split}: read {part.rows} = written {meta.num_rows} + rejected {meta.rejected} "
+                    f"-> {published_url(dests[part.split])}")
     return metas

@@ -26,9 +26,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
-from typing import Callable
 
 import numpy as np
 
@@ -56,8 +56,10 @@ from pipelines.localise.remote import (
 from pipelines.training.trial_remote import TrialSpec, load_split
 from pipelines.training.trials import derive_seed, run_trials
 
+logger = logging.getLogger("sparkcnn.localise")
 
-def _train_pair(spark, cfg: Config, meta, log) -> dict:
+
+def _train_pair(spark, cfg: Config, meta) -> dict:
     """mnist_cnn plain, shift-augmented and (localise.background) shifted with a background class, trained
     side by side as Spark tasks."""
     lo = cfg.localise
@@ -82,8 +84,8 @@ def _train_pair(spark, cfg: Config, meta, log) -> dict:
                                 seed=derive_seed(lo.seed, "localise-model"),   # same init and order for both
                                 data_seed=derive_seed(lo.seed, "localise-rows"), scramble_seed=0,
                                 threads=threads_per_task(spark), return_model=True, meta={"name": name}))
-    log(f"[localise] training mnist_cnn {', '.join(v[0] for v in variants)} (shifts up to {lo.shift}px) on "
-        f"{lo.train_samples} rows, {lo.epochs} epochs, as {len(trials)} Spark tasks")
+    logger.info(f"[localise] training mnist_cnn {', '.join(v[0] for v in variants)} (shifts up to {lo.shift}px) on "
+                f"{lo.train_samples} rows, {lo.epochs} epochs, as {len(trials)} Spark tasks")
     results = run_trials(spark, trials, "sparkcnn localise: train " + ", ".join(v[0] for v in variants))
     return {r["meta"]["name"]: r for r in results}
 
@@ -105,13 +107,13 @@ def heatmaps_with_spark(spark, model_bytes: bytes, canvases: np.ndarray, threads
     return np.stack([np.frombuffer(r[HEATMAP], np.float32).reshape(r[HEAT_HEIGHT], r[HEAT_WIDTH], -1) for r in rows])
 
 
-def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def localise(spark, cfg: Config, store: RunStore) -> dict:
     lo = cfg.localise
     test_dir = cfg.dataset_dir(lo.split)
     meta = records.read_meta(test_dir)
     threads = threads_per_task(spark)
     if lo.compare:
-        trained = _train_pair(spark, cfg, meta, log)
+        trained = _train_pair(spark, cfg, meta)
         models = {name: r["model_keras"] for name, r in trained.items()}
         training = {name: {k: r[k] for k in ("test_accuracy", "epoch_test_accuracy", "train_seconds", "params")}
                     for name, r in trained.items()}
@@ -149,15 +151,15 @@ def localise(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
                                    list(meta.class_names) + (["background"] if background else []))
             report["models"][name] = dict(equivalence=equiv, localisation=scores, heatmap_seconds=round(seconds, 2),
                                           equivalence_seconds=round(t1 - t0, 2), training=training.get(name))
-            log(f"[localise] {name}: FCN == classifier on {equiv['rows']} digits "
-                f"(max |dp| {equiv['max_abs_diff']:.2e}, argmax agree {equiv['argmax_agree']}); "
-                f"area_rate {scores['area_rate']:.3f}, peak_rate {scores['peak_rate']:.3f}, "
-                f"background hits {scores['background_hit_rate']:.3f}, recall {scores['recall']:.3f}, "
-                f"precision {scores['precision']:.3f} over {scores['digits']} digits ({seconds:.1f}s)")
+            logger.info(f"[localise] {name}: FCN == classifier on {equiv['rows']} digits "
+                        f"(max |dp| {equiv['max_abs_diff']:.2e}, argmax agree {equiv['argmax_agree']}); "
+                        f"area_rate {scores['area_rate']:.3f}, peak_rate {scores['peak_rate']:.3f}, "
+                        f"background hits {scores['background_hit_rate']:.3f}, recall {scores['recall']:.3f}, "
+                        f"precision {scores['precision']:.3f} over {scores['digits']} digits ({seconds:.1f}s)")
         write_json_atomic(os.path.join(staging, "localisation.json"), report)
         with open(os.path.join(staging, "results.md"), "w") as f:
             f.write(results_markdown(report))
-    log(f"[localise] -> {storage.join(resolve(out_dir), 'results.md')}")
+    logger.info(f"[localise] -> {storage.join(resolve(out_dir), 'results.md')}")
     return report
 
 

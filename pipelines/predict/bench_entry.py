@@ -9,5 +9,5 @@ def score_folder(spark, folder: str, model_name: str, weights: str, output_dir: 
     """Score every file under `folder` into `output_dir` (which should not hold this model's rows); -> rows scored."""
     section = PredictSection(input=folder, model=model_name, weights=weights, output=output_dir,
                              batch_size=batch_size)
-    summary = predict_files(spark, section, log=lambda line: None)
+    summary = predict_files(spark, section)
     return summary["scored"] + summary["rejected"]

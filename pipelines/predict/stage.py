@@ -12,9 +12,9 @@ command again scores what is missing.  At the end the table is read back and che
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
-from typing import Callable
 
 import pyarrow as pa
 
@@ -37,6 +37,8 @@ from pipelines.predict.remote import (
     read_chunks,
     score_chunks,
 )
+
+logger = logging.getLogger("sparkcnn.predict")
 
 RECORDS_DDL = (f"{CHUNK} INT, path STRING, size LONG, modified LONG, etag STRING, image BINARY, height INT, "
                f"width INT, channels INT")
@@ -123,7 +125,7 @@ def _score_table(spark, model: ResolvedModel, section, task: TaskPlan, rows, ima
     scored.mapInArrow(functools.partial(commit_chunks, task), SUMMARY_DDL).collect()
 
 
-def _scored(output: str, digest: str, log) -> pa.Table:
+def _scored(output: str, digest: str) -> pa.Table:
     """This model's identity rows, after dropping the extra rows of files scored twice (two runs on one
     output at once)."""
     done = ledger.scored_identities(output, digest)
@@ -131,8 +133,8 @@ def _scored(output: str, digest: str, log) -> pa.Table:
     if not extra:
         return done
     dropped = ledger.drop_rows(extra)
-    log(f"[predict] {dropped} rows of files scored twice (another run on this output at the same time?) "
-        "removed: each file keeps one row")
+    logger.info(f"[predict] {dropped} rows of files scored twice (another run on this output at the same time?) "
+                "removed: each file keeps one row")
     return ledger.scored_identities(output, digest)
 
 
@@ -148,7 +150,7 @@ def _this_run(done: pa.Table, output: str, digest: str, batch: str) -> tuple:
     return scored, rejected
 
 
-def predict_files(spark, section, where: str = "predict", log: Callable[[str], None] = print) -> dict:
+def predict_files(spark, section, where: str = "predict") -> dict:
     """Score everything `section.input` lists that this model has not scored as it is now; -> the run's summary."""
     if not section.output:
         raise ConfigError(f"{where}.output is empty: name the predictions table (a folder or URL)")
@@ -165,11 +167,12 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     else:
         listing = list_inputs(section.input, section.path_column)
     output = storage.normalize(section.output)
-    log(f"[predict] {listing.num_rows} {'rows' if table is not None else 'files'} listed in "
-        f"{storage.redact(section.input)}; model {model.description} (digest {model.digest[:layout.DIGEST_CHARS]})")
-    plan, drops = ledger.plan(listing, _scored(output, model.digest, log))
+    logger.info(f"[predict] {listing.num_rows} {'rows' if table is not None else 'files'} listed in "
+                f"{storage.redact(section.input)}; model {model.description} "
+                f"(digest {model.digest[:layout.DIGEST_CHARS]})")
+    plan, drops = ledger.plan(listing, _scored(output, model.digest))
     if drops:
-        log(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
+        logger.info(f"[predict] {plan.changed} files changed since they were scored: their old rows are dropped")
         ledger.drop_rows(drops)
     batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     todo = plan.todo
@@ -180,22 +183,22 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     if todo.num_rows:
         with arrow_batch_rows(spark, max(section.batch_size, 16)):   # photos are 0.1-3 MB each
             if table is not None:
-                log(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
+                logger.info(f"[predict] scoring {todo.num_rows} rows ({plan.unchanged} already scored)")
                 _score_table(spark, model, section, task, table_input.rows_to_score(spark, table, todo), image_column)
             else:
                 offsets = chunk_offsets(todo[SIZE].to_pylist(),
                                         files_per_task(todo.num_rows, section.files_per_task,
                                                        spark.sparkContext.defaultParallelism),
                                         section.task_mb << 20)
-                log(f"[predict] scoring {todo.num_rows} files in {len(offsets) - 1} tasks "
-                    f"({plan.unchanged} already scored)")
+                logger.info(f"[predict] scoring {todo.num_rows} files in {len(offsets) - 1} tasks "
+                            f"({plan.unchanged} already scored)")
                 files_bc = spark.sparkContext.broadcast(_ipc_bytes(todo.select([PATH, SIZE, "modified", "etag"])))
                 _run_tasks(spark, model, section, task, files_bc, offsets)
                 files_bc.unpersist()
     else:
-        log(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
+        logger.info(f"[predict] up to date: all {listing.num_rows} files already scored by this model")
     seconds = time.perf_counter() - t0
-    done = _scored(output, model.digest, log)
+    done = _scored(output, model.digest)
     after, _ = ledger.plan(listing, done)
     scored_now, rejected_now = _this_run(done, output, model.digest, batch)
     summary = {"batch": batch, "input": storage.redact(section.input), "output": storage.redact(output),
@@ -203,8 +206,8 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
                "scored": scored_now, "rejected": rejected_now, "unchanged": plan.unchanged,
                "changed": plan.changed, "seconds": round(seconds, 3),
                "images_per_second": round(todo.num_rows / seconds, 2) if todo.num_rows else None}
-    log(f"[predict] listed {listing.num_rows} = scored {scored_now} + rejected {rejected_now} + unchanged "
-        f"{plan.unchanged} ({seconds:.1f}s) -> {storage.redact(layout.model_dir(output, model.digest))}")
+    logger.info(f"[predict] listed {listing.num_rows} = scored {scored_now} + rejected {rejected_now} + unchanged "
+                f"{plan.unchanged} ({seconds:.1f}s) -> {storage.redact(layout.model_dir(output, model.digest))}")
     if after.todo.num_rows or scored_now + rejected_now + plan.unchanged != listing.num_rows:
         missing = after.todo[PATH].to_pylist()[:3]
         raise AccountingError(f"{storage.redact(output)}: after scoring, {after.todo.num_rows} listed files have no "
@@ -214,8 +217,8 @@ def predict_files(spark, section, where: str = "predict", log: Callable[[str], N
     return summary
 
 
-def predict(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def predict(spark, cfg: Config, store: RunStore) -> dict:
     """The `sparkcnn predict` stage; the run directory gets a copy of the last run's summary."""
-    summary = predict_files(spark, cfg.predict, f"{cfg.source}: predict" if cfg.source else "predict", log)
+    summary = predict_files(spark, cfg.predict, f"{cfg.source}: predict" if cfg.source else "predict")
     write_json_atomic(storage.join(store.root, "predict_summary.json"), summary)
     return summary

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import yaml
 
@@ -22,6 +23,8 @@ from pipelines.core.figures import (
     sample_rows,
 )
 from pipelines.core.store import RunStore, atomic_dir, exists, read_json, resolve
+
+logger = logging.getLogger("sparkcnn.report")
 
 
 def _table(headers, rows) -> str:
@@ -114,7 +117,7 @@ def _copy_augment_figures(store: RunStore, staging: str) -> list:
     return names
 
 
-def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> str:
+def report(spark, cfg: Config, store: RunStore) -> str:
     metas = {s: records.read_meta(cfg.dataset_dir(s)) for s in ("train", "val", "test")
              if exists(cfg.dataset_dir(s))}
     history = read_json(store.history_path) if exists(store.history_path) else None
@@ -146,5 +149,5 @@ def report(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = pri
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
     index = store.report_index()
-    log(f"[report] {storage.redact(index)}")
+    logger.info(f"[report] {storage.redact(index)}")
     return index

@@ -7,8 +7,8 @@ predictions, so nothing image-sized is ever collected to the driver.
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable
 
 from pipelines.core import records
 from pipelines.core.config import Config
@@ -22,6 +22,8 @@ from pipelines.core.store import (
     published_url,
     write_json_atomic,
 )
+
+logger = logging.getLogger("sparkcnn.score")
 
 
 def predict_dataset(spark, dataset: records.PublishedDataset, model_location: str, batch_size: int):
@@ -42,7 +44,7 @@ def predict_dataset(spark, dataset: records.PublishedDataset, model_location: st
 
 
 @reading_once()     # the dataset's manifest and sidecar once, whoever calls
-def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def score(spark, cfg: Config, store: RunStore) -> dict:
     split = cfg.score.split
     dataset = records.open_dataset(cfg.dataset_dir(split))      # read once: its rows, classes and version
     meta = dataset.meta
@@ -57,10 +59,10 @@ def score(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = prin
     if metrics["rows"] != meta.num_rows:
         raise RuntimeError(f"{store.predictions_dir}: {metrics['rows']} predictions for {meta.num_rows} rows of "
                            f"{dataset.location}")
-    log(f"[score] predictions -> {published_url(store.predictions_dir)}")
+    logger.info(f"[score] predictions -> {published_url(store.predictions_dir)}")
     metrics.update(split=split, dataset=dataset.url, model=store.model_path,
                    scoring_seconds=seconds, rows_per_second=meta.num_rows / seconds)
     write_json_atomic(store.metrics_path, metrics)
-    log(f"[score] {split}: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "
-        f"loss {metrics['loss']:.4f} ({seconds:.1f}s) -> {store.metrics_path}")
+    logger.info(f"[score] {split}: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "
+                f"loss {metrics['loss']:.4f} ({seconds:.1f}s) -> {store.metrics_path}")
     return metrics

@@ -15,16 +15,19 @@ valid); the MLflow run is then marked FAILED.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 from pipelines.core import storage
 from pipelines.core.config import Config
 from pipelines.core.errors import SparkcnnError
 from pipelines.core.store import MANIFEST, RunStore, read_json, resolve
 from pipelines.core.store import exists as store_exists
+
+logger = logging.getLogger("sparkcnn.tracking")
 
 
 class TrackingError(SparkcnnError, RuntimeError):
@@ -56,8 +59,8 @@ def epoch_metrics(history: dict) -> list:
 class MlflowRun:
     """One MLflow run on an explicit MlflowClient (no process-wide active run)."""
 
-    def __init__(self, cfg: Config, store: RunStore, stages, log: Callable[[str], None]):
-        self.cfg, self.store, self.stages, self.log = cfg, store, list(stages), log
+    def __init__(self, cfg: Config, store: RunStore, stages):
+        self.cfg, self.store, self.stages = cfg, store, list(stages)
         self.uri, self.experiment = cfg.tracking.uri, cfg.tracking.experiment
         self.client = None
         self.run_id: Optional[str] = None
@@ -83,7 +86,7 @@ class MlflowRun:
             params.append(Param(key, value))
         self._call("log the config as params", self.client.log_batch, self.run_id, params=params)
         self._artifact(self.store.config_path)
-        self.log(f"[tracking] MLflow run {self.run_id} in experiment '{self.experiment}' at {self.uri}")
+        logger.info(f"[tracking] MLflow run {self.run_id} in experiment '{self.experiment}' at {self.uri}")
 
     def _create(self, tags: dict) -> None:
         from mlflow.exceptions import MlflowException
@@ -188,7 +191,7 @@ class NoTracking:
 
 
 @contextlib.contextmanager
-def tracked(cfg: Config, store: RunStore, stages, log: Callable[[str], None] = print) -> Iterator:
+def tracked(cfg: Config, store: RunStore, stages) -> Iterator:
     """An MLflow run around the stages of one command (when tracking.mlflow is true).
 
     Expects config.yaml already written.  A stage that fails marks the run FAILED (KILLED on
@@ -197,7 +200,7 @@ def tracked(cfg: Config, store: RunStore, stages, log: Callable[[str], None] = p
     if not cfg.tracking.mlflow:
         yield NoTracking()
         return
-    run = MlflowRun(cfg, store, stages, log)
+    run = MlflowRun(cfg, store, stages)
     try:
         run.start()
         yield run
@@ -207,6 +210,6 @@ def tracked(cfg: Config, store: RunStore, stages, log: Callable[[str], None] = p
             try:
                 run.end(status)
             except TrackingError as end_exc:   # keep the original error; say why the run stays open
-                log(f"[tracking] {end_exc}")
+                logger.warning(f"[tracking] {end_exc}")
         raise
     run.end("FINISHED")

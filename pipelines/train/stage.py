@@ -6,8 +6,6 @@ it and calling its fit_dataset; the CLI has the records already, so it calls fit
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from pipelines.core.config import Config
 from pipelines.core.store import RunStore
 from pipelines.training.estimator import CNNEstimator
@@ -20,9 +18,8 @@ def estimator_for(cfg: Config, store: RunStore) -> CNNEstimator:
                                      augmentationSeed=cfg.augment.seed, rowGroupMb=cfg.ingest.row_group_mb)
 
 
-def train(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def train(spark, cfg: Config, store: RunStore) -> dict:
     estimator = estimator_for(cfg, store)
-    estimator.log = log
     _, history = estimator.fit_dataset(spark, cfg.dataset_dir(cfg.train.split), cfg.dataset_dir("val"),
                                        where=cfg.source)
     return history

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import tarfile
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from pipelines.core import records, storage
 from pipelines.core.session import is_local_master
@@ -30,6 +31,8 @@ from pipelines.training.resume import plan_resume, resume_hint
 from pipelines.training.section import TrainSection
 from pipelines.training.step import summarise
 from pipelines.training.validation_split import held_out_datasets
+
+logger = logging.getLogger("sparkcnn.training")
 
 
 def make_spec(settings: TrainSection, train: records.PublishedDataset, val: Optional[records.PublishedDataset],
@@ -77,15 +80,14 @@ def breakdown_summary(ranks: list) -> dict:
 
 def train_records(spark, settings: TrainSection, source: records.PublishedDataset,
                   val: Optional[records.PublishedDataset], store: RunStore, *,
-                  augment: Optional[dict] = None, row_group_mb: float = 4.0, where: str = "train",
-                  log: Callable[[str], None] = print) -> dict:
+                  augment: Optional[dict] = None, row_group_mb: float = 4.0, where: str = "train") -> dict:
     """Train on the dataset `source` (held-out rows per settings.validation); returns the history."""
     settings = dataclasses.replace(settings, num_proc=resolve_num_proc(spark, settings.num_proc))
-    train, val = held_out_datasets(spark, settings, source, val, store, row_group_mb, log)
-    spec = plan_resume(make_spec(settings, train, val, augment, where), train.meta, store, log)
+    train, val = held_out_datasets(spark, settings, source, val, store, row_group_mb)
+    spec = plan_resume(make_spec(settings, train, val, augment, where), train.meta, store)
     nics = set(settings.nics) if settings.nics else ({"lo"} if is_local_master(spark.sparkContext.master) else None)
-    log(f"[train] {settings.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
-        f"{settings.num_proc} Horovod workers, {settings.epochs} epochs")
+    logger.info(f"[train] {settings.model} on {spec.train_rows} rows ({spec.val_rows} validation), "
+                f"{settings.num_proc} Horovod workers, {settings.epochs} epochs")
     t0 = time.perf_counter()
     try:
         ranks = run_horovod(spark, spec, settings.num_proc, nics, settings.start_timeout)
@@ -113,5 +115,5 @@ def train_records(spark, settings: TrainSection, source: records.PublishedDatase
         write_bytes_atomic(storage.join(store.root, "horovod_timeline.json"), timeline["text"].encode())
         history["horovod_timeline"] = timeline["summary"]
     write_json_atomic(store.history_path, history)
-    log(f"[train] model -> {store.model_path} ({wall:.1f}s)")
+    logger.info(f"[train] model -> {store.model_path} ({wall:.1f}s)")
     return history

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Optional, Tuple
+import logging
+from typing import Optional, Tuple
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
@@ -45,6 +46,8 @@ from pipelines.training.estimator_params import WHERE, EstimatorSection
 from pipelines.training.materialise import materialise
 from pipelines.training.section import TrainSection
 
+logger = logging.getLogger("sparkcnn.training")
+
 
 class _CNNEstimatorParams(Params):
     """Every Param is generated: see pipelines/training/estimator_params.py."""
@@ -62,7 +65,6 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         self._setDefault(**declared.defaults())
         declared.check_names(kwargs)
         self._set(**kwargs)
-        self.log: Callable[[str], None] = print
 
     @keyword_only
     def setParams(self, **kwargs):
@@ -82,7 +84,7 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
             raise ConfigError(f"{WHERE}.store is not set: give a folder or URL every executor can reach "
                               "(materialised data and runs are kept there)")
         spark = dataset.sparkSession
-        data = materialise(spark, dataset, own, train.validation, self.log)
+        data = materialise(spark, dataset, own, train.validation)
         run_dir = own.run_dir or storage.join(storage.normalize(own.store), "runs",
                                               f"{data.key}-{settings_key(train, own)}")
         model, _ = self._train(spark, train, own, data.dataset, None, RunStore(run_dir))
@@ -110,9 +112,9 @@ class CNNEstimator(Estimator, _CNNEstimatorParams, DefaultParamsReadable, Defaul
         augment = None
         if own.augmentation is not None:
             augment = Pipeline.parse(own.augmentation, own.augmentation_seed, where=f"{where}.augmentation").spec()
-        self.log(f"[fit] run directory {storage.redact(store.root)}")
+        logger.info(f"[fit] run directory {storage.redact(store.root)}")
         history = train_records(spark, train, dataset, val, store, augment=augment,
-                                row_group_mb=own.row_group_mb, where=where, log=self.log)
+                                row_group_mb=own.row_group_mb, where=where)
         return CNNModel.from_file(store.model_path, inputCol=own.input_col, inputFormat=own.input_format,
                                   classNames=[str(n) for n in dataset.meta.class_names], resizeMode=own.resize_mode,
                                   predictionCol=own.prediction_col, probabilityCol=own.probability_col,

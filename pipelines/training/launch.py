@@ -15,7 +15,7 @@ from pipelines.core import resources
 from pipelines.core.errors import EXIT_RETRY, SparkcnnError
 from pipelines.core.line_relay import LineRelay
 from pipelines.core.session import is_local_master
-from pipelines.core.tf_runtime import REQUIRE_GPU_ENV
+from pipelines.core.tf_runtime import REQUIRE_GPU_ENV, TF_LOG_LEVEL_CONF, TF_LOG_LEVEL_ENV, tf_log_level
 from pipelines.training.remote import TrainSpec, train_worker
 
 
@@ -63,18 +63,29 @@ def resolve_num_proc(spark, num_proc: Optional[int]) -> int:
     return num_proc
 
 
+def rank_environment(spark) -> dict:
+    """The environment the Horovod ranks start with: this process's, not the executors' (so what the session
+    gives executors is copied in: resources.require_gpu and TensorFlow's log threshold, run.verbose's).
+
+    Unbuffered so what a rank prints streams to the driver; Petastorm's pyarrow deprecation warnings
+    (one per row group) are noise for users.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
+    conf = spark.sparkContext.getConf()
+    if conf.get(resources.REQUIRE_ENV_CONF) == "1":
+        env[REQUIRE_GPU_ENV] = "1"
+    env[TF_LOG_LEVEL_ENV] = conf.get(TF_LOG_LEVEL_CONF) or os.environ.get(TF_LOG_LEVEL_ENV) or tf_log_level(False)
+    return env
+
+
 def run_horovod(spark, spec: TrainSpec, num_proc: int, nics, start_timeout: int) -> list:
     """Run train_worker on num_proc Spark tasks (num_proc from resolve_num_proc); returns every rank's result."""
     import horovod.spark  # deferred: pulls in heavy modules only the train stage needs
 
-    # Unbuffered so per-epoch progress streams to the driver; Petastorm's pyarrow
-    # deprecation warnings (one per row group) are noise for users.  The ranks are started
-    # with this environment, not the executors' (so resources.require_gpu travels here).
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::FutureWarning")
-    if spark.sparkContext.getConf().get(resources.REQUIRE_ENV_CONF) == "1":
-        env[REQUIRE_GPU_ENV] = "1"
-    # Rank 0's epoch lines come through a relay of ours: Horovod's stdout forwarding delivers in 64 KiB
-    # chunks (pipelines/core/line_relay.py), i.e. at the end of a training.
+    env = rank_environment(spark)
+    # The ranks' lines (rank 0's epochs) come through a relay of ours, logged here on the loggers they were
+    # logged on: Horovod's stdout forwarding delivers in 64 KiB chunks (pipelines/core/line_relay.py), i.e.
+    # at the end of a training.
     driver_host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
     with LineRelay(driver_host) as relay:
         spec = dataclasses.replace(spec, log_relay=relay.address)

@@ -23,8 +23,8 @@ import functools
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -44,6 +44,7 @@ from pipelines.training.estimator_params import WHERE, EstimatorSection
 
 VERSION = 1                  # of the materialised layout and of what the key covers
 PARTS_PER_CORE = 2          # materialising tasks (and part files) per task slot, at most
+logger = logging.getLogger("sparkcnn.training")
 FILE_LEAF = "org.apache.spark.sql.execution.datasources.LogicalRelation"
 
 
@@ -170,7 +171,7 @@ def _rejects_table(listed: list) -> pa.Table:
                      "reason": [r for _, _, r in listed]})
 
 
-def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str], None] = print) -> Materialised:
+def materialise(spark, df, own: EstimatorSection, validation) -> Materialised:
     """The record dataset for `df` in own.store: found by its key, or written now."""
     form = input_form(df, own.input_col, own.input_format)
     validation_col = validation if isinstance(validation, str) else ""
@@ -182,7 +183,8 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
     dest = storage.join(root, "data")
     if exists(dest):
         dataset = records.open_dataset(dest)
-        log(f"[fit] materialised data up to date (key {key}): {dataset.meta.num_rows} rows in {storage.redact(dest)}")
+        logger.info(f"[fit] materialised data up to date (key {key}): {dataset.meta.num_rows} rows in "
+                    f"{storage.redact(dest)}")
         return Materialised(dataset, key, True, scope)
 
     label_index, class_names = _label_plan(df, own.label_col)
@@ -224,7 +226,7 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
 
     meta = records.DatasetMeta(name=f"materialised-{key}", split="train", num_rows=0, height=h, width=w, channels=c,
                                class_names=list(class_names or []), source=f"{WHERE} input (key {key})")
-    log(f"[fit] materialising the DataFrame (key {key}, {h}x{w}x{c}) into {storage.redact(dest)}")
+    logger.info(f"[fit] materialising the DataFrame (key {key}, {h}x{w}x{c}) into {storage.redact(dest)}")
     reject_path = storage.join(root, "rejects.parquet")
     meta = publish_dataset(spark, frame, dest, meta, own.row_group_mb, expected, name_classes=name_classes,
                            before_publish=before_publish)
@@ -234,7 +236,7 @@ def materialise(spark, df, own: EstimatorSection, validation, log: Callable[[str
         raise MaterialiseError(f"{WHERE}: no row of the DataFrame became a training record ({rejected} rejected: "
                                f"see {storage.redact(reject_path)})")
     more = f", {rejected} rejected (listed in {storage.redact(reject_path)})" if rejected else ""
-    log(f"[fit] materialised {meta.num_rows} rows in {len(meta.class_names)} classes{more}")
+    logger.info(f"[fit] materialised {meta.num_rows} rows in {len(meta.class_names)} classes{more}")
     return Materialised(records.open_dataset(dest), key, False, scope)   # in a fit: what was just published
 
 

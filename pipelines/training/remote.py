@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tarfile
 import tempfile
@@ -26,18 +27,19 @@ from typing import Optional
 
 from pipelines.augmentation.on_the_fly import augment_tf_dataset
 from pipelines.core import storage
-from pipelines.core.line_relay import LineSender, RelayAddress
+from pipelines.core.line_relay import RelayAddress, relayed
 from pipelines.core.store import write_json_atomic
-from pipelines.core.tf_runtime import configure_threads, cores_per_local_worker, model_to_bytes, place
+from pipelines.core.tf_runtime import Placement, configure_threads, cores_per_local_worker, model_to_bytes, place
 from pipelines.training.petastorm_input import open_reader, to_tf_dataset
 from pipelines.training.section import TrainSection
-from pipelines.training.step import StepClock, clock_callback, gradient_bytes
+from pipelines.training.step import StepClock, clock_callback, gradient_bytes, hands_tensor_logs
 from pipelines.training.step import install as install_step
 from pipelines.training.timeline import GRADIENTS, read_timeline
 from pipelines.training.networks import build_model
 from pipelines.training.zoo import make_optimizer
 
 KEEP_CHECKPOINTS = 2
+logger = logging.getLogger("sparkcnn.training")
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,13 @@ class TrainSpec:
     prior_history: Optional[dict] = None     # history of the epochs before initial_epoch
     fingerprint: str = ""
     storage: storage.StorageContext = storage.StorageContext()   # the driver's, for remote datasets and checkpoints
-    log_relay: Optional[RelayAddress] = None  # rank 0's lines reach the driver's stdout through it, as written
+    log_relay: Optional[RelayAddress] = None  # the ranks' log records reach the driver's loggers through it, as written
 
 
-def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_seconds: list, history: dict):
-    """Order matters: metrics are averaged over workers before anything reads them."""
+def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, clock: StepClock, epoch_seconds: list,
+               history: dict):
+    """Order matters: the step clock first (it times Keras's steps), metrics averaged over workers before
+    anything reads them, rank 0's epoch line last."""
     rank, t = hvd.rank(), spec.settings
 
     class EpochClock(tf.keras.callbacks.Callback):
@@ -94,11 +98,12 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_sec
                 if name.startswith("epoch-") and int(name[6:]) <= done - KEEP_CHECKPOINTS:
                     storage.remove(storage.join(spec.checkpoint_dir, name))
 
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+    # Horovod's batch hooks read no logs: marked, so Keras does not copy every step's loss to the host for them.
+    callbacks = [hands_tensor_logs(hvd.callbacks.BroadcastGlobalVariablesCallback(0)),
                  hvd.callbacks.MetricAverageCallback()]
     if t.warmup_epochs:
-        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=lr, warmup_epochs=t.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0))
+        callbacks.append(hands_tensor_logs(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=t.warmup_epochs, steps_per_epoch=steps, verbose=1 if rank == 0 else 0)))
     if t.lr_decay != 1.0:
         # Epoch numbers are absolute, so a resumed run continues the same schedule.
         def decayed(epoch, current):
@@ -112,6 +117,9 @@ def _callbacks(tf, hvd, spec: TrainSpec, model, lr: float, steps: int, epoch_sec
             restore_best_weights=True, verbose=1 if rank == 0 else 0))
     if spec.checkpoint_dir and rank == 0:
         callbacks.append(EpochCheckpoint())
+    callbacks.insert(0, clock_callback(tf, clock, log_epochs=rank == 0))
+    if rank == 0:
+        callbacks.append(_epoch_line(tf, t.epochs, epoch_seconds))   # last: sees the metrics averaged over workers
     return callbacks
 
 
@@ -137,28 +145,27 @@ def _place_rank():
     rank = int(os.environ.get("HOROVOD_RANK", "0"))
     local_rank = int(os.environ.get("HOROVOD_LOCAL_RANK", "0"))
     assigned = get_available_devices()[:1]             # one GPU per rank
-    return place(f"rank {rank}", assigned, fallback_index=local_rank,
-                 log=lambda line: print(line, flush=True))
+    return place(f"rank {rank}", assigned, fallback_index=local_rank)
 
 
-def _epoch_line(tf, epochs: int, epoch_seconds: list, say):
+def _epoch_line(tf, epochs: int, epoch_seconds: list):
     """Rank 0's line per epoch (Keras's own verbose output would reach the driver only at the end).
     Its time is the one EpochClock (in _callbacks, earlier in the list) has just appended."""
     class EpochLine(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             metrics = " ".join(f"{k} {float(v):.4f}" for k, v in sorted((logs or {}).items())
                                if k.endswith(("loss", "accuracy")))
-            say(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({epoch_seconds[-1]:.1f} s)")
+            logger.info(f"[train] epoch {epoch + 1}/{epochs}: {metrics} ({epoch_seconds[-1]:.1f} s)")
     return EpochLine()
 
 
-def _precision_policy(tf, name: Optional[str], log) -> None:
+def _precision_policy(tf, name: Optional[str], warn: bool) -> None:
     """Keras's global dtype policy for the layers built next (None: float32); Keras itself warns about
-    mixed_float16 without a GPU."""
+    mixed_float16 without a GPU, and `warn` (rank 0) says when bfloat16 is emulated."""
     tf.keras.mixed_precision.set_global_policy(name or "float32")
-    if name == "mixed_bfloat16" and not _cpu_has_bfloat16() and not tf.config.list_logical_devices("GPU"):
-        log("[train] mixed_bfloat16 on a CPU without bfloat16 instructions (avx512_bf16/amx_bf16): "
-            "emulated, expect it slower than float32")
+    if warn and name == "mixed_bfloat16" and not _cpu_has_bfloat16() and not tf.config.list_logical_devices("GPU"):
+        logger.warning("[train] mixed_bfloat16 on a CPU without bfloat16 instructions (avx512_bf16/amx_bf16): "
+                       "emulated, expect it slower than float32")
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -216,13 +223,22 @@ def _allreduce(size: int, overlap: bool):
     return lambda grads: hvd_tf.grouped_allreduce(grads, op=hvd_tf.Average, name=GRADIENTS)
 
 
-def train_worker(spec: TrainSpec) -> Optional[dict]:
-    """One Horovod rank's training, under the driver's storage context (datasets, checkpoints, resume)."""
-    with storage.using(spec.storage):
-        return _train(spec)
+@dataclass
+class RankRuntime:
+    """What this process is in the training: its rank of `size`, its GPU, the TF threads it got, the Horovod
+    knobs it set (for the start line) and, with train.timeline, the folder Horovod writes the timeline in."""
+    placement: Placement
+    rank: int
+    size: int
+    threads: int
+    knobs: dict
+    timeline_dir: Optional[tempfile.TemporaryDirectory]
+    timeline_path: Optional[str]
 
 
-def _train(spec: TrainSpec) -> Optional[dict]:
+def _start_rank(spec: TrainSpec) -> RankRuntime:
+    """GPU, Horovod's knobs, Horovod, threads and seeds of this rank, in the order they must be set
+    (the GPU before TensorFlow starts, the knobs before hvd.init, the seeds before the model is built)."""
     placement = _place_rank()
     t = spec.settings
     timeline_dir = tempfile.TemporaryDirectory(prefix="sparkcnn-timeline-") if t.timeline else None
@@ -238,85 +254,113 @@ def _train(spec: TrainSpec) -> Optional[dict]:
     tf.keras.utils.set_random_seed(t.seed + rank + 1000 * spec.initial_epoch)  # dropout differs per rank
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
+    return RankRuntime(placement, rank, size, threads, knobs, timeline_dir, timeline_path)
 
-    say = LineSender(spec.log_relay).send if rank == 0 else (lambda line: None)   # rank 0 speaks for all
-    _precision_policy(tf, t.mixed_precision, log=say)
+
+def _compiled_model(tf, spec: TrainSpec, rank: RankRuntime) -> tuple:
+    """(the model compiled with its optimizer, the learning rate it got: scaled by the workers and the
+    backward passes per update when train.scale_lr)."""
+    t = spec.settings
+    _precision_policy(tf, t.mixed_precision, warn=rank.rank == 0)    # rank 0 speaks for all
     model = build_model(t.model, spec.input_shape, spec.num_classes)
-    passes = t.backward_passes_per_step
-    lr = t.learning_rate * (size * passes if t.scale_lr else 1)
+    lr = t.learning_rate * (rank.size * t.backward_passes_per_step if t.scale_lr else 1)
     model.compile(optimizer=_optimizer(tf, t, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    clock = StepClock()
-    # Deterministic training reduces all gradients as one group (Horovod's deterministic fusion; TF's op
-    # determinism also refuses the graph timestamps that measure an overlapped reduction).
-    overlap = t.overlap and not t.deterministic
-    install_step(tf, model, _allreduce(size, overlap), clock, passes, t.compression, overlap)
-    downloaded = None
-    if spec.resume_prefix:
-        # Every rank reads the same checkpoint; optimizer slots are restored when first created.
-        # Restoring is deferred (optimizer slots are made in fit), so a downloaded copy must outlive
-        # this block: it is removed when training is over.
-        local_prefix = spec.resume_prefix
-        folder, name = storage.split(spec.resume_prefix)
-        if storage.is_remote(folder):
-            downloaded = tempfile.TemporaryDirectory(prefix="sparkcnn-resume-")
-            storage.download_dir(folder, downloaded.name)
-            local_prefix = os.path.join(downloaded.name, name)
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
+    return model, lr
 
-    # Whole updates per epoch: accumulated gradients never carry over an epoch's end (or a checkpoint).
+
+def _overlaps(t: TrainSection) -> bool:
+    """Whether gradients are reduced as they are ready.  Deterministic training reduces all gradients as one
+    group (Horovod's deterministic fusion; TF's op determinism also refuses the graph timestamps that
+    measure an overlapped reduction)."""
+    return t.overlap and not t.deterministic
+
+
+def _restore_checkpoint(tf, model, resume_prefix: Optional[str]) -> Optional[tempfile.TemporaryDirectory]:
+    """Read the checkpoint to continue from into the model and its optimizer; every rank reads the same one.
+
+    Restoring is deferred (optimizer slots are created in fit and restored then), so a copy downloaded
+    from a remote store must outlive this call: it is returned, for the caller to remove after training.
+    """
+    if not resume_prefix:
+        return None
+    downloaded = None
+    local_prefix = resume_prefix
+    folder, name = storage.split(resume_prefix)
+    if storage.is_remote(folder):
+        downloaded = tempfile.TemporaryDirectory(prefix="sparkcnn-resume-")
+        storage.download_dir(folder, downloaded.name)
+        local_prefix = os.path.join(downloaded.name, name)
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(local_prefix).expect_partial()
+    return downloaded
+
+
+def _steps_per_epoch(spec: TrainSpec, size: int) -> tuple:
+    """(training steps, validation steps) per epoch and worker.  Whole updates per epoch: accumulated
+    gradients never carry over an epoch's end (or a checkpoint)."""
+    t = spec.settings
+    passes = t.backward_passes_per_step
     steps = spec.train_rows // (t.batch_size * size * passes) * passes
     if steps < 1:
         raise ValueError(f"{spec.train_path}: {spec.train_rows} rows is less than {passes} batch(es) of "
                          f"{t.batch_size} for each of {size} workers")
     val_steps = spec.val_rows // (t.batch_size * size) if spec.val_path else 0
+    return steps, val_steps
 
-    history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
-    epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
-    callbacks = _callbacks(tf, hvd, spec, model, lr, steps, epoch_seconds, history)
-    callbacks.insert(0, clock_callback(tf, clock, log=say if rank == 0 else None))
-    if rank == 0:
-        callbacks.append(_epoch_line(tf, t.epochs, epoch_seconds, say))   # last: sees the metrics averaged over workers
-    if rank == 0:
-        resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
-        precision = f", {t.mixed_precision}" if t.mixed_precision else ""
-        levers = (f", {passes} backward passes per allreduce" if passes > 1 else "") + \
-            (f", {t.compression} compression" if t.compression != "none" else "") + \
-            (", overlapped allreduce" if overlap and size > 1 else "")
-        cycle = f", Horovod cycle {knobs['HOROVOD_CYCLE_TIME']} ms" if size > 1 and "HOROVOD_CYCLE_TIME" in knobs else ""
-        say(f"[train] {size} workers x {threads} threads, {steps} steps/epoch of {t.batch_size}, "
-            f"lr {lr:g}{precision}{levers}{cycle}{resumed}")
 
-    if spec.initial_epoch < t.epochs:
-        with contextlib.ExitStack() as readers:
-            # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
-            seed = t.seed + rank + 1000 * spec.initial_epoch
-            train_reader = readers.enter_context(
-                open_reader(spec.train_path, rank, size, seed, t.reader_workers, storage_options=spec.storage.options))
-            train_ds = to_tf_dataset(train_reader, spec.input_shape, t.batch_size, t.shuffle_buffer, seed)
-            if spec.augment:
-                train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank + 1000 * spec.initial_epoch)
-            fit_kwargs = {}
-            if val_steps:
-                val_reader = readers.enter_context(
-                    open_reader(spec.val_path, rank, size, t.seed, t.reader_workers, shuffle=False,
-                                storage_options=spec.storage.options))
-                fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
-                                  validation_steps=val_steps)
-            model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,
-                      callbacks=callbacks, verbose=0, **fit_kwargs)   # _epoch_line says it, as it happens
+def _announce_start(spec: TrainSpec, rank: RankRuntime, steps: int, lr: float) -> None:
+    """Rank 0's line before the first epoch: workers, threads, steps and the levers in force."""
+    t, size = spec.settings, rank.size
+    passes = t.backward_passes_per_step
+    resumed = f", resuming after epoch {spec.initial_epoch}" if spec.initial_epoch else ""
+    precision = f", {t.mixed_precision}" if t.mixed_precision else ""
+    levers = (f", {passes} backward passes per allreduce" if passes > 1 else "") + \
+        (f", {t.compression} compression" if t.compression != "none" else "") + \
+        (", overlapped allreduce" if _overlaps(t) and size > 1 else "")
+    cycle = f", Horovod cycle {rank.knobs['HOROVOD_CYCLE_TIME']} ms" \
+        if size > 1 and "HOROVOD_CYCLE_TIME" in rank.knobs else ""
+    logger.info(f"[train] {size} workers x {rank.threads} threads, {steps} steps/epoch of {t.batch_size}, "
+                f"lr {lr:g}{precision}{levers}{cycle}{resumed}")
 
-    if downloaded is not None:
-        downloaded.cleanup()
-    breakdown = {"epochs": clock.epochs, "allreduce_bytes": gradient_bytes(model.trainable_variables, t.compression)
-                 if size > 1 else 0, "backward_passes_per_step": passes, "compression": t.compression,
-                 "overlap": overlap}
-    if rank != 0:
-        return {"placement": placement.as_dict(), "breakdown": breakdown}
+
+def _fit(tf, model, spec: TrainSpec, rank: RankRuntime, steps: int, val_steps: int, callbacks: list) -> None:
+    """Keras fit over this rank's shard of the Parquet datasets (Petastorm readers, closed after), from
+    spec.initial_epoch to train.epochs; the callbacks say each epoch as it ends."""
+    t = spec.settings
+    with contextlib.ExitStack() as readers:
+        # Seeds depend on the epoch we start from, so a resumed run does not replay the same order.
+        seed = t.seed + rank.rank + 1000 * spec.initial_epoch
+        train_reader = readers.enter_context(
+            open_reader(spec.train_path, rank.rank, rank.size, seed, t.reader_workers, storage_options=spec.storage.options))
+        train_ds = to_tf_dataset(train_reader, spec.input_shape, t.batch_size, t.shuffle_buffer, seed)
+        if spec.augment:
+            train_ds = augment_tf_dataset(train_ds, spec.augment, stream=rank.rank + 1000 * spec.initial_epoch)
+        fit_kwargs = {}
+        if val_steps:
+            val_reader = readers.enter_context(
+                open_reader(spec.val_path, rank.rank, rank.size, t.seed, t.reader_workers, shuffle=False,
+                            storage_options=spec.storage.options))
+            fit_kwargs = dict(validation_data=to_tf_dataset(val_reader, spec.input_shape, t.batch_size, 0, 0),
+                              validation_steps=val_steps)
+        model.fit(train_ds, steps_per_epoch=steps, epochs=t.epochs, initial_epoch=spec.initial_epoch,
+                  callbacks=callbacks, verbose=0, **fit_kwargs)   # _epoch_line says it, as it happens
+
+
+def _step_breakdown(model, t: TrainSection, clock: StepClock, size: int) -> dict:
+    """This rank's per-epoch step phases and the levers they were measured with (for history.json)."""
+    return {"epochs": clock.epochs, "allreduce_bytes": gradient_bytes(model.trainable_variables, t.compression)
+            if size > 1 else 0, "backward_passes_per_step": t.backward_passes_per_step,
+            "compression": t.compression, "overlap": _overlaps(t)}
+
+
+def _rank0_result(tf, hvd, model, spec: TrainSpec, rank: RankRuntime, steps: int, history: dict,
+                  epoch_seconds: list, breakdown: dict) -> dict:
+    """What rank 0 hands the driver: the model as bytes (and a SavedModel), the history, the timeline."""
+    t = spec.settings
     timeline = None
-    if timeline_dir:
+    if rank.timeline_dir:
         hvd.stop_timeline()      # flushed and closed before it is read
-        timeline = read_timeline(timeline_path)
-        timeline_dir.cleanup()
+        timeline = read_timeline(rank.timeline_path)
+        rank.timeline_dir.cleanup()
     # Export a clean float32 copy: no Horovod or loss-scale optimizer inside, so it loads anywhere in
     # safe mode; mixed precision keeps float32 variables, so the weights carry over as they are.
     tf.keras.mixed_precision.set_global_policy("float32")
@@ -327,10 +371,43 @@ def _train(spec: TrainSpec) -> Optional[dict]:
         "saved_model_tar": _saved_model_tar(tf, clean) if t.export_saved_model else None,
         "history": history,
         "epoch_seconds": epoch_seconds,
-        "samples_per_epoch": steps * t.batch_size * size,
-        "workers": size,
-        "threads_per_worker": threads,
-        "placement": placement.as_dict(),
+        "samples_per_epoch": steps * t.batch_size * rank.size,
+        "workers": rank.size,
+        "threads_per_worker": rank.threads,
+        "placement": rank.placement.as_dict(),
         "breakdown": breakdown,
         "timeline": timeline,
     }
+
+
+def train_worker(spec: TrainSpec) -> Optional[dict]:
+    """One Horovod rank's training, under the driver's storage context (datasets, checkpoints, resume); its
+    log records (rank 0's epoch lines) are relayed to the driver.
+
+    Every rank returns its placement and step breakdown; rank 0 also the model and the history.
+    """
+    with storage.using(spec.storage), relayed(spec.log_relay):
+        rank = _start_rank(spec)
+        import horovod.tensorflow.keras as hvd    # started by _start_rank, on this rank's GPU
+        import tensorflow as tf
+
+        t = spec.settings
+        model, lr = _compiled_model(tf, spec, rank)
+        clock = StepClock()
+        install_step(tf, model, _allreduce(rank.size, _overlaps(t)), clock, t.backward_passes_per_step,
+                     t.compression, _overlaps(t))
+        downloaded = _restore_checkpoint(tf, model, spec.resume_prefix)
+        steps, val_steps = _steps_per_epoch(spec, rank.size)
+        history = {k: list(v) for k, v in (spec.prior_history or {}).get("metrics", {}).items()}
+        epoch_seconds = list((spec.prior_history or {}).get("epoch_seconds", []))
+        callbacks = _callbacks(tf, hvd, spec, model, lr, steps, clock, epoch_seconds, history)
+        if rank.rank == 0:
+            _announce_start(spec, rank, steps, lr)
+        if spec.initial_epoch < t.epochs:
+            _fit(tf, model, spec, rank, steps, val_steps, callbacks)
+        if downloaded is not None:
+            downloaded.cleanup()
+        breakdown = _step_breakdown(model, t, clock, rank.size)
+        if rank.rank != 0:
+            return {"placement": rank.placement.as_dict(), "breakdown": breakdown}
+        return _rank0_result(tf, hvd, model, spec, rank, steps, history, epoch_seconds, breakdown)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 
 from pipelines.core import records, storage
 from pipelines.core.config import computing_settings
 from pipelines.core.store import RunStore, read_json
 from pipelines.training.remote import TrainSpec
+
+logger = logging.getLogger("sparkcnn.training")
 
 
 def setup_fingerprint(spec: TrainSpec, meta: records.DatasetMeta) -> str:
@@ -29,7 +32,7 @@ def setup_fingerprint(spec: TrainSpec, meta: records.DatasetMeta) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan_resume(spec: TrainSpec, train_meta: records.DatasetMeta, store: RunStore, log) -> TrainSpec:
+def plan_resume(spec: TrainSpec, train_meta: records.DatasetMeta, store: RunStore) -> TrainSpec:
     """Point the spec at the checkpoint to continue from, or clear stale checkpoints (`train_meta`: the
     sidecar of the dataset the spec trains on)."""
     settings = spec.settings
@@ -41,13 +44,13 @@ def plan_resume(spec: TrainSpec, train_meta: records.DatasetMeta, store: RunStor
     state = read_json(state_path) if storage.exists(state_path) else None
     if state and settings.resume and state.get("fingerprint") == fingerprint \
             and storage.exists(state["prefix"] + ".index"):
-        log(f"[train] resuming from the checkpoint after epoch {state['epoch']} ({state['prefix']})")
+        logger.info(f"[train] resuming from the checkpoint after epoch {state['epoch']} ({state['prefix']})")
         return dataclasses.replace(spec, resume_prefix=state["prefix"], initial_epoch=state["epoch"],
                                    prior_history={"metrics": state["history"],
                                                   "epoch_seconds": state.get("epoch_seconds", [])})
     if state:
         why = "train.resume is false" if not settings.resume else "the training setup changed"
-        log(f"[train] not resuming ({why}): starting from epoch 0")
+        logger.info(f"[train] not resuming ({why}): starting from epoch 0")
     storage.remove(store.checkpoint_dir)
     storage.makedirs(store.checkpoint_dir)
     return spec

@@ -21,15 +21,28 @@ With float16 mixed precision the *scaled* gradients are reduced and unscaled aft
 every rank's finiteness check sees the same numbers and all skip or apply a step together.
 With one worker nothing is reduced.
 
-On a GPU the phase boundaries are synchronised by reading the loss (one scalar per step).
+Nothing is read from the device per step: the loss and metrics reach the host at the epoch's end
+(Keras converts the epoch's logs then), the batch callbacks get the step's logs as tensors (they read
+none of them; `hands_tensor_logs`), and the exposed allreduce time is summed in the graph and read
+with the epoch's breakdown.  On a CPU a traced call returns when its work is done, so each phase is
+the time its work took.  On a GPU a call returns once its work is queued: a phase is then the time
+the host waited in it, and a step's compute shows up in the first call that waits for it (Horovod's
+allreduce waits for the gradients; with one worker, the epoch's end).
+
+Keras's own train step also counts batches in the model's private `_train_counter`; in Keras 2.15
+only callbacks this training does not use read it (TensorBoard's batch summaries, BackupAndRestore,
+ProgbarLogger without steps_per_epoch), so it is left alone: batches are counted here (StepClock),
+updates by the optimizer's public `iterations`.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Dict, List, Optional
 
 PHASES = ("input", "compute", "allreduce", "apply")
 COMPRESSIONS = ("none", "fp16")
+logger = logging.getLogger("sparkcnn.training")
 
 
 class StepClock:
@@ -41,6 +54,9 @@ class StepClock:
 
     def __init__(self):
         self.epochs: List[dict] = []
+        # The overlapped allreduce's exposed seconds, summed in the graph (a tf.Variable; set by install):
+        # counted as compute by the host's clock, moved to allreduce once per epoch.
+        self.exposed_total = None
         self._reset()
 
     def _reset(self):
@@ -57,8 +73,17 @@ class StepClock:
         self.step_seconds += seconds
         self.steps += 1
 
+    def _move_exposed(self) -> None:
+        if self.exposed_total is None:
+            return
+        exposed = float(self.exposed_total.numpy())
+        self.exposed_total.assign(0.0)
+        self.phases["compute"] -= exposed
+        self.phases["allreduce"] += exposed
+
     def end_epoch(self) -> dict:
         """The epoch's breakdown in ms per step; phases + other = step."""
+        self._move_exposed()
         n = max(self.steps, 1)
         entry = {f"{k}_ms": 1000 * v / n for k, v in self.phases.items()}
         entry["step_ms"] = 1000 * self.step_seconds / n
@@ -76,8 +101,21 @@ def describe(ms: dict, digits: int = 1) -> str:
         f"{k} {ms[f'{k}_ms']:.{digits}f}" for k in (*PHASES, "other"))
 
 
-def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = None):
-    """Times each Keras step from outside the train function and closes the clock's epoch."""
+def hands_tensor_logs(callback):
+    """Mark a callback that reads no batch logs, so Keras hands them over as they are (tensors).
+
+    Keras 2.15 copies a step's logs to the host (a sync with the device) before any batch hook of a
+    callback without its `_supports_tf_logs` flag, however little the hook does: the step clock's and
+    Horovod's broadcast and warm-up hooks read no logs.  The flag is Keras's own, private (its built-in
+    callbacks set it); Keras has no public switch for this.
+    """
+    callback._supports_tf_logs = True
+    return callback
+
+
+def clock_callback(tf, clock: StepClock, log_epochs: bool = False):
+    """Times each Keras step from outside the train function and closes the clock's epoch (logging its
+    breakdown when `log_epochs`: rank 0 speaks for all)."""
 
     class PhaseClockCallback(tf.keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -88,10 +126,10 @@ def clock_callback(tf, clock: StepClock, log: Optional[Callable[[str], None]] = 
 
         def on_epoch_end(self, epoch, logs=None):
             entry = clock.end_epoch()
-            if log:
-                log(f"[train] epoch {epoch + 1} {describe(entry)}")
+            if log_epochs:
+                logger.info(f"[train] epoch {epoch + 1} {describe(entry)}")
 
-    return PhaseClockCallback()
+    return hands_tensor_logs(PhaseClockCallback())
 
 
 def gradient_bytes(variables, compression: str) -> int:
@@ -101,6 +139,109 @@ def gradient_bytes(variables, compression: str) -> int:
         size = 2 if compression == "fp16" and v.dtype.is_floating else v.dtype.size
         total += int(v.shape.num_elements()) * size
     return total
+
+
+def _check_levers(passes: int, compression: str) -> None:
+    if passes < 1:
+        raise ValueError(f"backward_passes_per_step must be >= 1, got {passes}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+
+
+def _compressed(tf, allreduce: Callable, compression: str) -> Callable:
+    """Horovod's allreduce, handed float16 gradients under fp16 compression (half the bytes) and cast back."""
+    def compressed_allreduce(grads):
+        if compression == "fp16":
+            dtypes = [g.dtype for g in grads]
+            sent = [tf.cast(g, tf.float16) if g.dtype.is_floating else g for g in grads]
+            return [tf.cast(r, d) for r, d in zip(allreduce(sent), dtypes)]
+        return allreduce(grads)
+    return compressed_allreduce
+
+
+def _forward_backward(tf, model, passes: int, reduce_inside: Optional[Callable], clock: StepClock) -> Callable:
+    """The compute phase, one traced function of (x, y, final): the loss (scaled under float16), the
+    gradients and the metrics' update -> (gradients, logs).
+
+    With passes > 1 the gradients of a step that is not `final` are only accumulated (no gradients
+    returned); the final one returns the mean of all.  `reduce_inside` (overlap): the reduction starts
+    per tensor as soon as its gradient exists, and the graph stamps the time between the last gradient
+    and the last reduction (the exposed allreduce), summed into the clock's `exposed_total`.
+    """
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
+    accumulators = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if passes > 1 else []
+    if reduce_inside is not None:
+        with tf.device("/CPU:0"):                   # where tf.timestamp's values are
+            clock.exposed_total = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+
+    def forward_backward(x, y, final: bool):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred)
+            scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+        logs = model.compute_metrics(x, y, y_pred, None)
+        if passes > 1 and not final:
+            for acc, g in zip(accumulators, grads):
+                acc.assign_add(g)
+            return [], logs
+        if passes > 1:
+            grads = [(acc + g) / passes for acc, g in zip(accumulators, grads)]
+            with tf.control_dependencies(grads):
+                for acc in accumulators:
+                    acc.assign(tf.zeros_like(acc))
+        if reduce_inside is None:
+            return grads, logs
+        with tf.control_dependencies(grads):
+            ready = tf.timestamp()                  # the last gradient exists
+        reduced = reduce_inside(grads)              # each reduction started when its gradient was ready
+        with tf.control_dependencies(reduced):
+            clock.exposed_total.assign_add(tf.timestamp() - ready)
+        return reduced, logs
+    return tf.function(forward_backward, reduce_retracing=True)
+
+
+def _apply(tf, model) -> Callable:
+    """The apply phase, one traced function of the gradients: unscaled (float16), then the optimizer's update."""
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def apply(grads):
+        if loss_scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(zip(grads, variables))
+    return apply
+
+
+def _timed_train_function(forward_backward: Callable, reduce: Optional[Callable], apply: Callable,
+                          clock: StepClock, passes: int) -> Callable:
+    """Keras's train function: one step as its phases, each timed into `clock`; `reduce` None: nothing to
+    reduce after the compute phase (one worker, or reduced inside it)."""
+    state = {"batch": 0}
+
+    def train_function(iterator):
+        t0 = time.perf_counter()
+        x, y = next(iterator)
+        t1 = time.perf_counter()
+        final = state["batch"] % passes == passes - 1
+        state["batch"] += 1
+        grads, logs = forward_backward(x, y, final)   # logs stay on the device: Keras reads them at the epoch's end
+        t2 = time.perf_counter()
+        t3 = t2
+        if final:
+            if reduce is not None:
+                grads = reduce(grads)
+            t3 = time.perf_counter()
+            apply(grads)
+            clock.updates += 1
+        t4 = time.perf_counter()
+        clock.add(input=t1 - t0, compute=t2 - t1, allreduce=t3 - t2, apply=t4 - t3)
+        return logs
+    return train_function
 
 
 def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: int = 1,
@@ -115,82 +256,12 @@ def install(tf, model, allreduce: Optional[Callable], clock: StepClock, passes: 
     reduction being done (tf.timestamp): the exposed allreduce, reported as `allreduce`, the
     rest of the call as `compute`.
     """
-    if passes < 1:
-        raise ValueError(f"backward_passes_per_step must be >= 1, got {passes}")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    optimizer = model.optimizer
-    loss_scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
-    variables = model.trainable_variables
-    accumulators = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if passes > 1 else []
-
-    def compressed_allreduce(grads):
-        if compression == "fp16":
-            dtypes = [g.dtype for g in grads]
-            sent = [tf.cast(g, tf.float16) if g.dtype.is_floating else g for g in grads]
-            return [tf.cast(r, d) for r, d in zip(allreduce(sent), dtypes)]
-        return allreduce(grads)
-
-    reduce_inside = overlap and allreduce is not None
-
-    def _forward_backward(x, y, final: bool):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = model.compute_loss(x, y, y_pred)
-            scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
-        logs = model.compute_metrics(x, y, y_pred, None)
-        model._train_counter.assign_add(1)
-        if passes > 1 and not final:
-            for acc, g in zip(accumulators, grads):
-                acc.assign_add(g)
-            return [], logs, tf.constant(0.0, tf.float64)
-        if passes > 1:
-            grads = [(acc + g) / passes for acc, g in zip(accumulators, grads)]
-            with tf.control_dependencies(grads):
-                for acc in accumulators:
-                    acc.assign(tf.zeros_like(acc))
-        if not reduce_inside:
-            return grads, logs, tf.constant(0.0, tf.float64)
-        with tf.control_dependencies(grads):
-            ready = tf.timestamp()                  # the last gradient exists
-        reduced = compressed_allreduce(grads)       # each reduction started when its gradient was ready
-        with tf.control_dependencies(reduced):
-            exposed = tf.timestamp() - ready
-        return reduced, logs, exposed
-
-    forward_backward = tf.function(_forward_backward, reduce_retracing=True)
-    reduce = tf.function(compressed_allreduce, reduce_retracing=True)
-
-    @tf.function(reduce_retracing=True)
-    def apply(grads):
-        if loss_scaled:
-            grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(zip(grads, variables))
-
-    state = {"batch": 0}
-
-    def train_function(iterator):
-        t0 = time.perf_counter()
-        x, y = next(iterator)
-        t1 = time.perf_counter()
-        final = state["batch"] % passes == passes - 1
-        state["batch"] += 1
-        grads, logs, exposed = forward_backward(x, y, final)
-        float(logs["loss"])                       # a GPU has finished the step's compute
-        exposed = float(exposed)                  # overlap: the allreduce not hidden by the backward pass
-        t2 = time.perf_counter()
-        t3 = t2
-        if final:
-            if allreduce is not None and not reduce_inside:
-                grads = reduce(grads)
-            t3 = time.perf_counter()
-            apply(grads)
-            clock.updates += 1
-        t4 = time.perf_counter()
-        clock.add(input=t1 - t0, compute=t2 - t1 - exposed, allreduce=t3 - t2 + exposed, apply=t4 - t3)
-        return logs
-
+    _check_levers(passes, compression)
+    reduced = _compressed(tf, allreduce, compression) if allreduce is not None else None
+    reduce_inside = reduced if overlap else None
+    reduce_after = tf.function(reduced, reduce_retracing=True) if reduced is not None and not overlap else None
+    train_function = _timed_train_function(_forward_backward(tf, model, passes, reduce_inside, clock), reduce_after,
+                                           _apply(tf, model), clock, passes)
     model.train_function = train_function
     model.make_train_function = lambda force=False: train_function
     return train_function

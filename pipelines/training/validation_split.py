@@ -12,7 +12,8 @@ a rerun (or a resume after a killed training) reuses it instead of rewriting.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+import logging
+from typing import Optional, Tuple
 
 from pipelines.core import records, storage
 from pipelines.core.errors import SparkcnnError
@@ -21,6 +22,7 @@ from pipelines.core.store import RunStore, exists, read_json, write_json_atomic
 from pipelines.datasets.publish import publish_dataset
 from pipelines.training.section import TrainSection
 
+logger = logging.getLogger("sparkcnn.training")
 HASH_BUCKETS = 1_000_000
 
 
@@ -29,9 +31,8 @@ class ValidationSplitError(SparkcnnError, ValueError):
 
 
 def held_out_datasets(spark, settings: TrainSection, source: records.PublishedDataset,
-                      val: Optional[records.PublishedDataset], store: RunStore, row_group_mb: float,
-                      log: Callable[[str], None] = print) -> Tuple[records.PublishedDataset,
-                                                                   Optional[records.PublishedDataset]]:
+                      val: Optional[records.PublishedDataset], store: RunStore,
+                      row_group_mb: float) -> Tuple[records.PublishedDataset, Optional[records.PublishedDataset]]:
     """(train, val) datasets for settings.validation; (source, val) unchanged when it is null."""
     setting = settings.validation
     if setting is None:
@@ -43,7 +44,7 @@ def held_out_datasets(spark, settings: TrainSection, source: records.PublishedDa
     marker = {"source": source.url, "validation": setting, "seed": settings.seed}
     if (exists(marker_path) and read_json(marker_path) == marker
             and exists(train_dir) and exists(val_dir)):
-        log(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
+        logger.info(f"[train] validation split of {source_dir} by {setting!r}: reusing {out_root}")
         return records.open_dataset(train_dir), records.open_dataset(val_dir)
     meta = source.meta
     frame = read_frame(spark, source_dir)          # within a fit: the version `source` pinned
@@ -62,7 +63,8 @@ def held_out_datasets(spark, settings: TrainSection, source: records.PublishedDa
         publish_dataset(spark, frame.where(frame["_is_val"] == flag).select(*records.COLUMNS), dest, part,
                         row_group_mb, rows)
     write_json_atomic(marker_path, marker)
-    log(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} validation rows")
+    logger.info(f"[train] validation split of {source_dir} by {setting!r}: {n_train} training + {n_val} "
+                "validation rows")
     return records.open_dataset(train_dir), records.open_dataset(val_dir)   # in a fit: what was just published
 
 

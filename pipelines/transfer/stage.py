@@ -20,8 +20,9 @@ for that store (s3a, gcs, abfs).
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from pipelines.inference.pretrained.registry import FeaturizerConfigError, check_weights, get_spec
 from pipelines.core import records, storage
@@ -30,6 +31,8 @@ from pipelines.core.metrics import prediction_metrics
 from pipelines.core.parquet_io import read_frame, write_frame
 from pipelines.core.records import PREDICTION
 from pipelines.core.store import RunStore, atomic_dir, resolve, write_json_atomic
+
+logger = logging.getLogger("sparkcnn.transfer")
 
 FEATURES = "features"
 PROBABILITY = "probability"
@@ -119,7 +122,7 @@ def evaluate(spark, predictions_dir: str, class_names: list) -> dict:
     return metrics
 
 
-def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = print) -> dict:
+def transfer(spark, cfg: Config, store: RunStore) -> dict:
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import LogisticRegression
     t = cfg.transfer
@@ -129,7 +132,8 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     train, train_rows, meta = first_rows(spark, cfg.dataset_dir("train"), t.train_rows)
     test, test_rows, _ = first_rows(spark, cfg.dataset_dir("test"), t.test_rows)
     dim = get_spec(t.model).feature_dim
-    log(f"[transfer] {t.model} ({t.weights}) -> {dim}-d features for {train_rows} train / {test_rows} test images")
+    logger.info(f"[transfer] {t.model} ({t.weights}) -> {dim}-d features for {train_rows} train / {test_rows} "
+                "test images")
 
     t0 = time.perf_counter()
     remote = storage.is_remote(store.root)
@@ -137,8 +141,8 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
         features = featurizer.transform(train).select(records.ID, records.LABEL, FEATURES)
         write_frame(_vectors_as_arrays(features, FEATURES) if remote else features, staging)
     featurize_seconds = time.perf_counter() - t0
-    log(f"[transfer] featurized {train_rows} train images in {featurize_seconds:.1f}s "
-        f"({train_rows / featurize_seconds:.1f} images/s)")
+    logger.info(f"[transfer] featurized {train_rows} train images in {featurize_seconds:.1f}s "
+                f"({train_rows / featurize_seconds:.1f} images/s)")
 
     t0 = time.perf_counter()
     lr = LogisticRegression(featuresCol=FEATURES, labelCol=records.LABEL, predictionCol=PREDICTION,
@@ -151,8 +155,8 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
     lr_model = lr.fit(features)
     fit_seconds = time.perf_counter() - t0
     train_accuracy = lr_model.summary.accuracy
-    log(f"[transfer] LogisticRegression: {lr_model.summary.totalIterations} iterations, "
-        f"train accuracy {train_accuracy:.4f} ({fit_seconds:.1f}s)")
+    logger.info(f"[transfer] LogisticRegression: {lr_model.summary.totalIterations} iterations, "
+                f"train accuracy {train_accuracy:.4f} ({fit_seconds:.1f}s)")
 
     _save_model(spark, PipelineModel(stages=[featurizer, lr_model]), store.transfer_model_dir)
 
@@ -174,7 +178,7 @@ def transfer(spark, cfg: Config, store: RunStore, log: Callable[[str], None] = p
                              "fit_seconds": round(fit_seconds, 2),
                              "predict_test_seconds": round(predict_seconds, 2)})
     write_json_atomic(store.metrics_path, metrics)
-    log(f"[transfer] test: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "
-        f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {store.metrics_path}")
-    log(f"[transfer] PipelineModel -> {store.transfer_model_dir}")
+    logger.info(f"[transfer] test: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, "
+                f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {store.metrics_path}")
+    logger.info(f"[transfer] PipelineModel -> {store.transfer_model_dir}")
     return metrics

@@ -5,13 +5,15 @@ misclassified samples are titled in red with true→predicted.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable
 
 from pipelines.core import records, storage
 from pipelines.core.config import Config
 from pipelines.core.figures import agg_pyplot, plot_samples, sample_rows
 from pipelines.core.store import atomic_dir, resolve
+
+logger = logging.getLogger("sparkcnn.visualize")
 
 
 def plot_class_counts(meta: records.DatasetMeta, path: str) -> None:
@@ -28,7 +30,7 @@ def plot_class_counts(meta: records.DatasetMeta, path: str) -> None:
     plt.close(fig)
 
 
-def visualize(spark, cfg: Config, store, log: Callable[[str], None] = print) -> dict:
+def visualize(spark, cfg: Config, store) -> dict:
     split = cfg.visualize.split
     dataset_dir = cfg.dataset_dir(split)
     meta = records.read_meta(dataset_dir)
@@ -47,5 +49,5 @@ def visualize(spark, cfg: Config, store, log: Callable[[str], None] = print) -> 
     if storage.is_remote(out_dir):       # the files are in the published version's prefix
         files = {k: storage.join(resolve(out_dir), storage.basename(v)) for k, v in files.items()}
     for path in files.values():
-        log(f"[visualize] {path}")
+        logger.info(f"[visualize] {path}")
     return files
