@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from pipelines.core.log_output import ROOT
+from pipelines.core.log_output import ROOT, routed_to
 
 
 @dataclass(frozen=True)
@@ -116,16 +116,9 @@ class RelayHandler(logging.Handler):
 @contextlib.contextmanager
 def relayed(address: Optional[RelayAddress]) -> Iterator[RelayHandler]:
     """While the block runs, this process's "sparkcnn" INFO records go to the driver through `address`."""
-    root = logging.getLogger(ROOT)
     handler = RelayHandler(address)
-    before = (root.level, root.propagate)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
     try:
-        yield handler
+        with routed_to(handler):
+            yield handler
     finally:
-        root.removeHandler(handler)
-        root.setLevel(before[0])
-        root.propagate = before[1]
         handler.close()

@@ -34,8 +34,8 @@ def line_handler(stream: TextIO) -> logging.Handler:
 
 
 @contextlib.contextmanager
-def lines_to(stream: TextIO, level: int = logging.INFO) -> Iterator[logging.Handler]:
-    """While the block runs, every "sparkcnn" record at `level` or above is printed on `stream`, message alone.
+def routed_to(handler: logging.Handler, level: int = logging.INFO) -> Iterator[logging.Handler]:
+    """While the block runs, every "sparkcnn" record at `level` or above goes to `handler`.
 
     The records do not also propagate to the root logger: a library in the process may have
     configured it (Horovod's driver calls logging.info, which installs a stderr handler), and the
@@ -43,7 +43,6 @@ def lines_to(stream: TextIO, level: int = logging.INFO) -> Iterator[logging.Hand
     a program calling the CLI's main() keeps its own configuration.
     """
     logger = logging.getLogger(ROOT)
-    handler = line_handler(stream)
     before = (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -54,6 +53,12 @@ def lines_to(stream: TextIO, level: int = logging.INFO) -> Iterator[logging.Hand
         logger.removeHandler(handler)
         logger.setLevel(before[0])
         logger.propagate = before[1]
+
+
+def lines_to(stream: TextIO, level: int = logging.INFO):
+    """The CLI's output: while the block runs, every "sparkcnn" record at `level` or above is printed on
+    `stream`, its message alone (a context manager)."""
+    return routed_to(line_handler(stream), level)
 
 
 _EXECUTOR_HANDLER: list = []
