@@ -119,7 +119,7 @@ def test_unusable_store_is_one_line_naming_the_setting(tmp_path):
     cfg, store = _tracked_conf(tmp_path, str(blocker))
     with pytest.raises(TrackingError, match=r"tracking.mlflow: could not open the store \(MLflow store "
                                             rf"tracking.uri={blocker.as_uri()}, experiment 'failures'\): .*"):
-        with tracked(cfg, store, ["score"], print):
+        with tracked(cfg, store, ["score"]):
             pytest.fail("the block must not run when the store cannot be opened")
     # the same through the CLI, before Spark starts: one line, exit status 2
     conf = tmp_path / "conf.yaml"
