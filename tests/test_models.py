@@ -51,6 +51,6 @@ def test_user_models_from_file_run_and_function(tmp_path):
         classify("no_such_module:f", TRAINABLE, "train.model")
     with pytest.raises(ConfigError, match="absent.keras does not exist"):
         classify(str(tmp_path / "absent.keras"), TRAINABLE, "train.model")
-    with pytest.raises(ConfigError, match="train.model: EfficientNetLite0 is a pretrained network; train.model "
-                                          "takes an architecture"):
+    with pytest.raises(ConfigError, match="train.model: EfficientNetLite0 is a pretrained registry network; "
+                                          "train.model takes an architecture"):
         classify("EfficientNetLite0", TRAINABLE, "train.model")

@@ -27,7 +27,7 @@ ARCHITECTURE, PRETRAINED, FILE, SAVED_MODEL, RUN, FUNCTION, PIPELINE = (
     "architecture", "pretrained", "file", "saved_model", "run", "function", "pipeline")
 KINDS = {
     ARCHITECTURE: "an architecture to train from scratch",
-    PRETRAINED: "a pretrained network",
+    PRETRAINED: "a pretrained registry network",
     FILE: "a Keras model file (.keras/.h5)",
     SAVED_MODEL: "a SavedModel directory",
     RUN: "a sparkcnn run directory",
@@ -85,7 +85,7 @@ def _vocabulary(accepts: Iterable[str]) -> str:
         if kind == ARCHITECTURE:
             parts.append("an architecture (" + ", ".join(architecture_names()) + ")")
         elif kind == PRETRAINED:
-            parts.append("a pretrained network (" + ", ".join(pretrained_names()) + ")")
+            parts.append("a pretrained registry network (" + ", ".join(pretrained_names()) + ")")
         else:
             parts.append(KINDS[kind])
     return "; ".join(parts)
@@ -94,6 +94,7 @@ def _vocabulary(accepts: Iterable[str]) -> str:
 def classify(name: str, accepts: Iterable[str], setting: str) -> ModelRef:
     """What `name` is, checked against the kinds `setting` takes; ConfigError names the setting otherwise."""
     accepts = tuple(accepts)
+    short = setting.rpartition(": ")[2]          # the setting's name without the conf file it is read from
     if not name:
         raise ConfigError(f"{setting} is empty: name {_vocabulary(accepts)}")
     shown = storage.redact(name)
@@ -111,7 +112,7 @@ def classify(name: str, accepts: Iterable[str], setting: str) -> ModelRef:
         found = _path_kind(name)
         if found is not None and found not in KINDS:
             raise ConfigError(f"{setting}: {shown} is a {found.split()[1]} that holds no model; "
-                              f"{setting} takes {_vocabulary(accepts)}")
+                              f"{short} takes {_vocabulary(accepts)}")
         if found is not None:
             kind = found
         elif name in pretrained_names():
@@ -121,9 +122,9 @@ def classify(name: str, accepts: Iterable[str], setting: str) -> ModelRef:
         elif "/" in name or name.lower().endswith(MODEL_SUFFIXES):
             raise ConfigError(f"{setting}: {shown} does not exist")
         else:
-            raise ConfigError(f"{setting}: unknown model '{shown}'; {setting} takes {_vocabulary(accepts)}")
+            raise ConfigError(f"{setting}: unknown model '{shown}'; {short} takes {_vocabulary(accepts)}")
     if kind not in accepts:
-        raise ConfigError(f"{setting}: {shown} is {KINDS[kind]}; {setting} takes {_vocabulary(accepts)}")
+        raise ConfigError(f"{setting}: {shown} is {KINDS[kind]}; {short} takes {_vocabulary(accepts)}")
     location = storage.join(name, RUN_MODEL) if kind == RUN else (name if kind in (FILE, SAVED_MODEL, PIPELINE)
                                                                   else "")
     return ModelRef(kind, name, location)
