@@ -210,6 +210,9 @@ def read_json(path: str):
     return json.loads(storage.read_bytes(path))
 
 
+RUN_MODEL = "model.keras"      # a run directory's trained model (what train.model / predict.model name a run by)
+
+
 @dataclass(frozen=True)
 class RunStore:
     """The layout of one run directory: <runs_dir>/<name>/... (a local path or a remote URL)."""
@@ -220,7 +223,7 @@ class RunStore:
 
     @property
     def model_path(self) -> str:
-        return self._at("model.keras")
+        return self._at(RUN_MODEL)
 
     @property
     def saved_model_dir(self) -> str:

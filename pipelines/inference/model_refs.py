@@ -22,6 +22,7 @@ from typing import Iterable
 
 from pipelines.core import storage
 from pipelines.core.config import ConfigError
+from pipelines.core.store import RUN_MODEL
 
 ARCHITECTURE, PRETRAINED, FILE, SAVED_MODEL, RUN, FUNCTION, PIPELINE = (
     "architecture", "pretrained", "file", "saved_model", "run", "function", "pipeline")
@@ -37,7 +38,6 @@ KINDS = {
 # what each setting takes
 TRAINABLE = (ARCHITECTURE, FILE, RUN, FUNCTION)                 # train.model
 SCORABLE = (PRETRAINED, FILE, SAVED_MODEL, RUN, PIPELINE)        # predict.model
-RUN_MODEL = "model.keras"
 MODEL_SUFFIXES = (".keras", ".h5")
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 

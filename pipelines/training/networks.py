@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 
 from pipelines.core import storage
+from pipelines.core.store import RUN_MODEL
 from pipelines.core.tf_runtime import load_model_bytes
 from pipelines.training.variants import NAMED, build_variant, resolve
 from pipelines.training.zoo import MODELS
 
-RUN_MODEL = "model.keras"        # a run directory's model (pipelines.inference.model_refs.RUN_MODEL)
 
 
 def _saved(location: str):
